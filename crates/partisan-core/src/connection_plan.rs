@@ -1,0 +1,923 @@
+//! Which connections a node keeps, when it dials, and which of two simultaneous connections
+//! survives. Sans-IO: the runtime (or the simulator) reports what happened on the network and
+//! carries out the dials and closes this planner asks for.
+//!
+//! There is one connection per (peer, channel, lane) slot, carrying traffic both ways. A node
+//! dials the lanes of the *peer's* spec for every peer it wants, and accepts inbound connections
+//! for the lanes of its own spec. When both nodes dial the same slot at once, the connection
+//! dialed by the node whose name orders first survives; the other is refused with
+//! [`RefuseCode::Simultaneous`]. A newer incarnation of a peer (higher creation) replaces every
+//! connection of the older one; an older incarnation is refused.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rand::{Rng, RngCore};
+
+use crate::id::{ChannelName, Creation, NodeName, NodeSpec};
+use crate::time::Instant;
+use crate::wire::handshake::{PeerHello, RefuseCode};
+
+/// Identifies one connection for its whole life; chosen by the runtime, never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub u64);
+
+/// Who a dial is for: a known node, or an address whose node is not known yet.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DialTarget {
+    /// A node whose spec is known.
+    Node(NodeName),
+    /// An address given by the user (`connect(addr)`); the node is learned at the handshake.
+    Addr(SocketAddr),
+}
+
+/// One dial the runtime must attempt, and report back with the same key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DialRequest {
+    /// Who the dial is for.
+    pub target: DialTarget,
+    /// Addresses to try, in order.
+    pub addrs: Vec<SocketAddr>,
+    /// Node that must answer (refuse anyone else), when known.
+    pub expect: Option<NodeName>,
+    /// Channel of the connection.
+    pub channel: ChannelName,
+    /// Lane of the connection.
+    pub lane: u16,
+}
+
+/// Why the planner asks for a connection to be closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Another connection took over its slot.
+    Replaced,
+    /// It belongs to an older incarnation of the peer.
+    StaleCreation,
+    /// The peer is no longer wanted.
+    Unwanted,
+}
+
+/// How a dial failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DialFailure {
+    /// Worth retrying (unreachable, reset, timeout, refused for a race).
+    Transient(String),
+    /// Retrying cannot help (the address is this node, or another node than expected answers);
+    /// an address-only target is dropped.
+    Permanent(String),
+}
+
+/// What the planner asks the runtime to do, or tells it happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlanOutput {
+    /// Open a connection.
+    Dial(DialRequest),
+    /// Close a connection.
+    Close {
+        /// Which.
+        conn: ConnId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// First lane to a peer is up.
+    PeerUp {
+        /// The peer's spec as learned at the handshake.
+        spec: NodeSpec,
+        /// The peer's creation.
+        creation: Creation,
+    },
+    /// Last lane to a peer is down.
+    PeerDown {
+        /// The peer.
+        node: NodeName,
+    },
+    /// A target given to [`ConnectionPlan::want_addr`] answered as this node.
+    Resolved {
+        /// The address.
+        addr: SocketAddr,
+        /// The node that answered.
+        node: NodeName,
+    },
+    /// A target was given up on because of a permanent failure.
+    GaveUp {
+        /// The target.
+        target: DialTarget,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Redial timing: exponential backoff with jitter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// Delay before the first redial after a loss.
+    pub initial: Duration,
+    /// Upper bound of the delay.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Backoff {
+    /// Delay after `failures` consecutive failures, with ±25% jitter from `rng`.
+    fn delay(&self, failures: u32, rng: &mut dyn RngCore) -> Duration {
+        let exp = self
+            .initial
+            .saturating_mul(1u32 << failures.min(20))
+            .min(self.max);
+        let micros = exp.as_micros() as u64;
+        let jitter = micros / 4;
+        let lo = micros - jitter;
+        Duration::from_micros(if jitter == 0 {
+            micros
+        } else {
+            rng.gen_range(lo..=micros + jitter)
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Slot {
+    Idle {
+        failures: u32,
+        retry_at: Option<Instant>,
+    },
+    Dialing {
+        failures: u32,
+    },
+    Up {
+        conn: ConnId,
+        creation: Creation,
+    },
+}
+
+type SlotKey = (ChannelName, u16);
+
+#[derive(Debug)]
+struct Peer {
+    spec: Option<NodeSpec>,
+    creation: Option<Creation>,
+    wanted: bool,
+    slots: BTreeMap<SlotKey, Slot>,
+}
+
+impl Peer {
+    fn up_count(&self) -> usize {
+        self.slots
+            .values()
+            .filter(|s| matches!(s, Slot::Up { .. }))
+            .count()
+    }
+
+    /// Whether we dial this slot (it is a lane of the peer's spec).
+    fn dials(&self, key: &SlotKey) -> bool {
+        self.spec
+            .as_ref()
+            .is_some_and(|s| s.has_lane(&key.0, key.1))
+    }
+}
+
+#[derive(Debug)]
+struct AddrTarget {
+    state: Slot,
+}
+
+/// The connection planner of one node. See the module documentation.
+pub struct ConnectionPlan {
+    local: NodeSpec,
+    backoff: Backoff,
+    rng: Box<dyn RngCore + Send>,
+    peers: BTreeMap<NodeName, Peer>,
+    addrs: BTreeMap<SocketAddr, AddrTarget>,
+    /// Redials due, ordered by time; entries are checked against the slot when they fire.
+    retries: BTreeSet<(Instant, DialTarget, SlotKey)>,
+}
+
+impl ConnectionPlan {
+    /// A planner for the node described by `local`.
+    pub fn new(local: NodeSpec, backoff: Backoff, rng: Box<dyn RngCore + Send>) -> Self {
+        ConnectionPlan {
+            local,
+            backoff,
+            rng,
+            peers: BTreeMap::new(),
+            addrs: BTreeMap::new(),
+            retries: BTreeSet::new(),
+        }
+    }
+
+    /// This node's spec.
+    pub fn local(&self) -> &NodeSpec {
+        &self.local
+    }
+
+    /// Keep every lane of `spec`'s channels connected, redialing with backoff when lost.
+    /// A spec learned from the peer's own handshake (with a creation) is kept over `spec`.
+    pub fn want(&mut self, spec: NodeSpec, now: Instant, out: &mut Vec<PlanOutput>) {
+        if spec.name() == self.local.name() {
+            return;
+        }
+        let peer = self.peers.entry(spec.name().clone()).or_insert(Peer {
+            spec: None,
+            creation: None,
+            wanted: false,
+            slots: BTreeMap::new(),
+        });
+        peer.wanted = true;
+        if peer.creation.is_none() {
+            peer.spec = Some(spec.clone());
+        }
+        let name = spec.name().clone();
+        self.plan_peer(&name, now, out);
+    }
+
+    /// Connect to whatever node listens at `addr`; once it answers, it is wanted like
+    /// [`ConnectionPlan::want`]. Returns `false` (and does nothing) when `addr` is one of this
+    /// node's own listen addresses or a wanted peer's.
+    pub fn want_addr(&mut self, addr: SocketAddr, now: Instant, out: &mut Vec<PlanOutput>) -> bool {
+        if self.local.listen_addrs().contains(&addr) {
+            return false;
+        }
+        let known = self.peers.values().any(|p| {
+            p.wanted
+                && p.spec
+                    .as_ref()
+                    .is_some_and(|s| s.listen_addrs().contains(&addr))
+        });
+        if known {
+            return false;
+        }
+        if self.addrs.contains_key(&addr) {
+            return true;
+        }
+        self.addrs.insert(
+            addr,
+            AddrTarget {
+                state: Slot::Idle {
+                    failures: 0,
+                    retry_at: None,
+                },
+            },
+        );
+        self.dial_addr(addr, now, out);
+        true
+    }
+
+    /// Stop wanting `node`: close its connections and stop redialing.
+    pub fn unwant(&mut self, node: &NodeName, out: &mut Vec<PlanOutput>) {
+        let Some(peer) = self.peers.get_mut(node) else {
+            return;
+        };
+        peer.wanted = false;
+        let was_up = peer.up_count() > 0;
+        for slot in peer.slots.values_mut() {
+            if let Slot::Up { conn, .. } = *slot {
+                out.push(PlanOutput::Close {
+                    conn,
+                    reason: CloseReason::Unwanted,
+                });
+            }
+            *slot = Slot::Idle {
+                failures: 0,
+                retry_at: None,
+            };
+        }
+        self.peers.remove(node);
+        if was_up {
+            out.push(PlanOutput::PeerDown { node: node.clone() });
+        }
+    }
+
+    /// Stop dialing an address target that never answered.
+    pub fn unwant_addr(&mut self, addr: &SocketAddr) {
+        self.addrs.remove(addr);
+    }
+
+    /// Decide whether to admit an authenticated inbound connection `conn` from `peer`.
+    /// On `Ok`, the slot is now this connection's (replacing the returned one, which the caller
+    /// closes); on `Err`, refuse the dialer with that code.
+    pub fn admit(
+        &mut self,
+        conn: ConnId,
+        peer: &PeerHello,
+        now: Instant,
+        out: &mut Vec<PlanOutput>,
+    ) -> Result<Option<ConnId>, RefuseCode> {
+        let name = peer.spec.name().clone();
+        let key: SlotKey = (peer.channel.clone(), peer.lane);
+        if let Some(p) = self.peers.get(&name) {
+            if p.creation.is_some_and(|c| peer.creation < c) {
+                return Err(RefuseCode::StaleCreation);
+            }
+            if matches!(p.slots.get(&key), Some(Slot::Dialing { .. }))
+                && p.creation.is_none_or(|c| c == peer.creation)
+                && self.local.name() < &name
+            {
+                return Err(RefuseCode::Simultaneous);
+            }
+        }
+        Ok(self.install(conn, peer, key, now, out))
+    }
+
+    /// A dial reported established (the acceptor admitted it). Returns the connection it
+    /// replaces, or `Err` when this connection must be closed instead.
+    pub fn on_established(
+        &mut self,
+        conn: ConnId,
+        target: &DialTarget,
+        peer: &PeerHello,
+        now: Instant,
+        out: &mut Vec<PlanOutput>,
+    ) -> Result<Option<ConnId>, CloseReason> {
+        let name = peer.spec.name().clone();
+        let key: SlotKey = (peer.channel.clone(), peer.lane);
+        if let DialTarget::Addr(addr) = target {
+            if self.addrs.remove(addr).is_none() {
+                return Err(CloseReason::Unwanted);
+            }
+            out.push(PlanOutput::Resolved {
+                addr: *addr,
+                node: name.clone(),
+            });
+            let p = self.peers.entry(name.clone()).or_insert(Peer {
+                spec: None,
+                creation: None,
+                wanted: false,
+                slots: BTreeMap::new(),
+            });
+            p.wanted = true;
+        }
+        match self.peers.get(&name) {
+            Some(p) if p.wanted => {
+                if p.creation.is_some_and(|c| peer.creation < c) {
+                    return Err(CloseReason::StaleCreation);
+                }
+            }
+            _ => return Err(CloseReason::Unwanted),
+        }
+        Ok(self.install(conn, peer, key, now, out))
+    }
+
+    /// A dial failed before being established.
+    pub fn on_dial_failed(
+        &mut self,
+        target: &DialTarget,
+        channel: &ChannelName,
+        lane: u16,
+        failure: DialFailure,
+        now: Instant,
+        out: &mut Vec<PlanOutput>,
+    ) {
+        match target {
+            DialTarget::Addr(addr) => {
+                let Some(t) = self.addrs.get_mut(addr) else {
+                    return;
+                };
+                if let DialFailure::Permanent(reason) = failure {
+                    self.addrs.remove(addr);
+                    out.push(PlanOutput::GaveUp {
+                        target: target.clone(),
+                        reason,
+                    });
+                    return;
+                }
+                let failures = match t.state {
+                    Slot::Dialing { failures } => failures + 1,
+                    _ => return,
+                };
+                let at = now + self.backoff.delay(failures, &mut *self.rng);
+                t.state = Slot::Idle {
+                    failures,
+                    retry_at: Some(at),
+                };
+                self.retries
+                    .insert((at, target.clone(), (ChannelName::default_channel(), 0)));
+            }
+            DialTarget::Node(name) => {
+                let key = (channel.clone(), lane);
+                let Some(peer) = self.peers.get_mut(name) else {
+                    return;
+                };
+                let Some(Slot::Dialing { failures }) = peer.slots.get(&key).cloned() else {
+                    return;
+                };
+                let failures = failures + 1;
+                let at = now + self.backoff.delay(failures, &mut *self.rng);
+                peer.slots.insert(
+                    key.clone(),
+                    Slot::Idle {
+                        failures,
+                        retry_at: Some(at),
+                    },
+                );
+                self.retries.insert((at, target.clone(), key));
+            }
+        }
+    }
+
+    /// An established connection closed (either side, any reason).
+    pub fn on_closed(
+        &mut self,
+        conn: ConnId,
+        node: &NodeName,
+        channel: &ChannelName,
+        lane: u16,
+        now: Instant,
+        out: &mut Vec<PlanOutput>,
+    ) {
+        let key = (channel.clone(), lane);
+        let Some(peer) = self.peers.get_mut(node) else {
+            return;
+        };
+        match peer.slots.get(&key) {
+            Some(Slot::Up { conn: c, .. }) if *c == conn => {}
+            _ => return,
+        }
+        let redial = peer.wanted && peer.dials(&key);
+        let retry_at = redial.then(|| now + self.backoff.delay(0, &mut *self.rng));
+        peer.slots.insert(
+            key.clone(),
+            Slot::Idle {
+                failures: 0,
+                retry_at,
+            },
+        );
+        if let Some(at) = retry_at {
+            self.retries
+                .insert((at, DialTarget::Node(node.clone()), key));
+        }
+        if peer.up_count() == 0 {
+            out.push(PlanOutput::PeerDown { node: node.clone() });
+            if !peer.wanted {
+                self.peers.remove(node);
+            }
+        }
+    }
+
+    /// When [`ConnectionPlan::on_tick`] next has work, if ever.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.retries.first().map(|(at, _, _)| *at)
+    }
+
+    /// Fires every redial that is due at `now`.
+    pub fn on_tick(&mut self, now: Instant, out: &mut Vec<PlanOutput>) {
+        while let Some((at, target, key)) = self.retries.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.retries.pop_first();
+            match &target {
+                DialTarget::Addr(addr) => {
+                    let due = matches!(
+                        self.addrs.get(addr).map(|t| &t.state),
+                        Some(Slot::Idle { retry_at: Some(r), .. }) if *r == at
+                    );
+                    if due {
+                        self.dial_addr(*addr, now, out);
+                    }
+                }
+                DialTarget::Node(name) => {
+                    let Some(peer) = self.peers.get_mut(name) else {
+                        continue;
+                    };
+                    let Some(Slot::Idle {
+                        failures,
+                        retry_at: Some(r),
+                    }) = peer.slots.get(&key).cloned()
+                    else {
+                        continue;
+                    };
+                    if r != at || !peer.wanted || !peer.dials(&key) {
+                        continue;
+                    }
+                    let spec = peer.spec.clone().expect("dialed slots have a spec");
+                    peer.slots.insert(key.clone(), Slot::Dialing { failures });
+                    out.push(PlanOutput::Dial(dial_request(&spec, &key)));
+                }
+            }
+        }
+    }
+
+    /// Names of peers this node wants connected, in order.
+    pub fn wanted(&self) -> impl Iterator<Item = &NodeName> {
+        self.peers.iter().filter(|(_, p)| p.wanted).map(|(n, _)| n)
+    }
+
+    /// Whether `node` is wanted.
+    pub fn is_wanted(&self, node: &NodeName) -> bool {
+        self.peers.get(node).is_some_and(|p| p.wanted)
+    }
+
+    /// Address targets still waiting for their first answer.
+    pub fn pending_addrs(&self) -> impl Iterator<Item = &SocketAddr> {
+        self.addrs.keys()
+    }
+
+    /// Puts `conn` into its slot, handling a newer creation; returns the replaced connection.
+    fn install(
+        &mut self,
+        conn: ConnId,
+        hello: &PeerHello,
+        key: SlotKey,
+        now: Instant,
+        out: &mut Vec<PlanOutput>,
+    ) -> Option<ConnId> {
+        let name = hello.spec.name().clone();
+        let peer = self.peers.entry(name.clone()).or_insert(Peer {
+            spec: None,
+            creation: None,
+            wanted: false,
+            slots: BTreeMap::new(),
+        });
+        let mut was_up = peer.up_count() > 0;
+        let newer = peer.creation.is_none_or(|c| hello.creation > c);
+        if newer {
+            if peer.creation.is_some() {
+                // A new incarnation: every connection of the old one is dead weight.
+                for (k, slot) in peer.slots.iter_mut() {
+                    if let Slot::Up { conn: old, .. } = *slot {
+                        // The connection in the new one's own slot is returned as replaced.
+                        if *k != key {
+                            out.push(PlanOutput::Close {
+                                conn: old,
+                                reason: CloseReason::StaleCreation,
+                            });
+                            *slot = Slot::Idle {
+                                failures: 0,
+                                retry_at: None,
+                            };
+                        }
+                    }
+                }
+                if was_up {
+                    out.push(PlanOutput::PeerDown { node: name.clone() });
+                    was_up = false;
+                }
+            }
+            peer.creation = Some(hello.creation);
+            peer.spec = Some(hello.spec.clone());
+        }
+        let replaced = match peer.slots.insert(
+            key,
+            Slot::Up {
+                conn,
+                creation: hello.creation,
+            },
+        ) {
+            Some(Slot::Up { conn: old, .. }) if old != conn => Some(old),
+            _ => None,
+        };
+        if !was_up {
+            out.push(PlanOutput::PeerUp {
+                spec: hello.spec.clone(),
+                creation: hello.creation,
+            });
+        }
+        self.plan_peer(&name, now, out);
+        replaced
+    }
+
+    /// Dials every idle, not-yet-scheduled lane of a wanted peer's spec.
+    fn plan_peer(&mut self, name: &NodeName, _now: Instant, out: &mut Vec<PlanOutput>) {
+        let Some(peer) = self.peers.get_mut(name) else {
+            return;
+        };
+        if !peer.wanted {
+            return;
+        }
+        let Some(spec) = peer.spec.clone() else {
+            return;
+        };
+        for (channel, lane) in spec.lanes() {
+            let key = (channel.clone(), lane);
+            let slot = peer.slots.entry(key.clone()).or_insert(Slot::Idle {
+                failures: 0,
+                retry_at: None,
+            });
+            if let Slot::Idle {
+                failures,
+                retry_at: None,
+            } = *slot
+            {
+                *slot = Slot::Dialing { failures };
+                out.push(PlanOutput::Dial(dial_request(&spec, &key)));
+            }
+        }
+    }
+
+    fn dial_addr(&mut self, addr: SocketAddr, _now: Instant, out: &mut Vec<PlanOutput>) {
+        let Some(t) = self.addrs.get_mut(&addr) else {
+            return;
+        };
+        let failures = match t.state {
+            Slot::Idle { failures, .. } => failures,
+            _ => return,
+        };
+        t.state = Slot::Dialing { failures };
+        out.push(PlanOutput::Dial(DialRequest {
+            target: DialTarget::Addr(addr),
+            addrs: vec![addr],
+            expect: None,
+            channel: ChannelName::default_channel(),
+            lane: 0,
+        }));
+    }
+}
+
+fn dial_request(spec: &NodeSpec, key: &SlotKey) -> DialRequest {
+    DialRequest {
+        target: DialTarget::Node(spec.name().clone()),
+        addrs: spec.listen_addrs().to_vec(),
+        expect: Some(spec.name().clone()),
+        channel: key.0.clone(),
+        lane: key.1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::ChannelOpts;
+    use rand::SeedableRng;
+
+    fn spec(name: &str, port: u16, data_lanes: u16) -> NodeSpec {
+        let mut ch = BTreeMap::new();
+        ch.insert(
+            ChannelName::new("data").unwrap(),
+            ChannelOpts::with_parallelism(data_lanes),
+        );
+        NodeSpec::new(
+            NodeName::new(name).unwrap(),
+            vec![SocketAddr::from(([127, 0, 0, 1], port))],
+            ch,
+        )
+        .unwrap()
+    }
+
+    fn plan(local: NodeSpec) -> ConnectionPlan {
+        ConnectionPlan::new(
+            local,
+            Backoff::default(),
+            Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(7)),
+        )
+    }
+
+    fn dials(out: &[PlanOutput]) -> Vec<(String, u16)> {
+        out.iter()
+            .filter_map(|o| match o {
+                PlanOutput::Dial(d) => Some((d.channel.to_string(), d.lane)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn hello(spec: &NodeSpec, creation: Creation, channel: &str, lane: u16) -> PeerHello {
+        PeerHello {
+            spec: spec.clone(),
+            creation,
+            channel: ChannelName::new(channel).unwrap(),
+            lane,
+        }
+    }
+
+    #[test]
+    fn wanting_a_spec_dials_every_lane_of_it() {
+        let mut p = plan(spec("a@h", 1, 1));
+        let mut out = vec![];
+        p.want(spec("b@h", 2, 3), Instant::ZERO, &mut out);
+        assert_eq!(
+            dials(&out),
+            vec![
+                ("data".into(), 0),
+                ("data".into(), 1),
+                ("data".into(), 2),
+                ("default".into(), 0),
+                ("membership".into(), 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn address_target_learns_the_spec_then_dials_the_rest() {
+        let mut p = plan(spec("a@h", 1, 1));
+        let b = spec("b@h", 2, 2);
+        let mut out = vec![];
+        assert!(p.want_addr(b.listen_addrs()[0], Instant::ZERO, &mut out));
+        assert_eq!(dials(&out), vec![("default".into(), 0)]);
+        out.clear();
+        let target = DialTarget::Addr(b.listen_addrs()[0]);
+        let r = p.on_established(
+            ConnId(1),
+            &target,
+            &hello(&b, 5, "default", 0),
+            Instant::ZERO,
+            &mut out,
+        );
+        assert_eq!(r, Ok(None));
+        assert!(out.contains(&PlanOutput::Resolved {
+            addr: b.listen_addrs()[0],
+            node: b.name().clone()
+        }));
+        assert!(matches!(out[1], PlanOutput::PeerUp { creation: 5, .. }));
+        assert_eq!(
+            dials(&out),
+            vec![
+                ("data".into(), 0),
+                ("data".into(), 1),
+                ("membership".into(), 0)
+            ]
+        );
+        assert!(p.is_wanted(b.name()));
+        assert!(!p.want_addr(b.listen_addrs()[0], Instant::ZERO, &mut out));
+    }
+
+    #[test]
+    fn simultaneous_dials_keep_the_smaller_names_connection() {
+        // a < b. Both dial (data, 0) at once.
+        let a_spec = spec("a@h", 1, 1);
+        let b_spec = spec("b@h", 2, 1);
+        let mut a = plan(a_spec.clone());
+        let mut b = plan(b_spec.clone());
+        let mut out = vec![];
+        a.want(b_spec.clone(), Instant::ZERO, &mut out);
+        b.want(a_spec.clone(), Instant::ZERO, &mut out);
+        // b's dial reaches a, which is dialing the same slot and wins the tie-break.
+        assert_eq!(
+            a.admit(
+                ConnId(10),
+                &hello(&b_spec, 2, "data", 0),
+                Instant::ZERO,
+                &mut out
+            ),
+            Err(RefuseCode::Simultaneous)
+        );
+        // a's dial reaches b, which is dialing too but loses: it admits a's connection.
+        assert_eq!(
+            b.admit(
+                ConnId(20),
+                &hello(&a_spec, 1, "data", 0),
+                Instant::ZERO,
+                &mut out
+            ),
+            Ok(None)
+        );
+        // a learns its dial was admitted.
+        let t = DialTarget::Node(b_spec.name().clone());
+        assert_eq!(
+            a.on_established(
+                ConnId(11),
+                &t,
+                &hello(&b_spec, 2, "data", 0),
+                Instant::ZERO,
+                &mut out
+            ),
+            Ok(None)
+        );
+        // b's own dial was refused: the slot stays with a's connection, no redial scheduled.
+        out.clear();
+        b.on_dial_failed(
+            &DialTarget::Node(a_spec.name().clone()),
+            &ChannelName::new("data").unwrap(),
+            0,
+            DialFailure::Transient("simultaneous".into()),
+            Instant::ZERO,
+            &mut out,
+        );
+        assert!(out.is_empty());
+        let mut out = vec![];
+        b.on_tick(Instant(10_000_000), &mut out);
+        assert!(
+            dials(&out).is_empty(),
+            "slot is up, nothing to redial: {out:?}"
+        );
+    }
+
+    #[test]
+    fn newer_creation_replaces_older_connections_and_older_is_refused() {
+        let a_spec = spec("a@h", 1, 1);
+        let b_spec = spec("b@h", 2, 2);
+        let mut a = plan(a_spec);
+        let mut out = vec![];
+        a.admit(
+            ConnId(1),
+            &hello(&b_spec, 5, "data", 0),
+            Instant::ZERO,
+            &mut out,
+        )
+        .unwrap();
+        a.admit(
+            ConnId(2),
+            &hello(&b_spec, 5, "data", 1),
+            Instant::ZERO,
+            &mut out,
+        )
+        .unwrap();
+        out.clear();
+        // b restarts (creation 6) and dials lane 0 again.
+        assert_eq!(
+            a.admit(
+                ConnId(3),
+                &hello(&b_spec, 6, "data", 0),
+                Instant::ZERO,
+                &mut out
+            ),
+            Ok(Some(ConnId(1)))
+        );
+        assert!(out.contains(&PlanOutput::Close {
+            conn: ConnId(2),
+            reason: CloseReason::StaleCreation
+        }));
+        assert_eq!(
+            a.admit(
+                ConnId(4),
+                &hello(&b_spec, 5, "data", 1),
+                Instant::ZERO,
+                &mut out
+            ),
+            Err(RefuseCode::StaleCreation)
+        );
+    }
+
+    #[test]
+    fn lost_lanes_are_redialed_with_growing_backoff_while_wanted() {
+        let b_spec = spec("b@h", 2, 1);
+        let mut a = plan(spec("a@h", 1, 1));
+        let mut out = vec![];
+        a.want(b_spec.clone(), Instant::ZERO, &mut out);
+        let t = DialTarget::Node(b_spec.name().clone());
+        let data = ChannelName::new("data").unwrap();
+        a.on_established(
+            ConnId(1),
+            &t,
+            &hello(&b_spec, 1, "data", 0),
+            Instant::ZERO,
+            &mut out,
+        )
+        .unwrap();
+        out.clear();
+        a.on_closed(ConnId(1), b_spec.name(), &data, 0, Instant::ZERO, &mut out);
+        let first = a.next_deadline().unwrap();
+        assert!(first.0 >= 75_000 && first.0 <= 125_000, "{first:?}");
+        a.on_tick(first, &mut out);
+        assert_eq!(dials(&out), vec![("data".into(), 0)]);
+        // Failing again backs off further.
+        let mut last = first;
+        for _ in 0..6 {
+            a.on_dial_failed(
+                &t,
+                &data,
+                0,
+                DialFailure::Transient("refused".into()),
+                last,
+                &mut out,
+            );
+            let next = a.next_deadline().unwrap();
+            assert!(next > last);
+            last = next;
+            a.on_tick(next, &mut out);
+        }
+        assert!(last - first <= Duration::from_secs(30));
+        // Unwanted: nothing more is dialed.
+        a.unwant(b_spec.name(), &mut out);
+        a.on_dial_failed(
+            &t,
+            &data,
+            0,
+            DialFailure::Transient("x".into()),
+            last,
+            &mut out,
+        );
+        out.clear();
+        a.on_tick(Instant(u64::MAX), &mut out);
+        assert!(dials(&out).is_empty());
+    }
+
+    #[test]
+    fn own_address_is_not_a_target_and_permanent_failures_give_up() {
+        let a_spec = spec("a@h", 1, 1);
+        let mut a = plan(a_spec.clone());
+        let mut out = vec![];
+        assert!(!a.want_addr(a_spec.listen_addrs()[0], Instant::ZERO, &mut out));
+        let addr: SocketAddr = "127.0.0.9:9".parse().unwrap();
+        assert!(a.want_addr(addr, Instant::ZERO, &mut out));
+        out.clear();
+        a.on_dial_failed(
+            &DialTarget::Addr(addr),
+            &ChannelName::default_channel(),
+            0,
+            DialFailure::Permanent("self".into()),
+            Instant::ZERO,
+            &mut out,
+        );
+        assert!(matches!(out[0], PlanOutput::GaveUp { .. }));
+        assert_eq!(a.pending_addrs().count(), 0);
+    }
+}

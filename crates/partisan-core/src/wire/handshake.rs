@@ -1,0 +1,547 @@
+//! Connection handshake, as two sans-IO state machines.
+//!
+//! ```text
+//! dialer                                   acceptor
+//!   Hello{spec, creation, expect, channel, lane, nonce_d}  ->
+//!                                          checks version, expected name, lane
+//!   <- Challenge{spec, creation, nonce_a, proof_a}
+//! checks name, proof_a
+//!   Response{proof_d}                      ->
+//!                                          checks proof_d, admission (tie-break)
+//!   <- Welcome | Refused{code, detail}
+//! ```
+//!
+//! Every handshake frame body is `MAGIC` (4 bytes), the protocol version (u16, big endian) and a
+//! postcard-encoded [`HandshakeMsg`]. `Refused` is variant 0 and keeps its shape in every
+//! version, so a peer speaking another version still learns why it was refused.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{Cookie, Nonce, Proof, Role, Transcript};
+use crate::id::{ChannelName, Creation, NodeName, NodeSpec};
+
+/// First bytes of every handshake frame.
+pub const MAGIC: [u8; 4] = *b"PTSN";
+/// Protocol version spoken by this build.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Why a handshake was refused; sent to the peer in [`HandshakeMsg::Refused`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefuseCode {
+    /// The peer speaks another protocol version.
+    Version,
+    /// The peer's proof did not verify: it does not hold our cookie.
+    BadCookie,
+    /// The dialer expected another node at this address.
+    WrongName,
+    /// The requested channel or lane does not exist on the acceptor.
+    UnknownLane,
+    /// A node dialed itself.
+    SelfConnect,
+    /// Both sides dialed the same slot at once and the other connection wins the tie-break.
+    Simultaneous,
+    /// The dialer is an older incarnation than one already connected.
+    StaleCreation,
+    /// The acceptor is shutting down.
+    ShuttingDown,
+    /// The handshake broke the protocol (unexpected message).
+    Protocol,
+}
+
+/// Handshake messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HandshakeMsg {
+    /// Refusal with a reason; the sender closes the connection after it.
+    Refused {
+        /// Machine-readable reason.
+        code: RefuseCode,
+        /// Human-readable detail for the log.
+        detail: String,
+    },
+    /// First message of the dialer.
+    Hello {
+        /// Dialer's spec.
+        spec: NodeSpec,
+        /// Dialer's creation.
+        creation: Creation,
+        /// Node the dialer expects to reach, when it knows.
+        expect: Option<NodeName>,
+        /// Channel of this connection.
+        channel: ChannelName,
+        /// Lane of this connection within the channel.
+        lane: u16,
+        /// Dialer's fresh nonce.
+        nonce: Nonce,
+    },
+    /// Acceptor's answer: its identity, its nonce and its proof.
+    Challenge {
+        /// Acceptor's spec.
+        spec: NodeSpec,
+        /// Acceptor's creation.
+        creation: Creation,
+        /// Acceptor's fresh nonce.
+        nonce: Nonce,
+        /// Acceptor's proof of the cookie.
+        proof: Proof,
+    },
+    /// Dialer's proof of the cookie.
+    Response {
+        /// Dialer's proof.
+        proof: Proof,
+    },
+    /// The acceptor admits the connection; application traffic follows.
+    Welcome,
+}
+
+/// Why a handshake failed. The connection is closed; the node keeps running.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeError {
+    /// The peer does not speak this protocol at all.
+    #[error("peer is not a partisan node (bad magic)")]
+    NotPartisan,
+    /// The peer speaks another protocol version.
+    #[error("peer speaks protocol version {theirs}, this node speaks {ours}")]
+    Version {
+        /// Our version.
+        ours: u16,
+        /// Theirs.
+        theirs: u16,
+    },
+    /// A handshake frame did not decode.
+    #[error("malformed handshake frame: {0}")]
+    Malformed(String),
+    /// The peer's proof did not verify: it does not hold our cookie.
+    #[error("peer failed the cookie challenge")]
+    BadCookie,
+    /// The peer is not the node that was expected.
+    #[error("expected node {expected}, reached {got}")]
+    WrongName {
+        /// Expected node.
+        expected: NodeName,
+        /// Node actually reached.
+        got: NodeName,
+    },
+    /// The requested channel/lane does not exist here.
+    #[error("no lane {lane} on channel {channel} here")]
+    UnknownLane {
+        /// Requested channel.
+        channel: ChannelName,
+        /// Requested lane.
+        lane: u16,
+    },
+    /// A node reached itself.
+    #[error("connection to self")]
+    SelfConnect,
+    /// A message arrived out of order.
+    #[error("unexpected handshake message: {0}")]
+    Unexpected(&'static str),
+    /// The peer refused us.
+    #[error("refused by peer ({code:?}): {detail}")]
+    Refused {
+        /// Peer's reason.
+        code: RefuseCode,
+        /// Peer's detail.
+        detail: String,
+    },
+}
+
+impl HandshakeError {
+    /// The refusal to send the peer for an error detected locally, if one should be sent.
+    pub fn refusal(&self) -> Option<(RefuseCode, String)> {
+        let code = match self {
+            HandshakeError::NotPartisan | HandshakeError::Refused { .. } => return None,
+            HandshakeError::Version { .. } => RefuseCode::Version,
+            HandshakeError::Malformed(_) | HandshakeError::Unexpected(_) => RefuseCode::Protocol,
+            HandshakeError::BadCookie => RefuseCode::BadCookie,
+            HandshakeError::WrongName { .. } => RefuseCode::WrongName,
+            HandshakeError::UnknownLane { .. } => RefuseCode::UnknownLane,
+            HandshakeError::SelfConnect => RefuseCode::SelfConnect,
+        };
+        Some((code, self.to_string()))
+    }
+}
+
+/// Encodes one handshake frame (length prefix included).
+pub fn encode(msg: &HandshakeMsg) -> Bytes {
+    let body = postcard::to_allocvec(msg).expect("handshake messages always serialize");
+    let mut out = BytesMut::with_capacity(4 + 6 + body.len());
+    out.put_slice(&super::frame::len_prefix(6 + body.len()));
+    out.put_slice(&MAGIC);
+    out.put_u16(PROTOCOL_VERSION);
+    out.put_slice(&body);
+    out.freeze()
+}
+
+/// A refusal frame.
+pub fn encode_refusal(code: RefuseCode, detail: impl Into<String>) -> Bytes {
+    encode(&HandshakeMsg::Refused {
+        code,
+        detail: detail.into(),
+    })
+}
+
+/// Decodes one handshake frame body. A refusal from a peer of another version still decodes.
+pub fn decode(body: &[u8]) -> Result<HandshakeMsg, HandshakeError> {
+    if body.len() < 6 || body[..4] != MAGIC {
+        return Err(HandshakeError::NotPartisan);
+    }
+    let theirs = u16::from_be_bytes([body[4], body[5]]);
+    let msg = postcard::from_bytes::<HandshakeMsg>(&body[6..]);
+    match (theirs == PROTOCOL_VERSION, msg) {
+        (_, Ok(HandshakeMsg::Refused { code, detail })) => {
+            Err(HandshakeError::Refused { code, detail })
+        }
+        (true, Ok(m)) => Ok(m),
+        (true, Err(e)) => Err(HandshakeError::Malformed(e.to_string())),
+        (false, _) => Err(HandshakeError::Version {
+            ours: PROTOCOL_VERSION,
+            theirs,
+        }),
+    }
+}
+
+/// What a finished handshake established about the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerHello {
+    /// Peer's spec.
+    pub spec: NodeSpec,
+    /// Peer's creation.
+    pub creation: Creation,
+    /// Channel of the connection.
+    pub channel: ChannelName,
+    /// Lane of the connection.
+    pub lane: u16,
+}
+
+/// Parameters of an outgoing connection.
+#[derive(Debug, Clone)]
+pub struct DialParams {
+    /// Our spec.
+    pub local: NodeSpec,
+    /// Our creation.
+    pub creation: Creation,
+    /// The node we mean to reach, if known; anyone else is refused.
+    pub expect: Option<NodeName>,
+    /// Channel of the connection.
+    pub channel: ChannelName,
+    /// Lane of the connection.
+    pub lane: u16,
+}
+
+enum DialerState {
+    AwaitChallenge,
+    AwaitVerdict(PeerHello),
+    Done,
+}
+
+/// Dialer side of the handshake.
+pub struct Dialer {
+    params: DialParams,
+    cookie: Cookie,
+    nonce: Nonce,
+    state: DialerState,
+}
+
+/// What the dialer does next.
+#[derive(Debug)]
+pub enum DialerStep {
+    /// Send this frame and wait for the next one.
+    Send(Bytes),
+    /// The connection is admitted.
+    Established(PeerHello),
+}
+
+impl Dialer {
+    /// Starts a handshake; returns the state machine and the Hello frame to send.
+    pub fn start(params: DialParams, cookie: Cookie, nonce: Nonce) -> (Dialer, Bytes) {
+        let hello = encode(&HandshakeMsg::Hello {
+            spec: params.local.clone(),
+            creation: params.creation,
+            expect: params.expect.clone(),
+            channel: params.channel.clone(),
+            lane: params.lane,
+            nonce,
+        });
+        (
+            Dialer {
+                params,
+                cookie,
+                nonce,
+                state: DialerState::AwaitChallenge,
+            },
+            hello,
+        )
+    }
+
+    /// Feeds the next frame body received from the acceptor.
+    pub fn on_frame(&mut self, body: &[u8]) -> Result<DialerStep, HandshakeError> {
+        let msg = decode(body)?;
+        match (std::mem::replace(&mut self.state, DialerState::Done), msg) {
+            (
+                DialerState::AwaitChallenge,
+                HandshakeMsg::Challenge {
+                    spec,
+                    creation,
+                    nonce,
+                    proof,
+                },
+            ) => {
+                if let Some(expected) = &self.params.expect {
+                    if expected != spec.name() {
+                        return Err(HandshakeError::WrongName {
+                            expected: expected.clone(),
+                            got: spec.name().clone(),
+                        });
+                    }
+                }
+                if spec.name() == self.params.local.name() {
+                    return Err(HandshakeError::SelfConnect);
+                }
+                let t = Transcript {
+                    dialer: (self.params.local.name(), self.params.creation),
+                    acceptor: (spec.name(), creation),
+                    channel: &self.params.channel,
+                    lane: self.params.lane,
+                    dialer_nonce: &self.nonce,
+                    acceptor_nonce: &nonce,
+                };
+                if !t.verify(&self.cookie, Role::Acceptor, &proof) {
+                    return Err(HandshakeError::BadCookie);
+                }
+                let response = encode(&HandshakeMsg::Response {
+                    proof: t.prove(&self.cookie, Role::Dialer),
+                });
+                self.state = DialerState::AwaitVerdict(PeerHello {
+                    spec,
+                    creation,
+                    channel: self.params.channel.clone(),
+                    lane: self.params.lane,
+                });
+                Ok(DialerStep::Send(response))
+            }
+            (DialerState::AwaitVerdict(peer), HandshakeMsg::Welcome) => {
+                Ok(DialerStep::Established(peer))
+            }
+            _ => Err(HandshakeError::Unexpected(
+                "dialer got a message out of order",
+            )),
+        }
+    }
+}
+
+/// Acceptor side of the handshake, after a valid Hello.
+pub struct Acceptor {
+    local_name: NodeName,
+    creation: Creation,
+    cookie: Cookie,
+    nonce: Nonce,
+    peer: PeerHello,
+    peer_nonce: Nonce,
+}
+
+impl Acceptor {
+    /// Handles the dialer's Hello; on success returns the state machine and the Challenge to
+    /// send. On error, send [`HandshakeError::refusal`] (if any) and close.
+    pub fn on_hello(
+        local: &NodeSpec,
+        creation: Creation,
+        cookie: Cookie,
+        nonce: Nonce,
+        body: &[u8],
+    ) -> Result<(Acceptor, Bytes), HandshakeError> {
+        let HandshakeMsg::Hello {
+            spec,
+            creation: peer_creation,
+            expect,
+            channel,
+            lane,
+            nonce: peer_nonce,
+        } = decode(body)?
+        else {
+            return Err(HandshakeError::Unexpected("acceptor expected Hello"));
+        };
+        if let Some(expected) = expect {
+            if &expected != local.name() {
+                return Err(HandshakeError::WrongName {
+                    expected,
+                    got: local.name().clone(),
+                });
+            }
+        }
+        if spec.name() == local.name() {
+            return Err(HandshakeError::SelfConnect);
+        }
+        if !local.has_lane(&channel, lane) {
+            return Err(HandshakeError::UnknownLane { channel, lane });
+        }
+        let t = Transcript {
+            dialer: (spec.name(), peer_creation),
+            acceptor: (local.name(), creation),
+            channel: &channel,
+            lane,
+            dialer_nonce: &peer_nonce,
+            acceptor_nonce: &nonce,
+        };
+        let challenge = encode(&HandshakeMsg::Challenge {
+            spec: local.clone(),
+            creation,
+            nonce,
+            proof: t.prove(&cookie, Role::Acceptor),
+        });
+        Ok((
+            Acceptor {
+                local_name: local.name().clone(),
+                creation,
+                cookie,
+                nonce,
+                peer: PeerHello {
+                    spec,
+                    creation: peer_creation,
+                    channel,
+                    lane,
+                },
+                peer_nonce,
+            },
+            challenge,
+        ))
+    }
+
+    /// The dialer as it presented itself (not yet authenticated).
+    pub fn peer(&self) -> &PeerHello {
+        &self.peer
+    }
+
+    /// Handles the dialer's Response. On success the dialer is authenticated; the caller then
+    /// decides admission and sends [`HandshakeMsg::Welcome`] or a refusal.
+    pub fn on_response(self, body: &[u8]) -> Result<PeerHello, HandshakeError> {
+        let HandshakeMsg::Response { proof } = decode(body)? else {
+            return Err(HandshakeError::Unexpected("acceptor expected Response"));
+        };
+        let t = Transcript {
+            dialer: (self.peer.spec.name(), self.peer.creation),
+            acceptor: (&self.local_name, self.creation),
+            channel: &self.peer.channel,
+            lane: self.peer.lane,
+            dialer_nonce: &self.peer_nonce,
+            acceptor_nonce: &self.nonce,
+        };
+        if !t.verify(&self.cookie, Role::Dialer, &proof) {
+            return Err(HandshakeError::BadCookie);
+        }
+        Ok(self.peer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::frame::FrameDecoder;
+    use std::collections::BTreeMap;
+
+    fn spec(name: &str) -> NodeSpec {
+        let mut ch = BTreeMap::new();
+        ch.insert(
+            ChannelName::new("data").unwrap(),
+            crate::id::ChannelOpts::with_parallelism(4),
+        );
+        NodeSpec::new(
+            NodeName::new(name).unwrap(),
+            vec!["127.0.0.1:1".parse().unwrap()],
+            ch,
+        )
+        .unwrap()
+    }
+
+    fn body(frame: &Bytes) -> Bytes {
+        let mut b = BytesMut::from(&frame[..]);
+        FrameDecoder::new(1 << 20).decode(&mut b).unwrap().unwrap()
+    }
+
+    fn dial(expect: Option<&str>, lane: u16) -> DialParams {
+        DialParams {
+            local: spec("a@h"),
+            creation: 11,
+            expect: expect.map(|e| NodeName::new(e).unwrap()),
+            channel: ChannelName::new("data").unwrap(),
+            lane,
+        }
+    }
+
+    fn run(
+        dialer_cookie: &str,
+        acceptor_cookie: &str,
+        params: DialParams,
+    ) -> Result<(PeerHello, PeerHello), HandshakeError> {
+        let (mut d, hello) = Dialer::start(params, Cookie::new(dialer_cookie).unwrap(), [1; 32]);
+        let (acc, challenge) = Acceptor::on_hello(
+            &spec("b@h"),
+            22,
+            Cookie::new(acceptor_cookie).unwrap(),
+            [2; 32],
+            &body(&hello),
+        )?;
+        let DialerStep::Send(resp) = d.on_frame(&body(&challenge))? else {
+            panic!("dialer must answer the challenge")
+        };
+        let dialer_seen = acc.on_response(&body(&resp))?;
+        let DialerStep::Established(acceptor_seen) =
+            d.on_frame(&body(&encode(&HandshakeMsg::Welcome)))?
+        else {
+            panic!("dialer must be established after Welcome")
+        };
+        Ok((dialer_seen, acceptor_seen))
+    }
+
+    #[test]
+    fn matching_cookies_establish_both_identities() {
+        let (dialer, acceptor) = run("c", "c", dial(Some("b@h"), 3)).unwrap();
+        assert_eq!(dialer.spec.name().as_str(), "a@h");
+        assert_eq!((dialer.creation, dialer.lane), (11, 3));
+        assert_eq!(acceptor.spec.name().as_str(), "b@h");
+        assert_eq!(acceptor.creation, 22);
+    }
+
+    #[test]
+    fn wrong_cookie_is_detected_by_the_dialer_first() {
+        assert_eq!(
+            run("c1", "c2", dial(None, 0)).unwrap_err(),
+            HandshakeError::BadCookie
+        );
+    }
+
+    #[test]
+    fn acceptor_refuses_wrong_name_and_unknown_lane() {
+        assert!(matches!(
+            run("c", "c", dial(Some("z@h"), 0)).unwrap_err(),
+            HandshakeError::WrongName { .. }
+        ));
+        assert!(matches!(
+            run("c", "c", dial(None, 4)).unwrap_err(),
+            HandshakeError::UnknownLane { lane: 4, .. }
+        ));
+    }
+
+    #[test]
+    fn other_versions_are_reported_and_refusals_always_decode() {
+        let mut frame = encode(&HandshakeMsg::Welcome).to_vec();
+        frame[8..10].copy_from_slice(&9u16.to_be_bytes());
+        assert_eq!(
+            decode(&frame[4..]).unwrap_err(),
+            HandshakeError::Version { ours: 1, theirs: 9 }
+        );
+        let mut refusal = encode_refusal(RefuseCode::BadCookie, "no").to_vec();
+        refusal[8..10].copy_from_slice(&9u16.to_be_bytes());
+        assert!(matches!(
+            decode(&refusal[4..]).unwrap_err(),
+            HandshakeError::Refused {
+                code: RefuseCode::BadCookie,
+                ..
+            }
+        ));
+        assert_eq!(
+            decode(b"GET / HTTP/1.1").unwrap_err(),
+            HandshakeError::NotPartisan
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! Everything that crosses the network: framing, connection messages, the handshake.
+
+pub mod frame;
+pub mod handshake;
+pub mod message;
+
+pub use frame::{FrameDecoder, FrameError, DEFAULT_MAX_FRAME_LEN, LEN_PREFIX, MIN_MAX_FRAME_LEN};
+pub use message::{encode_user_head, DecodeError, EncodeError, Message, Target, UserHeader};
