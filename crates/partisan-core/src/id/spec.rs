@@ -168,12 +168,8 @@ impl NodeSpec {
         if listen_addrs.len() > MAX_LISTEN_ADDRS {
             return Err(IdError::Spec("more than 16 listen addresses"));
         }
-        channels
-            .entry(ChannelName::default_channel())
-            .or_insert_with(ChannelOpts::default);
-        let membership = channels
-            .entry(ChannelName::membership())
-            .or_insert_with(ChannelOpts::default);
+        channels.entry(ChannelName::default_channel()).or_default();
+        let membership = channels.entry(ChannelName::membership()).or_default();
         membership.monotonic = false;
         if channels.len() > MAX_CHANNELS {
             return Err(IdError::Spec("more than 64 channels"));
