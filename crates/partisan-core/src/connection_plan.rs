@@ -63,8 +63,8 @@ pub enum CloseReason {
 pub enum DialFailure {
     /// Worth retrying (unreachable, reset, timeout, refused for a race).
     Transient(String),
-    /// Retrying cannot help (the address is this node, or another node than expected answers);
-    /// an address-only target is dropped.
+    /// Retrying cannot help (the address is this node, or another node than expected answers):
+    /// the target is dropped (a node target is unwanted) and [`PlanOutput::GaveUp`] reported.
     Permanent(String),
 }
 
@@ -403,6 +403,16 @@ impl ConnectionPlan {
             }
             DialTarget::Node(name) => {
                 let key = (channel.clone(), lane);
+                if let DialFailure::Permanent(reason) = failure {
+                    if self.is_wanted(name) {
+                        self.unwant(name, out);
+                        out.push(PlanOutput::GaveUp {
+                            target: target.clone(),
+                            reason,
+                        });
+                    }
+                    return;
+                }
                 let Some(peer) = self.peers.get_mut(name) else {
                     return;
                 };

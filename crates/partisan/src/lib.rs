@@ -1,1 +1,53 @@
+//! partisan: a distributed runtime for Rust.
+//!
+//! Nodes connect over an authenticated TCP transport with named channels of several lanes
+//! (connections) each; processes on any node message each other by pid, alias reference or
+//! registered name. Protocol logic lives in the sans-IO [`partisan_core`]; this crate drives it
+//! with tokio.
+//!
+//! ```no_run
+//! use partisan::{NodeBuilder, SendOptions};
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! let a = NodeBuilder::new("a@127.0.0.1").cookie("s").channel("data", 4).start().await?;
+//! let b = NodeBuilder::new("b@127.0.0.1").cookie("s").channel("data", 4).start().await?;
+//! let mut inbox = b.process_named("inbox")?;
+//! a.connect(b.listen_addrs()[0]).await?;
+//! let to = partisan::Node::name_on(b.name(), "inbox")?;
+//! a.send(&to, &b"hello"[..], &SendOptions::default()).await?;
+//! let msg = inbox.recv().await.unwrap();
+//! assert_eq!(&msg.payload[..], b"hello");
+//! # Ok(()) }
+//! ```
+//!
+//! Delivery, ordering and failure guarantees are stated in `docs/semantics.md`.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod config;
+mod conn_table;
+mod connection;
+mod driver;
+mod error;
+mod handshake_io;
+mod lane_queue;
+mod listener;
+mod node;
+mod process;
+mod registry;
+mod send;
+mod stats;
+
+pub use config::{ChannelConfig, Config, ConfigError, PingConfig};
+pub use error::{ConnectError, RegisterError, SendError, StartError};
+pub use node::{LaneStatus, Node, NodeBuilder, PeerTarget};
+pub use partisan_core::id::{
+    ChannelName, ChannelOpts, Creation, NodeName, NodeSpec, Pid, ProcessName, Ref, RegisteredName,
+    RemoteRef,
+};
+pub use process::{Process, RecvError};
+pub use registry::Envelope;
+pub use send::{Dest, Destination, SendOptions};
+pub use stats::{ChannelSnapshot, StatsSnapshot};
+
+pub use partisan_core;

@@ -229,7 +229,7 @@ fn parse_canonical_u64(s: &str) -> Option<u64> {
 
 fn parse_creation_id(uri: &str, s: &str) -> Result<(Creation, u64), IdError> {
     let bad = || IdError::Uri {
-        uri: uri.to_string(),
+        uri: uri.chars().take(300).collect(),
         reason: "expected CREATION.ID as two canonical decimal numbers",
     };
     let (c, i) = s.split_once('.').ok_or_else(bad)?;
@@ -280,7 +280,7 @@ impl FromStr for Pid {
         match s.parse::<RemoteRef>()? {
             RemoteRef::Pid(p) => Ok(p),
             _ => Err(IdError::Uri {
-                uri: s.to_string(),
+                uri: s.chars().take(300).collect(),
                 reason: "not a pid URI",
             }),
         }
@@ -293,7 +293,7 @@ impl FromStr for Ref {
         match s.parse::<RemoteRef>()? {
             RemoteRef::Ref(r) => Ok(r),
             _ => Err(IdError::Uri {
-                uri: s.to_string(),
+                uri: s.chars().take(300).collect(),
                 reason: "not a ref URI",
             }),
         }

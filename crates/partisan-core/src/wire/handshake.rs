@@ -187,7 +187,11 @@ pub fn decode(body: &[u8]) -> Result<HandshakeMsg, HandshakeError> {
         return Err(HandshakeError::NotPartisan);
     }
     let theirs = u16::from_be_bytes([body[4], body[5]]);
-    let msg = postcard::from_bytes::<HandshakeMsg>(&body[6..]);
+    let msg = match postcard::take_from_bytes::<HandshakeMsg>(&body[6..]) {
+        Ok((m, [])) => Ok(m),
+        Ok(_) => Err(postcard::Error::DeserializeBadEncoding),
+        Err(e) => Err(e),
+    };
     match (theirs == PROTOCOL_VERSION, msg) {
         (_, Ok(HandshakeMsg::Refused { code, detail })) => {
             Err(HandshakeError::Refused { code, detail })

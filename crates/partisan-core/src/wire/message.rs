@@ -109,7 +109,14 @@ impl Message {
                 })
             }
             KIND_PING | KIND_PONG => {
-                let id: u64 = postcard::from_bytes(rest).map_err(|e| malformed("ping", e))?;
+                let (id, tail) =
+                    postcard::take_from_bytes::<u64>(rest).map_err(|e| malformed("ping", e))?;
+                if !tail.is_empty() {
+                    return Err(DecodeError::Malformed {
+                        kind: "ping",
+                        reason: "trailing bytes".into(),
+                    });
+                }
                 Ok(if kind == KIND_PING {
                     Message::Ping(id)
                 } else {

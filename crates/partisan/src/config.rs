@@ -1,0 +1,438 @@
+//! Node configuration: a plain value, loadable from TOML, validated with errors that name the
+//! offending key. Names and defaults follow Partisan's where Partisan has the option
+//! (`name`, `listen_addrs`, `parallelism`, `channels`, `channel_fallback`, `connection_ping`);
+//! durations are integer milliseconds, as in Partisan.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use partisan_core::auth::Cookie;
+use partisan_core::id::{ChannelName, ChannelOpts, NodeName, NodeSpec, MAX_PARALLELISM};
+use partisan_core::wire::{DEFAULT_MAX_FRAME_LEN, MIN_MAX_FRAME_LEN};
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration was rejected. The message always names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A key has a bad value.
+    #[error("config key `{key}`: {reason}")]
+    Invalid {
+        /// Dotted path of the key, e.g. `channels.vnode.parallelism`.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The TOML text does not parse or has an unknown key / a value of the wrong type.
+    #[error("config file {path}: {message}")]
+    Toml {
+        /// File the text came from (`<string>` when parsed from a string).
+        path: String,
+        /// The parser's message, which names the key.
+        message: String,
+    },
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Options of one channel in a [`Config`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// Lanes per peer; defaults to the node-wide `parallelism`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<u16>,
+    /// Latest-value-wins channel (see `docs/semantics.md`).
+    #[serde(default)]
+    pub monotonic: bool,
+}
+
+/// Application-level keepalive of every connection (Partisan's `connection_ping`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PingConfig {
+    /// Whether idle connections are probed at all.
+    pub enabled: bool,
+    /// Milliseconds without inbound traffic before a probe is sent.
+    pub idle_timeout: u64,
+    /// Milliseconds to wait for an answer before probing again.
+    pub timeout: u64,
+    /// Unanswered probes after which the connection is closed as dead.
+    pub max_attempts: u32,
+}
+
+impl Default for PingConfig {
+    fn default() -> Self {
+        PingConfig {
+            enabled: true,
+            idle_timeout: 20_000,
+            timeout: 10_000,
+            max_attempts: 5,
+        }
+    }
+}
+
+/// Everything needed to start a node. Build it in code, or load it with
+/// [`Config::from_toml_str`] / [`Config::from_file`]; unknown keys are errors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Node name, `name@host` (required).
+    pub name: Option<String>,
+    /// Addresses to listen on, `HOST:PORT`; port 0 picks a free port. Default `127.0.0.1:0`.
+    pub listen_addrs: Vec<String>,
+    /// Default lanes per peer for channels that do not set their own (Partisan default 1).
+    pub parallelism: u16,
+    /// Channels besides `default` and `membership`, by name.
+    pub channels: BTreeMap<String, ChannelConfig>,
+    /// The cluster cookie (prefer `cookie_file`; exactly one of the two is required).
+    pub cookie: Option<String>,
+    /// File holding the cluster cookie (surrounding whitespace is ignored).
+    pub cookie_file: Option<PathBuf>,
+    /// Send on the default channel when the requested one does not exist at the peer.
+    pub channel_fallback: bool,
+    /// Milliseconds allowed for a TCP connect.
+    pub connect_timeout: u64,
+    /// Milliseconds allowed for a whole handshake.
+    pub handshake_timeout: u64,
+    /// Milliseconds before the first redial of a lost connection (then doubling).
+    pub reconnect_min: u64,
+    /// Upper bound, in milliseconds, of the redial backoff.
+    pub reconnect_max: u64,
+    /// Keepalive.
+    pub connection_ping: PingConfig,
+    /// Largest frame body accepted or sent, in bytes (at least 4096).
+    pub max_frame_size: usize,
+    /// Bound of each lane's send queue, in bytes.
+    pub send_queue_bytes: usize,
+    /// Bound of each process mailbox, in messages.
+    pub mailbox_capacity: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            name: None,
+            listen_addrs: vec!["127.0.0.1:0".to_string()],
+            parallelism: 1,
+            channels: BTreeMap::new(),
+            cookie: None,
+            cookie_file: None,
+            channel_fallback: true,
+            connect_timeout: 1_000,
+            handshake_timeout: 5_000,
+            reconnect_min: 100,
+            reconnect_max: 5_000,
+            connection_ping: PingConfig::default(),
+            max_frame_size: DEFAULT_MAX_FRAME_LEN,
+            send_queue_bytes: 4 * 1024 * 1024,
+            mailbox_capacity: 4096,
+        }
+    }
+}
+
+/// A configuration that passed validation, in the types the runtime uses.
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    pub(crate) name: NodeName,
+    pub(crate) listen: Vec<SocketAddr>,
+    pub(crate) channels: BTreeMap<ChannelName, ChannelOpts>,
+    pub(crate) cookie: Cookie,
+    pub(crate) channel_fallback: bool,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) reconnect_min: Duration,
+    pub(crate) reconnect_max: Duration,
+    pub(crate) ping: Option<Ping>,
+    pub(crate) max_frame_len: usize,
+    pub(crate) send_queue_bytes: usize,
+    pub(crate) mailbox_capacity: usize,
+}
+
+/// Keepalive timing, validated.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ping {
+    pub(crate) idle: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) max_attempts: u32,
+}
+
+impl Config {
+    /// Parses TOML text. Unknown keys and values of the wrong type are errors naming the key.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        Self::parse(text, "<string>")
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Toml {
+            path: path.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })
+    }
+
+    /// Checks every key; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.resolve().map(|_| ())
+    }
+
+    /// The node spec this configuration advertises, with the listen addresses as configured
+    /// (port 0 is replaced by the bound port once the node starts).
+    pub fn node_spec(&self) -> Result<NodeSpec, ConfigError> {
+        let r = self.resolve()?;
+        NodeSpec::new(r.name, r.listen, r.channels).map_err(|e| invalid("channels", e.to_string()))
+    }
+
+    pub(crate) fn resolve(&self) -> Result<Resolved, ConfigError> {
+        let name = self
+            .name
+            .as_deref()
+            .ok_or_else(|| invalid("name", "required (name@host)"))?;
+        let name = NodeName::new(name).map_err(|e| invalid("name", e.to_string()))?;
+        if self.listen_addrs.is_empty() {
+            return Err(invalid("listen_addrs", "at least one address is required"));
+        }
+        let mut listen = Vec::new();
+        for (i, a) in self.listen_addrs.iter().enumerate() {
+            let addr: SocketAddr = a.parse().map_err(|_| {
+                invalid(
+                    format!("listen_addrs[{i}]"),
+                    format!("{a:?} is not HOST:PORT with an IP address host"),
+                )
+            })?;
+            listen.push(addr);
+        }
+        check_range(
+            "parallelism",
+            self.parallelism as u64,
+            1,
+            MAX_PARALLELISM as u64,
+        )?;
+        let mut channels = BTreeMap::new();
+        for (cname, c) in &self.channels {
+            let key = format!("channels.{cname}");
+            let ch = ChannelName::new(cname).map_err(|e| invalid(&key, e.to_string()))?;
+            let parallelism = c.parallelism.unwrap_or(self.parallelism);
+            check_range(
+                &format!("{key}.parallelism"),
+                parallelism as u64,
+                1,
+                MAX_PARALLELISM as u64,
+            )?;
+            if ch.as_str() == ChannelName::MEMBERSHIP && c.monotonic {
+                return Err(invalid(
+                    format!("{key}.monotonic"),
+                    "the membership channel cannot be monotonic",
+                ));
+            }
+            channels.insert(
+                ch,
+                ChannelOpts {
+                    parallelism,
+                    monotonic: c.monotonic,
+                },
+            );
+        }
+        // Like Partisan, the default channel follows the node-wide parallelism unless set.
+        channels
+            .entry(ChannelName::default_channel())
+            .or_insert(ChannelOpts::with_parallelism(self.parallelism));
+        if channels.len() > partisan_core::id::MAX_CHANNELS {
+            return Err(invalid("channels", "at most 64 channels"));
+        }
+        let cookie = match (&self.cookie, &self.cookie_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "cookie",
+                    "give either cookie or cookie_file, not both",
+                ))
+            }
+            (None, None) => return Err(invalid("cookie", "required (or cookie_file)")),
+            (Some(c), None) => {
+                Cookie::new(c.as_bytes()).map_err(|e| invalid("cookie", e.to_string()))?
+            }
+            (None, Some(p)) => {
+                let text = std::fs::read(p).map_err(|e| {
+                    invalid("cookie_file", format!("cannot read {}: {e}", p.display()))
+                })?;
+                let trimmed = text.trim_ascii();
+                Cookie::new(trimmed).map_err(|e| invalid("cookie_file", e.to_string()))?
+            }
+        };
+        check_range("connect_timeout", self.connect_timeout, 1, 600_000)?;
+        check_range("handshake_timeout", self.handshake_timeout, 1, 600_000)?;
+        check_range("reconnect_min", self.reconnect_min, 1, 3_600_000)?;
+        check_range(
+            "reconnect_max",
+            self.reconnect_max,
+            self.reconnect_min,
+            3_600_000,
+        )?;
+        let p = &self.connection_ping;
+        let ping = if p.enabled {
+            check_range(
+                "connection_ping.idle_timeout",
+                p.idle_timeout,
+                1,
+                86_400_000,
+            )?;
+            check_range("connection_ping.timeout", p.timeout, 1, 86_400_000)?;
+            check_range(
+                "connection_ping.max_attempts",
+                p.max_attempts as u64,
+                1,
+                1_000,
+            )?;
+            Some(Ping {
+                idle: Duration::from_millis(p.idle_timeout),
+                timeout: Duration::from_millis(p.timeout),
+                max_attempts: p.max_attempts,
+            })
+        } else {
+            None
+        };
+        check_range(
+            "max_frame_size",
+            self.max_frame_size as u64,
+            MIN_MAX_FRAME_LEN as u64,
+            (u32::MAX >> 1) as u64,
+        )?;
+        check_range(
+            "send_queue_bytes",
+            self.send_queue_bytes as u64,
+            1024,
+            1 << 40,
+        )?;
+        check_range("mailbox_capacity", self.mailbox_capacity as u64, 1, 1 << 24)?;
+        Ok(Resolved {
+            name,
+            listen,
+            channels,
+            cookie,
+            channel_fallback: self.channel_fallback,
+            connect_timeout: Duration::from_millis(self.connect_timeout),
+            handshake_timeout: Duration::from_millis(self.handshake_timeout),
+            reconnect_min: Duration::from_millis(self.reconnect_min),
+            reconnect_max: Duration::from_millis(self.reconnect_max),
+            ping,
+            max_frame_len: self.max_frame_size,
+            send_queue_bytes: self.send_queue_bytes,
+            mailbox_capacity: self.mailbox_capacity,
+        })
+    }
+}
+
+fn check_range(key: &str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
+    if v < lo || v > hi {
+        return Err(invalid(key, format!("{v} is outside {lo}..={hi}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Config {
+        Config {
+            name: Some("a@127.0.0.1".into()),
+            cookie: Some("c".into()),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn toml_with_channels_parses_and_resolves() {
+        let c = Config::from_toml_str(
+            r#"
+            name = "n1@127.0.0.1"
+            listen_addrs = ["127.0.0.1:0"]
+            cookie = "secret"
+            parallelism = 2
+            [channels.vnode]
+            parallelism = 4
+            [channels.state]
+            monotonic = true
+            [connection_ping]
+            idle_timeout = 500
+            "#,
+        )
+        .unwrap();
+        let r = c.resolve().unwrap();
+        let get = |n: &str| r.channels[&ChannelName::new(n).unwrap()];
+        assert_eq!(get("vnode").parallelism, 4);
+        assert_eq!(get("state").parallelism, 2);
+        assert!(get("state").monotonic);
+        assert_eq!(get("default").parallelism, 2);
+        assert_eq!(r.ping.unwrap().idle, Duration::from_millis(500));
+        assert_eq!(r.ping.unwrap().max_attempts, 5);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let e = Config::from_toml_str("nmae = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nmae"), "{e}");
+        let e = Config::from_toml_str("[channels.x]\nparalelism = 2")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("paralelism"), "{e}");
+        let e = Config::from_toml_str("parallelism = \"four\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("parallelism"), "{e}");
+        let mut c = base();
+        c.channels.insert(
+            "vnode".into(),
+            ChannelConfig {
+                parallelism: Some(0),
+                monotonic: false,
+            },
+        );
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("channels.vnode.parallelism"), "{e}");
+        let mut c = base();
+        c.listen_addrs = vec!["localhost:80".into()];
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("listen_addrs[0]"));
+        let mut c = base();
+        c.name = Some("nohost".into());
+        assert!(c.validate().unwrap_err().to_string().contains("`name`"));
+        let mut c = base();
+        c.cookie = None;
+        assert!(c.validate().unwrap_err().to_string().contains("`cookie`"));
+        let mut c = base();
+        c.max_frame_size = 10;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("max_frame_size"));
+    }
+}

@@ -1,0 +1,206 @@
+//! Running the core handshake state machines over a TCP stream.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use partisan_core::auth::Nonce;
+use partisan_core::connection_plan::{DialFailure, DialRequest};
+use partisan_core::wire::handshake::{
+    self, Acceptor, DialParams, Dialer, DialerStep, HandshakeError, PeerHello, RefuseCode,
+};
+use partisan_core::wire::FrameDecoder;
+use rand::RngCore;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::node::Shared;
+
+/// Largest handshake frame accepted (a spec with 64 channels and 16 addresses fits easily).
+const MAX_HANDSHAKE_FRAME: usize = 64 * 1024;
+
+/// Why a handshake ended without a connection.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HsFail {
+    #[error("{0}")]
+    Protocol(#[from] HandshakeError),
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+    #[error("frame: {0}")]
+    Frame(#[from] partisan_core::wire::FrameError),
+    #[error("timed out")]
+    Timeout,
+    #[error("connection closed during handshake")]
+    Eof,
+}
+
+impl HsFail {
+    /// Whether this failure is a refusal (either side) rather than an I/O problem.
+    pub(crate) fn is_refusal(&self) -> bool {
+        matches!(self, HsFail::Protocol(_))
+    }
+
+    /// Whether this is the benign refusal of the losing side of a simultaneous dial.
+    pub(crate) fn is_race(&self) -> bool {
+        matches!(
+            self,
+            HsFail::Protocol(HandshakeError::Refused {
+                code: RefuseCode::Simultaneous,
+                ..
+            })
+        )
+    }
+
+    /// How the connection planner should treat this failure of a dial.
+    pub(crate) fn as_dial_failure(&self) -> DialFailure {
+        match self {
+            HsFail::Protocol(
+                HandshakeError::SelfConnect
+                | HandshakeError::WrongName { .. }
+                | HandshakeError::Refused {
+                    code: RefuseCode::SelfConnect | RefuseCode::WrongName,
+                    ..
+                },
+            ) => DialFailure::Permanent(self.to_string()),
+            _ => DialFailure::Transient(self.to_string()),
+        }
+    }
+}
+
+pub(crate) fn nonce() -> Nonce {
+    let mut n = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut n);
+    n
+}
+
+async fn read_frame(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    decoder: &FrameDecoder,
+) -> Result<Bytes, HsFail> {
+    loop {
+        if let Some(f) = decoder.decode(buf)? {
+            return Ok(f);
+        }
+        buf.reserve(decoder.wanted(buf).saturating_sub(buf.len()).max(512));
+        if stream.read_buf(buf).await? == 0 {
+            return Err(HsFail::Eof);
+        }
+    }
+}
+
+/// An established, admitted-by-the-peer outgoing connection.
+pub(crate) struct Dialed {
+    pub(crate) stream: TcpStream,
+    pub(crate) peer: PeerHello,
+    pub(crate) leftover: BytesMut,
+}
+
+/// Connects to the first reachable address of `req` and runs the dialer handshake.
+pub(crate) async fn dial(shared: &Shared, req: &DialRequest) -> Result<Dialed, HsFail> {
+    let cfg = &shared.cfg;
+    let mut last = HsFail::Eof;
+    let mut stream = None;
+    for addr in &req.addrs {
+        match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                stream = Some(s);
+                break;
+            }
+            Ok(Err(e)) => last = HsFail::Io(e),
+            Err(_) => last = HsFail::Timeout,
+        }
+    }
+    let mut stream = stream.ok_or(last)?;
+    stream.set_nodelay(true)?;
+    let params = DialParams {
+        local: shared.spec.clone(),
+        creation: shared.creation,
+        expect: req.expect.clone(),
+        channel: req.channel.clone(),
+        lane: req.lane,
+    };
+    let run = async {
+        let (mut dialer, hello) = Dialer::start(params, cfg.cookie.clone(), nonce());
+        stream.write_all(&hello).await?;
+        let decoder = FrameDecoder::new(MAX_HANDSHAKE_FRAME);
+        let mut buf = BytesMut::with_capacity(4096);
+        loop {
+            let frame = read_frame(&mut stream, &mut buf, &decoder).await?;
+            match dialer.on_frame(&frame) {
+                Ok(DialerStep::Send(f)) => stream.write_all(&f).await?,
+                Ok(DialerStep::Established(peer)) => return Ok((peer, buf)),
+                Err(e) => {
+                    if let Some((code, detail)) = e.refusal() {
+                        let _ = stream
+                            .write_all(&handshake::encode_refusal(code, detail))
+                            .await;
+                    }
+                    return Err(HsFail::Protocol(e));
+                }
+            }
+        }
+    };
+    let (peer, leftover) = tokio::time::timeout(cfg.handshake_timeout, run)
+        .await
+        .map_err(|_| HsFail::Timeout)??;
+    Ok(Dialed {
+        stream,
+        peer,
+        leftover,
+    })
+}
+
+/// Runs the acceptor side up to an authenticated dialer; admission is the caller's.
+pub(crate) async fn accept(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    timeout: Duration,
+) -> Result<(PeerHello, BytesMut), HsFail> {
+    let run = async {
+        let decoder = FrameDecoder::new(MAX_HANDSHAKE_FRAME);
+        let mut buf = BytesMut::with_capacity(4096);
+        let hello = read_frame(stream, &mut buf, &decoder).await?;
+        let cookie = shared.cfg.cookie.clone();
+        let (acceptor, challenge) =
+            match Acceptor::on_hello(&shared.spec, shared.creation, cookie, nonce(), &hello) {
+                Ok(x) => x,
+                Err(e) => return Err(refuse(stream, e).await),
+            };
+        stream.write_all(&challenge).await?;
+        let response = read_frame(stream, &mut buf, &decoder).await?;
+        match acceptor.on_response(&response) {
+            Ok(peer) => Ok((peer, buf)),
+            Err(e) => Err(refuse(stream, e).await),
+        }
+    };
+    tokio::time::timeout(timeout, run)
+        .await
+        .map_err(|_| HsFail::Timeout)?
+}
+
+async fn refuse(stream: &mut TcpStream, e: HandshakeError) -> HsFail {
+    if let Some((code, detail)) = e.refusal() {
+        let _ = stream
+            .write_all(&handshake::encode_refusal(code, detail))
+            .await;
+    }
+    HsFail::Protocol(e)
+}
+
+/// Sends a refusal decided after authentication (tie-break, stale creation, shutdown).
+pub(crate) async fn send_refusal(stream: &mut TcpStream, code: RefuseCode, detail: &str) {
+    let _ = stream
+        .write_all(&handshake::encode_refusal(code, detail))
+        .await;
+    let _ = stream.shutdown().await;
+}
+
+/// Describes a peer address for logs.
+pub(crate) fn peer_addr(stream: &TcpStream) -> String {
+    stream
+        .peer_addr()
+        .map(|a: SocketAddr| a.to_string())
+        .unwrap_or_else(|_| "?".into())
+}

@@ -1,0 +1,365 @@
+//! The bounded send queue of one connection (lane).
+//!
+//! Senders encode straight into the queue's tail buffer under a short lock, so small messages
+//! cost no allocation of their own and the writer takes everything queued in one swap and
+//! writes it with one (vectored) syscall: that is the coalescing. Large payloads (16 KiB and
+//! more) are queued by reference, never copied.
+//!
+//! Bound: `capacity` bytes. Overflow: on an ordinary lane the sender waits (async `push`) or
+//! gets [`PushError::Full`] (`try_push`); on a monotonic lane the oldest queued messages are
+//! dropped to make room (latest value wins) and counted. A single message larger than the
+//! capacity is accepted only into an empty queue. Metric: `partisan_send_queue_bytes`.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use partisan_core::wire::{encode_user_head, EncodeError, Message, UserHeader};
+use tokio::sync::Notify;
+
+use crate::stats::ChannelStats;
+
+/// Payloads at least this large are queued by reference instead of copied.
+const ZERO_COPY_MIN: usize = 16 * 1024;
+
+/// What happens when a lane's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Overflow {
+    /// The sender waits for room.
+    Block,
+    /// The oldest queued messages are dropped (monotonic channels).
+    DropOldest,
+}
+
+/// Why a message was not queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PushError {
+    /// The queue is full (ordinary lane, non-waiting push).
+    Full,
+    /// The connection is closing or closed.
+    Closed,
+    /// The message is larger than the frame limit.
+    TooLarge(EncodeError),
+}
+
+struct Inner {
+    /// Control frames (handshake verdict, keepalive): written before anything else in the next
+    /// batch, never dropped, not counted against the capacity.
+    control: BytesMut,
+    /// Frozen data in send order: earlier tails and by-reference payloads.
+    chunks: VecDeque<Bytes>,
+    /// Where small frames are appended.
+    tail: BytesMut,
+    bytes: usize,
+    frames: u64,
+    closed: bool,
+    senders_waiting: bool,
+}
+
+/// One lane's send queue. See the module documentation.
+pub(crate) struct LaneQueue {
+    inner: Mutex<Inner>,
+    writer: Notify,
+    space: Notify,
+    capacity: usize,
+    overflow: Overflow,
+    max_frame_len: usize,
+    stats: Arc<ChannelStats>,
+}
+
+/// A batch taken by the writer.
+pub(crate) struct Batch {
+    /// Data to write, in order.
+    pub(crate) chunks: Vec<Bytes>,
+    /// Frames in the batch.
+    pub(crate) frames: u64,
+    /// Bytes in the batch.
+    pub(crate) bytes: usize,
+}
+
+impl LaneQueue {
+    pub(crate) fn new(
+        capacity: usize,
+        overflow: Overflow,
+        max_frame_len: usize,
+        stats: Arc<ChannelStats>,
+    ) -> Self {
+        LaneQueue {
+            inner: Mutex::new(Inner {
+                control: BytesMut::new(),
+                chunks: VecDeque::new(),
+                tail: BytesMut::new(),
+                bytes: 0,
+                frames: 0,
+                closed: false,
+                senders_waiting: false,
+            }),
+            writer: Notify::new(),
+            space: Notify::new(),
+            capacity,
+            overflow,
+            max_frame_len,
+            stats,
+        }
+    }
+
+    /// Queues a user message without waiting.
+    pub(crate) fn try_push(&self, header: &UserHeader, payload: &Bytes) -> Result<(), PushError> {
+        if self.overflow == Overflow::DropOldest {
+            return self.push_latest(header, payload);
+        }
+        let mut g = self.inner.lock();
+        if g.closed {
+            return Err(PushError::Closed);
+        }
+        // Upper bound of the encoded size, for the capacity check.
+        let approx = payload.len() + 24 + header_name_len(header);
+        if g.bytes > 0 && g.bytes + approx > self.capacity {
+            g.senders_waiting = true;
+            return Err(PushError::Full);
+        }
+        let before = g.tail.len();
+        if payload.len() < ZERO_COPY_MIN {
+            encode_user_head(&mut g.tail, header, payload.len(), self.max_frame_len)
+                .map_err(PushError::TooLarge)?;
+            g.tail.extend_from_slice(payload);
+            let len = g.tail.len() - before;
+            self.account(&mut g, len);
+        } else {
+            encode_user_head(&mut g.tail, header, payload.len(), self.max_frame_len)
+                .map_err(PushError::TooLarge)?;
+            let head = g.tail.split().freeze();
+            let len = head.len() + payload.len();
+            g.chunks.push_back(head);
+            g.chunks.push_back(payload.clone());
+            self.account(&mut g, len);
+        }
+        drop(g);
+        self.writer.notify_one();
+        Ok(())
+    }
+
+    /// Monotonic lanes: one chunk per frame; the oldest frames make room for the newest.
+    fn push_latest(&self, header: &UserHeader, payload: &Bytes) -> Result<(), PushError> {
+        let mut frame = BytesMut::with_capacity(payload.len() + 24 + header_name_len(header));
+        encode_user_head(&mut frame, header, payload.len(), self.max_frame_len)
+            .map_err(PushError::TooLarge)?;
+        frame.extend_from_slice(payload);
+        let len = frame.len();
+        let mut g = self.inner.lock();
+        if g.closed {
+            return Err(PushError::Closed);
+        }
+        let mut dropped = 0;
+        while g.bytes > 0 && g.bytes + len > self.capacity {
+            let Some(old) = g.chunks.pop_front() else {
+                break;
+            };
+            g.bytes -= old.len();
+            g.frames -= 1;
+            dropped += 1;
+            self.stats.queued(-(old.len() as i64));
+        }
+        if dropped > 0 {
+            self.stats.dropped(dropped);
+        }
+        g.chunks.push_back(frame.freeze());
+        self.account(&mut g, len);
+        drop(g);
+        self.writer.notify_one();
+        Ok(())
+    }
+
+    fn account(&self, g: &mut Inner, len: usize) {
+        g.bytes += len;
+        g.frames += 1;
+        self.stats.queued(len as i64);
+    }
+
+    /// Queues a user message, waiting for room on an ordinary lane.
+    pub(crate) async fn push(&self, header: &UserHeader, payload: &Bytes) -> Result<(), PushError> {
+        loop {
+            match self.try_push(header, payload) {
+                Err(PushError::Full) => {}
+                r => return r,
+            }
+            let notified = self.space.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            // Room may have appeared between the failed attempt and enabling the waiter.
+            match self.try_push(header, payload) {
+                Err(PushError::Full) => notified.await,
+                r => return r,
+            }
+        }
+    }
+
+    /// Queues a control frame (keepalive) ahead of queued user data, regardless of the bound:
+    /// these are tiny and must not wait behind a stalled peer or be dropped.
+    pub(crate) fn push_control(&self, msg: &Message) -> Result<(), PushError> {
+        let mut g = self.inner.lock();
+        if g.closed {
+            return Err(PushError::Closed);
+        }
+        msg.encode_frame(&mut g.control, self.max_frame_len)
+            .map_err(PushError::TooLarge)?;
+        drop(g);
+        self.writer.notify_one();
+        Ok(())
+    }
+
+    /// Queues raw, already framed bytes (the handshake verdict) ahead of any user data.
+    pub(crate) fn push_raw(&self, frame: &[u8]) {
+        self.inner.lock().control.extend_from_slice(frame);
+        self.writer.notify_one();
+    }
+
+    /// Stops accepting messages; what is queued is still handed to the writer, then
+    /// [`LaneQueue::take`] returns `None`.
+    pub(crate) fn close(&self) {
+        self.inner.lock().closed = true;
+        self.writer.notify_one();
+        self.space.notify_waiters();
+    }
+
+    /// Waits for queued data and takes all of it; `None` once closed and empty.
+    pub(crate) async fn take(&self, chunks: Vec<Bytes>) -> Option<Batch> {
+        let mut chunks = chunks;
+        loop {
+            let notified = self.writer.notified();
+            {
+                let mut g = self.inner.lock();
+                if g.bytes > 0 || !g.control.is_empty() {
+                    let control = g.control.len();
+                    if control > 0 {
+                        chunks.push(g.control.split().freeze());
+                    }
+                    chunks.extend(g.chunks.drain(..));
+                    if !g.tail.is_empty() {
+                        chunks.push(g.tail.split().freeze());
+                    }
+                    let batch = Batch {
+                        chunks,
+                        frames: g.frames,
+                        bytes: g.bytes + control,
+                    };
+                    let user_bytes = g.bytes;
+                    g.bytes = 0;
+                    g.frames = 0;
+                    let wake = std::mem::take(&mut g.senders_waiting);
+                    drop(g);
+                    self.stats.queued(-(user_bytes as i64));
+                    if wake {
+                        self.space.notify_waiters();
+                    }
+                    return Some(batch);
+                }
+                if g.closed {
+                    return None;
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
+fn header_name_len(h: &UserHeader) -> usize {
+    match &h.to {
+        partisan_core::wire::Target::Name(n) => n.as_str().len(),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use partisan_core::id::ChannelName;
+    use partisan_core::wire::{FrameDecoder, Target};
+
+    fn queue(cap: usize, overflow: Overflow) -> LaneQueue {
+        LaneQueue::new(
+            cap,
+            overflow,
+            1 << 20,
+            Arc::new(ChannelStats::new("t@h", &ChannelName::default_channel())),
+        )
+    }
+
+    fn header(id: u64) -> UserHeader {
+        UserHeader {
+            to: Target::Pid(id),
+            from: None,
+        }
+    }
+
+    fn decode_all(batch: Batch) -> Vec<u64> {
+        let mut buf = BytesMut::new();
+        for c in batch.chunks {
+            buf.extend_from_slice(&c);
+        }
+        let d = FrameDecoder::new(1 << 20);
+        let mut ids = vec![];
+        while let Some(f) = d.decode(&mut buf).unwrap() {
+            if let Message::User { header, .. } = Message::decode(f).unwrap() {
+                if let Target::Pid(id) = header.to {
+                    ids.push(id);
+                }
+            }
+        }
+        ids
+    }
+
+    #[tokio::test]
+    async fn coalesces_small_and_large_frames_in_order() {
+        let q = queue(1 << 20, Overflow::Block);
+        q.try_push(&header(1), &Bytes::from_static(b"a")).unwrap();
+        q.try_push(&header(2), &Bytes::from(vec![7u8; 20_000]))
+            .unwrap();
+        q.try_push(&header(3), &Bytes::from_static(b"c")).unwrap();
+        let batch = q.take(Vec::new()).await.unwrap();
+        assert_eq!(batch.frames, 3);
+        assert_eq!(decode_all(batch), vec![1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn full_ordinary_lane_holds_the_sender_back_until_drained() {
+        let q = Arc::new(queue(100, Overflow::Block));
+        q.try_push(&header(1), &Bytes::from(vec![0u8; 90])).unwrap();
+        assert_eq!(
+            q.try_push(&header(2), &Bytes::from(vec![0u8; 90])),
+            Err(PushError::Full)
+        );
+        let q2 = q.clone();
+        let pusher =
+            tokio::spawn(async move { q2.push(&header(2), &Bytes::from(vec![0u8; 90])).await });
+        tokio::task::yield_now().await;
+        assert!(!pusher.is_finished());
+        assert_eq!(decode_all(q.take(Vec::new()).await.unwrap()), vec![1]);
+        pusher.await.unwrap().unwrap();
+        assert_eq!(decode_all(q.take(Vec::new()).await.unwrap()), vec![2]);
+    }
+
+    #[tokio::test]
+    async fn monotonic_lane_keeps_the_latest_messages() {
+        let q = queue(100, Overflow::DropOldest);
+        for i in 0..10 {
+            q.try_push(&header(i), &Bytes::from(vec![0u8; 40])).unwrap();
+        }
+        assert_eq!(decode_all(q.take(Vec::new()).await.unwrap()), vec![8, 9]);
+        assert_eq!(q.stats.dropped_count(), 8);
+    }
+
+    #[tokio::test]
+    async fn closed_queue_refuses_senders_and_ends_the_writer_after_flushing() {
+        let q = queue(1000, Overflow::Block);
+        q.try_push(&header(1), &Bytes::new()).unwrap();
+        q.close();
+        assert_eq!(
+            q.try_push(&header(2), &Bytes::new()),
+            Err(PushError::Closed)
+        );
+        assert_eq!(decode_all(q.take(Vec::new()).await.unwrap()), vec![1]);
+        assert!(q.take(Vec::new()).await.is_none());
+    }
+}

@@ -1,0 +1,91 @@
+//! Accepting connections: handshake, then admission by the driver.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use partisan_core::wire::handshake::RefuseCode;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+
+use crate::connection;
+use crate::driver::DriverCmd;
+use crate::handshake_io::{self, peer_addr};
+use crate::node::Shared;
+
+/// Handshakes in progress at once; more inbound connections are closed at once, so
+/// unauthenticated peers cannot pile up tasks and buffers.
+const MAX_PENDING_HANDSHAKES: usize = 256;
+
+pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    let permits = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown_conns.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // Out of descriptors and similar: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(from = %peer_addr(&stream), "too many handshakes in progress; closing");
+            continue;
+        };
+        shared.tasks.spawn(inbound(shared.clone(), stream, permit));
+    }
+}
+
+async fn inbound(shared: Arc<Shared>, mut stream: TcpStream, permit: OwnedSemaphorePermit) {
+    let from = peer_addr(&stream);
+    let _ = stream.set_nodelay(true);
+    let accepted = tokio::select! {
+        _ = shared.shutdown_conns.cancelled() => return,
+        r = handshake_io::accept(&shared, &mut stream, shared.cfg.handshake_timeout) => r,
+    };
+    drop(permit);
+    let (peer, leftover) = match accepted {
+        Ok(x) => x,
+        Err(e) => {
+            let counter = if e.is_refusal() {
+                &shared.stats.node.handshakes_refused
+            } else {
+                &shared.stats.node.handshakes_failed
+            };
+            counter.fetch_add(1, Relaxed);
+            tracing::warn!(%from, reason = %e, "refused inbound connection");
+            return;
+        }
+    };
+    let (tx, rx) = oneshot::channel();
+    let conn = shared.next_conn_id();
+    let cmd = DriverCmd::Admit {
+        conn,
+        peer: peer.clone(),
+        reply: tx,
+    };
+    if shared.driver.send(cmd).await.is_err() {
+        handshake_io::send_refusal(&mut stream, RefuseCode::ShuttingDown, "shutting down").await;
+        return;
+    }
+    match rx.await {
+        Ok(Ok(ctx)) => connection::run(ctx, stream, leftover),
+        Ok(Err(code)) => {
+            shared.stats.node.handshakes_refused.fetch_add(1, Relaxed);
+            if code == RefuseCode::Simultaneous {
+                tracing::debug!(%from, peer = %peer.spec.name(), "refusing the losing side of a simultaneous dial");
+            } else {
+                tracing::info!(%from, peer = %peer.spec.name(), ?code, "refused inbound connection");
+            }
+            handshake_io::send_refusal(&mut stream, code, &format!("{code:?}")).await;
+        }
+        Err(_) => {
+            handshake_io::send_refusal(&mut stream, RefuseCode::ShuttingDown, "shutting down").await
+        }
+    }
+}

@@ -1,0 +1,688 @@
+//! The node: builder, handle, and the public API for connections and sends.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use partisan_core::connection_plan::ConnId;
+use partisan_core::id::{
+    ChannelName, Creation, NodeName, NodeSpec, Pid, ProcessName, Ref, RegisteredName,
+};
+use partisan_core::time::Instant as CoreInstant;
+use partisan_core::wire::{Target, UserHeader};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{ChannelConfig, Config, Resolved};
+use crate::conn_table::ConnTable;
+use crate::driver::{ConnectTarget, Driver, DriverCmd};
+use crate::error::{ConnectError, RegisterError, SendError, StartError};
+use crate::lane_queue::PushError;
+use crate::listener;
+use crate::process::Process;
+use crate::registry::{DeliverFail, Envelope, LocalTarget, RegisterFail, Registry};
+use crate::send::{Dest, Destination, SendOptions};
+use crate::stats::{Stats, StatsSnapshot};
+
+/// Bound of the driver's command queue (control events only; data never passes there).
+const DRIVER_QUEUE: usize = 4096;
+
+/// State shared by every task of a node.
+pub(crate) struct Shared {
+    pub(crate) spec: NodeSpec,
+    pub(crate) creation: Creation,
+    pub(crate) cfg: Resolved,
+    pub(crate) registry: Registry,
+    pub(crate) table: ConnTable,
+    pub(crate) stats: Stats,
+    pub(crate) driver: mpsc::Sender<DriverCmd>,
+    /// Cancelled at shutdown once connections had their chance to close cleanly.
+    pub(crate) shutdown_conns: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) origin: tokio::time::Instant,
+    default_channel: ChannelName,
+    next_conn: AtomicU64,
+    stopped: AtomicBool,
+}
+
+impl Shared {
+    /// Now, as the core sees time: microseconds since the node started.
+    pub(crate) fn now(&self) -> CoreInstant {
+        CoreInstant(self.origin.elapsed().as_micros() as u64)
+    }
+
+    pub(crate) fn next_conn_id(&self) -> ConnId {
+        ConnId(self.next_conn.fetch_add(1, Relaxed))
+    }
+
+    /// Hands an envelope to a local mailbox, waiting while it is full.
+    pub(crate) async fn deliver_local(
+        &self,
+        target: LocalTarget<'_>,
+        env: Envelope,
+    ) -> Result<(), SendError> {
+        let describe = |t: &LocalTarget<'_>| match t {
+            LocalTarget::Pid(id) => format!("pid {id}"),
+            LocalTarget::Ref(r) => format!("alias {r}"),
+            LocalTarget::Name(n) => format!("name {n}"),
+        };
+        let desc = matches!(target, LocalTarget::Name(_)).then(|| describe(&target));
+        match self.registry.try_deliver(target, env) {
+            Ok(()) => {
+                self.stats.node.delivered.fetch_add(1, Relaxed);
+                Ok(())
+            }
+            Err(DeliverFail::Full(tx, env)) => match tx.send(env).await {
+                Ok(()) => {
+                    self.stats.node.delivered.fetch_add(1, Relaxed);
+                    Ok(())
+                }
+                Err(_) => self.undeliverable(desc.unwrap_or_else(|| "process".into())),
+            },
+            Err(DeliverFail::NoProcess) => {
+                self.undeliverable(desc.unwrap_or_else(|| "process".into()))
+            }
+        }
+    }
+
+    fn undeliverable(&self, what: String) -> Result<(), SendError> {
+        self.stats.node.undeliverable.fetch_add(1, Relaxed);
+        Err(SendError::NoProcess(what))
+    }
+
+    /// The send path shared by nodes and processes.
+    pub(crate) async fn send(
+        &self,
+        from: Option<u64>,
+        dest: Dest<'_>,
+        payload: Bytes,
+        opts: &SendOptions,
+        wait: bool,
+    ) -> Result<(), SendError> {
+        let node = dest.node();
+        if node == self.spec.name() {
+            return self.send_local(from, dest, payload, wait).await;
+        }
+        let channel = opts.channel.as_ref().unwrap_or(&self.default_channel);
+        // A lane being replaced may close between lookup and push: look up once more.
+        for attempt in 0..2 {
+            let route =
+                self.table
+                    .route(node, channel, opts.partition_key, self.cfg.channel_fallback)?;
+            let to = match dest {
+                Dest::Pid(p) if p.creation != route.creation => return self.stale(dest),
+                Dest::Ref(r) if r.creation != route.creation => return self.stale(dest),
+                Dest::Pid(p) => Target::Pid(p.id),
+                Dest::Ref(r) => Target::Ref(r.id),
+                Dest::Name(n) => Target::Name(n.name.clone()),
+            };
+            let header = UserHeader { to, from };
+            let r = if wait {
+                route.lane.queue.push(&header, &payload).await
+            } else {
+                route.lane.queue.try_push(&header, &payload)
+            };
+            match r {
+                Ok(()) => return Ok(()),
+                Err(PushError::Closed) if attempt == 0 => continue,
+                Err(PushError::Closed) => return Err(SendError::NotConnected(node.clone())),
+                Err(PushError::Full) => return Err(SendError::Full(node.clone())),
+                Err(PushError::TooLarge(partisan_core::wire::EncodeError::TooLarge {
+                    len,
+                    max,
+                })) => return Err(SendError::TooLarge { len, max }),
+            }
+        }
+        Err(SendError::NotConnected(node.clone()))
+    }
+
+    fn stale(&self, dest: Dest<'_>) -> Result<(), SendError> {
+        self.stats.node.stale_pid.fetch_add(1, Relaxed);
+        Err(SendError::Stale(dest.to_remote_ref()))
+    }
+
+    async fn send_local(
+        &self,
+        from: Option<u64>,
+        dest: Dest<'_>,
+        payload: Bytes,
+        wait: bool,
+    ) -> Result<(), SendError> {
+        let (target, via) = match dest {
+            Dest::Pid(p) if p.creation != self.creation => return self.stale(dest),
+            Dest::Ref(r) if r.creation != self.creation => return self.stale(dest),
+            Dest::Pid(p) => (LocalTarget::Pid(p.id), None),
+            Dest::Ref(r) => (LocalTarget::Ref(r.id), Some(r.clone())),
+            Dest::Name(n) => (LocalTarget::Name(&n.name), None),
+        };
+        let env = Envelope {
+            from: from.map(|id| Pid {
+                node: self.spec.name().clone(),
+                creation: self.creation,
+                id,
+            }),
+            via,
+            payload,
+        };
+        if wait {
+            return self
+                .deliver_local(target, env)
+                .await
+                .map_err(|_| SendError::NoProcess(dest.to_remote_ref().to_string()));
+        }
+        match self.registry.try_deliver(target, env) {
+            Ok(()) => {
+                self.stats.node.delivered.fetch_add(1, Relaxed);
+                Ok(())
+            }
+            Err(DeliverFail::Full(..)) => Err(SendError::Full(self.spec.name().clone())),
+            Err(DeliverFail::NoProcess) => {
+                self.stats.node.undeliverable.fetch_add(1, Relaxed);
+                Err(SendError::NoProcess(dest.to_remote_ref().to_string()))
+            }
+        }
+    }
+}
+
+/// Builds and starts a [`Node`].
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// let node = partisan::NodeBuilder::new("a@127.0.0.1")
+///     .listen("127.0.0.1:0")
+///     .channel("vnode", 4)
+///     .cookie("secret")
+///     .start()
+///     .await?;
+/// node.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct NodeBuilder {
+    config: Config,
+}
+
+impl NodeBuilder {
+    /// A builder for node `name` (`name@host`) with every other option at its default.
+    pub fn new(name: &str) -> Self {
+        NodeBuilder {
+            config: Config {
+                name: Some(name.to_string()),
+                listen_addrs: Vec::new(),
+                ..Config::default()
+            },
+        }
+    }
+
+    /// A builder starting from a whole configuration.
+    pub fn from_config(config: Config) -> Self {
+        NodeBuilder { config }
+    }
+
+    /// Adds a listen address (`IP:PORT`; port 0 picks a free port). Without any, the node
+    /// listens on `127.0.0.1:0`.
+    pub fn listen(mut self, addr: &str) -> Self {
+        self.config.listen_addrs.push(addr.to_string());
+        self
+    }
+
+    /// Adds or replaces a channel with `parallelism` lanes per peer.
+    pub fn channel(mut self, name: &str, parallelism: u16) -> Self {
+        self.config.channels.insert(
+            name.to_string(),
+            ChannelConfig {
+                parallelism: Some(parallelism),
+                monotonic: false,
+            },
+        );
+        self
+    }
+
+    /// Adds or replaces a monotonic (latest-value-wins) channel.
+    pub fn monotonic_channel(mut self, name: &str, parallelism: u16) -> Self {
+        self.config.channels.insert(
+            name.to_string(),
+            ChannelConfig {
+                parallelism: Some(parallelism),
+                monotonic: true,
+            },
+        );
+        self
+    }
+
+    /// Default lanes per peer for channels that do not set their own.
+    pub fn parallelism(mut self, n: u16) -> Self {
+        self.config.parallelism = n;
+        self
+    }
+
+    /// The cluster cookie.
+    pub fn cookie(mut self, cookie: &str) -> Self {
+        self.config.cookie = Some(cookie.to_string());
+        self.config.cookie_file = None;
+        self
+    }
+
+    /// Changes any other option.
+    pub fn configure(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(&mut self.config);
+        self
+    }
+
+    /// The configuration as built so far.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Validates the configuration, binds the listen addresses and starts the node's tasks.
+    /// Must be called inside a tokio runtime.
+    pub async fn start(mut self) -> Result<Node, StartError> {
+        if self.config.listen_addrs.is_empty() {
+            self.config.listen_addrs = Config::default().listen_addrs;
+        }
+        let cfg = self.config.resolve()?;
+        let mut listeners = Vec::new();
+        let mut bound = Vec::new();
+        for addr in &cfg.listen {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: *addr,
+                    source,
+                })?;
+            bound.push(l.local_addr().map_err(|source| StartError::Bind {
+                addr: *addr,
+                source,
+            })?);
+            listeners.push(l);
+        }
+        let spec = NodeSpec::new(cfg.name.clone(), bound, cfg.channels.clone()).map_err(|e| {
+            crate::config::ConfigError::Invalid {
+                key: "channels".into(),
+                reason: e.to_string(),
+            }
+        })?;
+        let creation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(1);
+        let (tx, rx) = mpsc::channel(DRIVER_QUEUE);
+        let shared = Arc::new(Shared {
+            stats: Stats::new(spec.name().as_str(), spec.channels().keys()),
+            table: ConnTable::new(spec.clone()),
+            registry: Registry::new(cfg.mailbox_capacity),
+            spec,
+            creation,
+            cfg,
+            driver: tx,
+            shutdown_conns: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            origin: tokio::time::Instant::now(),
+            default_channel: ChannelName::default_channel(),
+            next_conn: AtomicU64::new(1),
+            stopped: AtomicBool::new(false),
+        });
+        shared.tasks.spawn(Driver::new(shared.clone(), rx).run());
+        for l in listeners {
+            shared.tasks.spawn(listener::accept_loop(shared.clone(), l));
+        }
+        tracing::info!(
+            node = %shared.spec.name(),
+            creation,
+            listen = ?shared.spec.listen_addrs(),
+            "node started"
+        );
+        Ok(Node { shared })
+    }
+}
+
+/// A running node. Cheap to clone; every clone is the same node.
+#[derive(Clone)]
+pub struct Node {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("name", self.name())
+            .field("creation", &self.creation())
+            .finish()
+    }
+}
+
+/// What to connect to: an address (the node is learned at the handshake) or a node spec.
+#[derive(Debug, Clone)]
+pub enum PeerTarget {
+    /// Whatever node listens there.
+    Addr(SocketAddr),
+    /// That node, at the addresses of its spec.
+    Spec(NodeSpec),
+}
+
+impl From<SocketAddr> for PeerTarget {
+    fn from(a: SocketAddr) -> Self {
+        PeerTarget::Addr(a)
+    }
+}
+
+impl From<NodeSpec> for PeerTarget {
+    fn from(s: NodeSpec) -> Self {
+        PeerTarget::Spec(s)
+    }
+}
+
+impl From<&NodeSpec> for PeerTarget {
+    fn from(s: &NodeSpec) -> Self {
+        PeerTarget::Spec(s.clone())
+    }
+}
+
+/// Lanes up to one peer on one channel, for status output.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LaneStatus {
+    /// Peer node.
+    pub node: String,
+    /// Channel.
+    pub channel: String,
+    /// Lanes up.
+    pub up: usize,
+}
+
+impl Node {
+    /// This node's name.
+    pub fn name(&self) -> &NodeName {
+        self.shared.spec.name()
+    }
+
+    /// This node's spec, with the addresses it actually listens on.
+    pub fn spec(&self) -> &NodeSpec {
+        &self.shared.spec
+    }
+
+    /// This run's creation (incarnation).
+    pub fn creation(&self) -> Creation {
+        self.shared.creation
+    }
+
+    /// Addresses the node listens on.
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        self.shared.spec.listen_addrs()
+    }
+
+    /// Connects to a peer and keeps every lane of every channel of its spec up, redialing with
+    /// backoff when a connection is lost, until [`Node::disconnect`]. Returns the peer's name as
+    /// soon as its first lane is up (use [`Node::wait_fully_connected`] for all lanes), or an
+    /// error after `connect_timeout` x 10 (the peer then stays wanted and is still redialed).
+    pub async fn connect(&self, target: impl Into<PeerTarget>) -> Result<NodeName, ConnectError> {
+        let timeout = (self.shared.cfg.connect_timeout * 10).max(Duration::from_secs(5));
+        self.connect_timeout(target, timeout).await
+    }
+
+    /// [`Node::connect`] with an explicit timeout.
+    pub async fn connect_timeout(
+        &self,
+        target: impl Into<PeerTarget>,
+        timeout: Duration,
+    ) -> Result<NodeName, ConnectError> {
+        let target = match target.into() {
+            PeerTarget::Addr(a) => ConnectTarget::Addr(a),
+            PeerTarget::Spec(s) => ConnectTarget::Spec(s),
+        };
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .driver
+            .send(DriverCmd::Connect { target, reply: tx })
+            .await
+            .map_err(|_| ConnectError::ShuttingDown)?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(ConnectError::ShuttingDown),
+            Err(_) => Err(ConnectError::Timeout(timeout)),
+        }
+    }
+
+    /// Stops wanting `node`: its connections are closed cleanly and not redialed (the peer may
+    /// still dial us if it wants us).
+    pub async fn disconnect(&self, node: &NodeName) {
+        let _ = self
+            .shared
+            .driver
+            .send(DriverCmd::Disconnect { node: node.clone() })
+            .await;
+    }
+
+    /// Waits until every lane of every channel of `node`'s spec is up, polling the table.
+    /// Returns whether that happened within `timeout`.
+    pub async fn wait_fully_connected(&self, node: &NodeName, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.is_fully_connected(node) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Nodes with at least one lane up, sorted. Lock-free.
+    pub fn nodes(&self) -> Vec<NodeName> {
+        self.shared.table.nodes()
+    }
+
+    /// Whether at least one lane to `node` is up. Lock-free.
+    pub fn is_connected(&self, node: &NodeName) -> bool {
+        node == self.name() || self.shared.table.is_connected(node)
+    }
+
+    /// Whether at least one lane of `channel` to `node` is up. Lock-free.
+    pub fn is_connected_on(&self, node: &NodeName, channel: &ChannelName) -> bool {
+        node == self.name() || self.shared.table.is_connected_on(node, channel)
+    }
+
+    /// Whether every lane of every channel of `node`'s spec is up. Lock-free.
+    pub fn is_fully_connected(&self, node: &NodeName) -> bool {
+        node == self.name() || self.shared.table.is_fully_connected(node)
+    }
+
+    /// Creation of the connected incarnation of `node`, if connected.
+    pub fn peer_creation(&self, node: &NodeName) -> Option<Creation> {
+        self.shared.table.creation_of(node)
+    }
+
+    /// Lanes up per peer and channel.
+    pub fn lanes(&self) -> Vec<LaneStatus> {
+        self.shared
+            .table
+            .lanes_up()
+            .into_iter()
+            .map(|(n, c, up)| LaneStatus {
+                node: n.to_string(),
+                channel: c.to_string(),
+                up,
+            })
+            .collect()
+    }
+
+    /// A new process with a mailbox, not registered under any name. The process ends (its pid
+    /// stops receiving) when the returned handle is dropped.
+    pub fn process(&self) -> Process {
+        let (id, rx) = self.shared.registry.create();
+        Process::new(
+            self.clone(),
+            Pid {
+                node: self.name().clone(),
+                creation: self.creation(),
+                id,
+            },
+            rx,
+        )
+    }
+
+    /// A new process registered under `name`.
+    pub fn process_named(&self, name: &str) -> Result<Process, RegisterError> {
+        let p = self.process();
+        self.register(name, p.pid())?;
+        Ok(p)
+    }
+
+    /// Spawns `f` as a task owning a new process; returns its pid. The task's mailbox ends at
+    /// node shutdown ([`Process::recv`] returns `None`).
+    pub fn spawn<F, Fut>(&self, f: F) -> Pid
+    where
+        F: FnOnce(Process) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let p = self.process();
+        let pid = p.pid().clone();
+        tokio::spawn(f(p));
+        pid
+    }
+
+    /// Spawns `f` as a task owning a new process registered under `name`.
+    pub fn spawn_named<F, Fut>(&self, name: &str, f: F) -> Result<Pid, RegisterError>
+    where
+        F: FnOnce(Process) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let p = self.process_named(name)?;
+        let pid = p.pid().clone();
+        tokio::spawn(f(p));
+        Ok(pid)
+    }
+
+    /// Registers a live local process under `name`.
+    pub fn register(&self, name: &str, pid: &Pid) -> Result<(), RegisterError> {
+        let name = ProcessName::new(name)?;
+        if &pid.node != self.name() || pid.creation != self.creation() {
+            return Err(RegisterError::NoProcess(pid.clone()));
+        }
+        self.shared
+            .registry
+            .register(name.clone(), pid.id)
+            .map_err(|e| match e {
+                RegisterFail::NoProcess => RegisterError::NoProcess(pid.clone()),
+                RegisterFail::Taken => RegisterError::Taken(name),
+            })
+    }
+
+    /// Removes a registered name; returns whether it was registered.
+    pub fn unregister(&self, name: &str) -> bool {
+        ProcessName::new(name).is_ok_and(|n| self.shared.registry.unregister(&n))
+    }
+
+    /// The local pid registered under `name`.
+    pub fn whereis(&self, name: &str) -> Option<Pid> {
+        let n = ProcessName::new(name).ok()?;
+        self.shared.registry.whereis(&n).map(|id| Pid {
+            node: self.name().clone(),
+            creation: self.creation(),
+            id,
+        })
+    }
+
+    /// Whether a local pid is alive.
+    pub fn is_alive(&self, pid: &Pid) -> bool {
+        &pid.node == self.name()
+            && pid.creation == self.creation()
+            && self.shared.registry.is_alive(pid.id)
+    }
+
+    /// A fresh unique reference minted by this node.
+    pub fn make_ref(&self) -> Ref {
+        Ref {
+            node: self.name().clone(),
+            creation: self.creation(),
+            id: self.shared.registry.make_ref(),
+        }
+    }
+
+    /// The registered name `name` on `node`, as a destination.
+    pub fn name_on(node: &NodeName, name: &str) -> Result<RegisteredName, RegisterError> {
+        Ok(RegisteredName {
+            node: node.clone(),
+            name: ProcessName::new(name)?,
+        })
+    }
+
+    /// Sends `payload` to `dest` without a sender pid. A local destination is delivered
+    /// directly (never through the network); a remote one is queued on a lane of the chosen
+    /// channel, waiting while that lane's queue is full. `Ok` means queued, not delivered:
+    /// delivery to a remote process is best effort (see `docs/semantics.md`).
+    pub async fn send(
+        &self,
+        dest: impl Destination,
+        payload: impl Into<Bytes>,
+        opts: &SendOptions,
+    ) -> Result<(), SendError> {
+        self.shared
+            .send(None, dest.dest(), payload.into(), opts, true)
+            .await
+    }
+
+    /// Like [`Node::send`] but never waits: a full queue or mailbox is [`SendError::Full`].
+    pub fn try_send(
+        &self,
+        dest: impl Destination,
+        payload: impl Into<Bytes>,
+        opts: &SendOptions,
+    ) -> Result<(), SendError> {
+        let fut = self
+            .shared
+            .send(None, dest.dest(), payload.into(), opts, false);
+        crate::send::now_or_never(fut)
+    }
+
+    /// Sends a value encoded with postcard; decode with [`Envelope::decode`].
+    pub async fn send_typed<T: Serialize>(
+        &self,
+        dest: impl Destination,
+        msg: &T,
+        opts: &SendOptions,
+    ) -> Result<(), SendError> {
+        let bytes = postcard::to_allocvec(msg).map_err(|e| SendError::Encode(e.to_string()))?;
+        self.send(dest, bytes, opts).await
+    }
+
+    /// Counters of this node.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.shared.stats.snapshot()
+    }
+
+    /// Number of live local processes.
+    pub fn process_count(&self) -> usize {
+        self.shared.registry.len()
+    }
+
+    /// Stops the node: refuses new connections, flushes and closes every connection with a
+    /// goodbye (cut after 2 s if a peer does not answer), ends every mailbox, and waits for the
+    /// node's own tasks. Idempotent.
+    pub async fn shutdown(&self) {
+        if self.shared.stopped.swap(true, Relaxed) {
+            self.shared.tasks.wait().await;
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        if self
+            .shared
+            .driver
+            .send(DriverCmd::Shutdown { reply: tx })
+            .await
+            .is_ok()
+        {
+            let _ = tokio::time::timeout(Duration::from_secs(3), rx).await;
+        }
+        self.shared.shutdown_conns.cancel();
+        self.shared.registry.clear();
+        self.shared.tasks.close();
+        self.shared.tasks.wait().await;
+        tracing::info!(node = %self.name(), "node stopped");
+    }
+}

@@ -1,0 +1,159 @@
+//! Processes: a pid with a bounded mailbox.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use partisan_core::id::{Pid, Ref};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::error::{RegisterError, SendError};
+use crate::node::Node;
+use crate::registry::Envelope;
+use crate::send::{Destination, SendOptions};
+
+/// A process: owns a pid and its mailbox. Messages it sends carry its pid, so receivers can
+/// answer. Dropping the handle ends the process: its pid, names and aliases stop receiving.
+pub struct Process {
+    node: Node,
+    pid: Pid,
+    rx: mpsc::Receiver<Envelope>,
+}
+
+/// Why [`Process::recv_timeout`] returned without a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RecvError {
+    /// Nothing arrived in time.
+    #[error("timed out")]
+    Timeout,
+    /// The node shut down.
+    #[error("mailbox closed")]
+    Closed,
+}
+
+impl std::fmt::Debug for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process").field("pid", &self.pid).finish()
+    }
+}
+
+impl Process {
+    pub(crate) fn new(node: Node, pid: Pid, rx: mpsc::Receiver<Envelope>) -> Self {
+        Process { node, pid, rx }
+    }
+
+    /// This process's pid.
+    pub fn pid(&self) -> &Pid {
+        &self.pid
+    }
+
+    /// The node the process runs on.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// The next message; `None` once the node has shut down and the mailbox is drained.
+    pub async fn recv(&mut self) -> Option<Envelope> {
+        self.rx.recv().await
+    }
+
+    /// The next message if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Envelope> {
+        self.rx.try_recv().ok()
+    }
+
+    /// The next message, waiting at most `timeout`.
+    pub async fn recv_timeout(&mut self, timeout: Duration) -> Result<Envelope, RecvError> {
+        match tokio::time::timeout(timeout, self.rx.recv()).await {
+            Ok(Some(e)) => Ok(e),
+            Ok(None) => Err(RecvError::Closed),
+            Err(_) => Err(RecvError::Timeout),
+        }
+    }
+
+    /// Receives up to `limit` waiting messages into `buf` (at least one, waiting for it);
+    /// returns how many, 0 once the mailbox is closed.
+    pub async fn recv_many(&mut self, buf: &mut Vec<Envelope>, limit: usize) -> usize {
+        self.rx.recv_many(buf, limit).await
+    }
+
+    /// Sends from this process (the receiver sees this pid as `from`). See [`Node::send`].
+    pub async fn send(
+        &self,
+        dest: impl Destination,
+        payload: impl Into<Bytes>,
+        opts: &SendOptions,
+    ) -> Result<(), SendError> {
+        self.node
+            .shared
+            .send(Some(self.pid.id), dest.dest(), payload.into(), opts, true)
+            .await
+    }
+
+    /// Like [`Process::send`] but never waits.
+    pub fn try_send(
+        &self,
+        dest: impl Destination,
+        payload: impl Into<Bytes>,
+        opts: &SendOptions,
+    ) -> Result<(), SendError> {
+        crate::send::now_or_never(self.node.shared.send(
+            Some(self.pid.id),
+            dest.dest(),
+            payload.into(),
+            opts,
+            false,
+        ))
+    }
+
+    /// Sends a postcard-encoded value from this process.
+    pub async fn send_typed<T: Serialize>(
+        &self,
+        dest: impl Destination,
+        msg: &T,
+        opts: &SendOptions,
+    ) -> Result<(), SendError> {
+        let bytes = postcard::to_allocvec(msg).map_err(|e| SendError::Encode(e.to_string()))?;
+        self.send(dest, bytes, opts).await
+    }
+
+    /// Answers the sender of `env` (from this process). Errors if `env` had no sender.
+    pub async fn reply(
+        &self,
+        env: &Envelope,
+        payload: impl Into<Bytes>,
+        opts: &SendOptions,
+    ) -> Result<(), SendError> {
+        let to = env
+            .from
+            .as_ref()
+            .ok_or_else(|| SendError::NoProcess("message had no sender".into()))?;
+        self.send(to, payload, opts).await
+    }
+
+    /// A new reference that, until [`Process::unalias`] or the end of the process, delivers
+    /// messages sent to it into this mailbox (with [`Envelope::via`] set).
+    pub fn alias(&self) -> Ref {
+        let r = self.node.make_ref();
+        self.node.shared.registry.alias(r.id, self.pid.id);
+        r
+    }
+
+    /// Removes an alias of this process; returns whether it was one.
+    pub fn unalias(&self, r: &Ref) -> bool {
+        &r.node == self.node.name()
+            && r.creation == self.node.creation()
+            && self.node.shared.registry.unalias(r.id)
+    }
+
+    /// Registers this process under `name`.
+    pub fn register(&self, name: &str) -> Result<(), RegisterError> {
+        self.node.register(name, &self.pid)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.node.shared.registry.remove(self.pid.id);
+    }
+}

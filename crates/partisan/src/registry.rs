@@ -1,0 +1,209 @@
+//! Local processes: pid allocation, mailboxes, registered names and reference aliases.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use partisan_core::id::{Pid, ProcessName, Ref};
+use tokio::sync::mpsc;
+
+/// A message as delivered to a process.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// The sending process, when the message was sent from one (remote or local).
+    pub from: Option<Pid>,
+    /// The alias reference the message was addressed to, when it was sent to one.
+    pub via: Option<Ref>,
+    /// The payload, exactly as sent.
+    pub payload: Bytes,
+}
+
+impl Envelope {
+    /// Decodes a payload sent with a typed send (postcard).
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, postcard::Error> {
+        postcard::from_bytes(&self.payload)
+    }
+}
+
+struct Entry {
+    tx: mpsc::Sender<Envelope>,
+    names: Vec<ProcessName>,
+    aliases: Vec<u64>,
+}
+
+/// Where a message for this node goes.
+pub(crate) enum LocalTarget<'a> {
+    Pid(u64),
+    Ref(u64),
+    Name(&'a ProcessName),
+}
+
+/// The process table of one node.
+pub(crate) struct Registry {
+    next_pid: AtomicU64,
+    next_ref: AtomicU64,
+    procs: DashMap<u64, Entry>,
+    names: DashMap<ProcessName, u64>,
+    aliases: DashMap<u64, u64>,
+    capacity: usize,
+}
+
+impl Registry {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Registry {
+            next_pid: AtomicU64::new(1),
+            next_ref: AtomicU64::new(1),
+            procs: DashMap::new(),
+            names: DashMap::new(),
+            aliases: DashMap::new(),
+            capacity,
+        }
+    }
+
+    /// Creates a mailbox and returns its id and receiving end.
+    pub(crate) fn create(&self) -> (u64, mpsc::Receiver<Envelope>) {
+        let id = self.next_pid.fetch_add(1, Relaxed);
+        let (tx, rx) = mpsc::channel(self.capacity);
+        self.procs.insert(
+            id,
+            Entry {
+                tx,
+                names: Vec::new(),
+                aliases: Vec::new(),
+            },
+        );
+        (id, rx)
+    }
+
+    /// A fresh reference id.
+    pub(crate) fn make_ref(&self) -> u64 {
+        self.next_ref.fetch_add(1, Relaxed)
+    }
+
+    /// Removes a process with its names and aliases.
+    pub(crate) fn remove(&self, id: u64) {
+        if let Some((_, e)) = self.procs.remove(&id) {
+            for n in e.names {
+                self.names.remove_if(&n, |_, v| *v == id);
+            }
+            for a in e.aliases {
+                self.aliases.remove_if(&a, |_, v| *v == id);
+            }
+        }
+    }
+
+    /// Registers `name` for process `id`. Fails if the name is held by a live process.
+    pub(crate) fn register(&self, name: ProcessName, id: u64) -> Result<(), RegisterFail> {
+        let mut entry = self.procs.get_mut(&id).ok_or(RegisterFail::NoProcess)?;
+        match self.names.entry(name.clone()) {
+            dashmap::Entry::Occupied(_) => Err(RegisterFail::Taken),
+            dashmap::Entry::Vacant(v) => {
+                v.insert(id);
+                entry.names.push(name);
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes a registered name; returns whether it was registered.
+    pub(crate) fn unregister(&self, name: &ProcessName) -> bool {
+        match self.names.remove(name) {
+            Some((_, id)) => {
+                if let Some(mut e) = self.procs.get_mut(&id) {
+                    e.names.retain(|n| n != name);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Pid id registered under `name`.
+    pub(crate) fn whereis(&self, name: &ProcessName) -> Option<u64> {
+        self.names.get(name).map(|v| *v)
+    }
+
+    /// Makes reference `r` an alias of process `id`.
+    pub(crate) fn alias(&self, r: u64, id: u64) -> bool {
+        let Some(mut e) = self.procs.get_mut(&id) else {
+            return false;
+        };
+        e.aliases.push(r);
+        self.aliases.insert(r, id);
+        true
+    }
+
+    /// Removes an alias; returns whether it existed.
+    pub(crate) fn unalias(&self, r: u64) -> bool {
+        match self.aliases.remove(&r) {
+            Some((_, id)) => {
+                if let Some(mut e) = self.procs.get_mut(&id) {
+                    e.aliases.retain(|a| *a != r);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether process `id` is alive.
+    pub(crate) fn is_alive(&self, id: u64) -> bool {
+        self.procs.contains_key(&id)
+    }
+
+    /// Tries to hand `env` to the mailbox of `target` without waiting. On a full mailbox the
+    /// envelope comes back with a sender to wait on.
+    pub(crate) fn try_deliver(
+        &self,
+        target: LocalTarget<'_>,
+        env: Envelope,
+    ) -> Result<(), DeliverFail> {
+        let id = match target {
+            LocalTarget::Pid(id) => id,
+            LocalTarget::Ref(r) => match self.aliases.get(&r) {
+                Some(id) => *id,
+                None => return Err(DeliverFail::NoProcess),
+            },
+            LocalTarget::Name(n) => match self.names.get(n) {
+                Some(id) => *id,
+                None => return Err(DeliverFail::NoProcess),
+            },
+        };
+        let Some(entry) = self.procs.get(&id) else {
+            return Err(DeliverFail::NoProcess);
+        };
+        match entry.tx.try_send(env) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(env)) => {
+                Err(DeliverFail::Full(entry.tx.clone(), env))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(DeliverFail::NoProcess),
+        }
+    }
+
+    /// Drops every mailbox (node shutdown): receivers see the end of their mailbox.
+    pub(crate) fn clear(&self) {
+        self.names.clear();
+        self.aliases.clear();
+        self.procs.clear();
+    }
+
+    /// Number of live processes.
+    pub(crate) fn len(&self) -> usize {
+        self.procs.len()
+    }
+}
+
+/// Why registration failed.
+pub(crate) enum RegisterFail {
+    NoProcess,
+    Taken,
+}
+
+/// Why a delivery did not complete at once.
+pub(crate) enum DeliverFail {
+    /// No such process, alias or name.
+    NoProcess,
+    /// The mailbox is full: wait on this sender.
+    Full(mpsc::Sender<Envelope>, Envelope),
+}

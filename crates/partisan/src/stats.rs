@@ -1,0 +1,194 @@
+//! Counters: per channel and per node, readable through [`crate::Node::stats`] and exported
+//! through the `metrics` facade (so any installed recorder, e.g. a Prometheus exporter, sees
+//! them under the names below).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use partisan_core::id::ChannelName;
+use serde::Serialize;
+
+/// Live counters of one channel, summed over all peers and lanes.
+#[derive(Debug)]
+pub(crate) struct ChannelStats {
+    frames_out: AtomicU64,
+    bytes_out: AtomicU64,
+    frames_in: AtomicU64,
+    bytes_in: AtomicU64,
+    queued_bytes: AtomicI64,
+    dropped: AtomicU64,
+    m_frames_out: metrics::Counter,
+    m_bytes_out: metrics::Counter,
+    m_frames_in: metrics::Counter,
+    m_bytes_in: metrics::Counter,
+    m_queued: metrics::Gauge,
+    m_dropped: metrics::Counter,
+}
+
+impl ChannelStats {
+    pub(crate) fn new(node: &str, channel: &ChannelName) -> Self {
+        let labels = [
+            ("node", node.to_string()),
+            ("channel", channel.as_str().to_string()),
+        ];
+        ChannelStats {
+            frames_out: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            frames_in: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            queued_bytes: AtomicI64::new(0),
+            dropped: AtomicU64::new(0),
+            m_frames_out: metrics::counter!("partisan_frames_sent_total", &labels),
+            m_bytes_out: metrics::counter!("partisan_bytes_sent_total", &labels),
+            m_frames_in: metrics::counter!("partisan_frames_received_total", &labels),
+            m_bytes_in: metrics::counter!("partisan_bytes_received_total", &labels),
+            m_queued: metrics::gauge!("partisan_send_queue_bytes", &labels),
+            m_dropped: metrics::counter!("partisan_monotonic_dropped_total", &labels),
+        }
+    }
+
+    pub(crate) fn sent(&self, frames: u64, bytes: u64) {
+        self.frames_out.fetch_add(frames, Relaxed);
+        self.bytes_out.fetch_add(bytes, Relaxed);
+        self.m_frames_out.increment(frames);
+        self.m_bytes_out.increment(bytes);
+    }
+
+    pub(crate) fn received(&self, frames: u64, bytes: u64) {
+        self.frames_in.fetch_add(frames, Relaxed);
+        self.bytes_in.fetch_add(bytes, Relaxed);
+        self.m_frames_in.increment(frames);
+        self.m_bytes_in.increment(bytes);
+    }
+
+    pub(crate) fn queued(&self, delta: i64) {
+        let now = self.queued_bytes.fetch_add(delta, Relaxed) + delta;
+        self.m_queued.set(now as f64);
+    }
+
+    pub(crate) fn dropped(&self, frames: u64) {
+        self.dropped.fetch_add(frames, Relaxed);
+        self.m_dropped.increment(frames);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn dropped_count(&self) -> u64 {
+        self.dropped.load(Relaxed)
+    }
+
+    fn snapshot(&self) -> ChannelSnapshot {
+        ChannelSnapshot {
+            frames_sent: self.frames_out.load(Relaxed),
+            bytes_sent: self.bytes_out.load(Relaxed),
+            frames_received: self.frames_in.load(Relaxed),
+            bytes_received: self.bytes_in.load(Relaxed),
+            queued_bytes: self.queued_bytes.load(Relaxed).max(0) as u64,
+            monotonic_dropped: self.dropped.load(Relaxed),
+        }
+    }
+}
+
+/// Node-wide counters of events that are not tied to one channel.
+#[derive(Debug, Default)]
+pub(crate) struct NodeCounters {
+    pub(crate) delivered: AtomicU64,
+    pub(crate) undeliverable: AtomicU64,
+    pub(crate) stale_pid: AtomicU64,
+    pub(crate) bad_frames: AtomicU64,
+    pub(crate) handshakes_refused: AtomicU64,
+    pub(crate) handshakes_failed: AtomicU64,
+    pub(crate) connections_opened: AtomicU64,
+    pub(crate) connections_closed: AtomicU64,
+}
+
+/// Every counter of a node.
+#[derive(Debug)]
+pub(crate) struct Stats {
+    channels: BTreeMap<ChannelName, Arc<ChannelStats>>,
+    /// Lanes of channels only a peer declares are counted here, under the label `other`.
+    other: Arc<ChannelStats>,
+    pub(crate) node: NodeCounters,
+}
+
+impl Stats {
+    pub(crate) fn new<'a>(node: &str, channels: impl Iterator<Item = &'a ChannelName>) -> Self {
+        let other = ChannelName::new("other").expect("valid channel name");
+        Stats {
+            channels: channels
+                .map(|c| (c.clone(), Arc::new(ChannelStats::new(node, c))))
+                .collect(),
+            other: Arc::new(ChannelStats::new(node, &other)),
+            node: NodeCounters::default(),
+        }
+    }
+
+    /// Counters of `channel` (those of `other` for a channel this node does not declare).
+    pub(crate) fn channel(&self, channel: &ChannelName) -> &Arc<ChannelStats> {
+        self.channels.get(channel).unwrap_or(&self.other)
+    }
+
+    pub(crate) fn snapshot(&self) -> StatsSnapshot {
+        let n = &self.node;
+        StatsSnapshot {
+            channels: self
+                .channels
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.snapshot()))
+                .chain(
+                    Some(self.other.snapshot())
+                        .filter(|o| *o != ChannelSnapshot::default())
+                        .map(|o| ("other".to_string(), o)),
+                )
+                .collect(),
+            delivered: n.delivered.load(Relaxed),
+            undeliverable: n.undeliverable.load(Relaxed),
+            stale_pid_rejected: n.stale_pid.load(Relaxed),
+            bad_frames: n.bad_frames.load(Relaxed),
+            handshakes_refused: n.handshakes_refused.load(Relaxed),
+            handshakes_failed: n.handshakes_failed.load(Relaxed),
+            connections_opened: n.connections_opened.load(Relaxed),
+            connections_closed: n.connections_closed.load(Relaxed),
+        }
+    }
+}
+
+/// Counters of one channel at one moment.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ChannelSnapshot {
+    /// Frames written to connections of this channel.
+    pub frames_sent: u64,
+    /// Bytes written (length prefixes included).
+    pub bytes_sent: u64,
+    /// Frames read.
+    pub frames_received: u64,
+    /// Bytes read (length prefixes included).
+    pub bytes_received: u64,
+    /// Bytes waiting in the send queues of this channel's lanes.
+    pub queued_bytes: u64,
+    /// Messages dropped by monotonic (latest-value-wins) overflow.
+    pub monotonic_dropped: u64,
+}
+
+/// Counters of a node at one moment.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Per channel, by name.
+    pub channels: BTreeMap<String, ChannelSnapshot>,
+    /// Messages delivered into local mailboxes (local and remote senders).
+    pub delivered: u64,
+    /// Remote messages dropped because no local process matched their destination.
+    pub undeliverable: u64,
+    /// Messages refused because they named a pid of another incarnation.
+    pub stale_pid_rejected: u64,
+    /// Connections closed because a peer sent a malformed or oversized frame.
+    pub bad_frames: u64,
+    /// Handshakes refused by this node or by the peer (cookie, version, name, tie-break).
+    pub handshakes_refused: u64,
+    /// Handshakes that failed for I/O reasons or timed out.
+    pub handshakes_failed: u64,
+    /// Connections established.
+    pub connections_opened: u64,
+    /// Connections closed.
+    pub connections_closed: u64,
+}

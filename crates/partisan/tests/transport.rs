@@ -1,0 +1,492 @@
+//! The transport over real loopback TCP: lanes, channels, ordering, authentication, bad input,
+//! incarnations. Every node binds port 0; every wait polls with a deadline.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use partisan::{
+    ChannelName, ConnectError, Node, NodeBuilder, Pid, RemoteRef, SendError, SendOptions,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "off".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+async fn node(name: &str, cookie: &str) -> Node {
+    init_tracing();
+    NodeBuilder::new(&format!("{name}@127.0.0.1"))
+        .listen("127.0.0.1:0")
+        .channel("data", 4)
+        .channel("gossip", 4)
+        .parallelism(4)
+        .cookie(cookie)
+        .configure(|c| c.reconnect_min = 20)
+        .start()
+        .await
+        .expect("node starts")
+}
+
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn ch(name: &str) -> ChannelName {
+    ChannelName::new(name).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_fully_connect_and_message_on_every_channel() {
+    let nodes = [
+        node("n1", "c").await,
+        node("n2", "c").await,
+        node("n3", "c").await,
+    ];
+    for (i, a) in nodes.iter().enumerate() {
+        for b in &nodes[i + 1..] {
+            let name = a.connect(b.listen_addrs()[0]).await.unwrap();
+            assert_eq!(&name, b.name());
+        }
+    }
+    for a in &nodes {
+        for b in &nodes {
+            if a.name() != b.name() {
+                let (a, b) = (a.clone(), b.name().clone());
+                eventually("all lanes up", || a.is_fully_connected(&b)).await;
+            }
+        }
+    }
+    // Every lane of every channel: 4 data + 4 gossip + 4 default + 1 membership = 13 per peer,
+    // one connection each (no duplicates from both sides dialing).
+    for a in &nodes {
+        let lanes = a.lanes();
+        let per_peer: BTreeMap<String, usize> = lanes.iter().fold(BTreeMap::new(), |mut m, l| {
+            *m.entry(l.node.clone()).or_default() += l.up;
+            m
+        });
+        assert_eq!(per_peer.len(), 2, "{lanes:?}");
+        assert!(per_peer.values().all(|&n| n == 13), "{lanes:?}");
+    }
+    let mut inboxes: Vec<_> = nodes
+        .iter()
+        .map(|n| n.process_named("inbox").unwrap())
+        .collect();
+    let channels = ["default", "data", "gossip", "membership"];
+    let per_pair = 50;
+    for a in &nodes {
+        let sender = a.process();
+        for b in &nodes {
+            if a.name() == b.name() {
+                continue;
+            }
+            let to = Node::name_on(b.name(), "inbox").unwrap();
+            for c in channels {
+                for i in 0..per_pair {
+                    let body = format!("{}|{}|{}", a.name(), c, i);
+                    sender
+                        .send(&to, body, &SendOptions::on(&ch(c)))
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+    }
+    for (inbox, me) in inboxes.iter_mut().zip(&nodes) {
+        let mut got = BTreeMap::<(String, String), usize>::new();
+        for _ in 0..(2 * channels.len() * per_pair) {
+            let env = inbox.recv_timeout(WAIT).await.expect("message arrives");
+            let text = String::from_utf8(env.payload.to_vec()).unwrap();
+            let parts: Vec<&str> = text.split('|').collect();
+            assert_eq!(
+                env.from.as_ref().unwrap().node.as_str(),
+                parts[0],
+                "sender pid travels with the message"
+            );
+            *got.entry((parts[0].to_string(), parts[1].to_string()))
+                .or_default() += 1;
+        }
+        assert_eq!(got.len(), 2 * channels.len(), "on {}: {got:?}", me.name());
+        assert!(got.values().all(|&n| n == per_pair));
+        // Traffic went over the channel it was sent on.
+        let stats = me.stats();
+        for c in channels {
+            assert!(
+                stats.channels[c].frames_received >= 2 * per_pair as u64,
+                "{c}: {stats:?}"
+            );
+        }
+    }
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_key_keeps_per_key_order_over_ten_thousand_messages() {
+    let a = node("pk_a", "c").await;
+    let b = node("pk_b", "c").await;
+    a.connect(b.listen_addrs()[0]).await.unwrap();
+    assert!(a.wait_fully_connected(b.name(), WAIT).await);
+    let mut inbox = b.process_named("sink").unwrap();
+    let to = Node::name_on(b.name(), "sink").unwrap();
+    let keys = 8u64;
+    let total = 10_000u64;
+    let data = ch("data");
+    let sender = a.process();
+    for i in 0..total {
+        let key = i % keys;
+        let mut body = key.to_be_bytes().to_vec();
+        body.extend_from_slice(&i.to_be_bytes());
+        sender
+            .send(&to, body, &SendOptions::on(&data).with_key(key))
+            .await
+            .unwrap();
+    }
+    let mut last = vec![None::<u64>; keys as usize];
+    for _ in 0..total {
+        let env = inbox.recv_timeout(WAIT).await.unwrap();
+        let key = u64::from_be_bytes(env.payload[..8].try_into().unwrap());
+        let seq = u64::from_be_bytes(env.payload[8..16].try_into().unwrap());
+        if let Some(prev) = last[key as usize] {
+            assert!(seq > prev, "key {key}: {seq} arrived after {prev}");
+        }
+        last[key as usize] = Some(seq);
+    }
+    assert!(last.iter().all(|l| l.is_some()));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_cookie_is_refused_and_the_node_keeps_serving() {
+    let a = node("ck_a", "right").await;
+    let intruder = node("ck_x", "wrong").await;
+    let friend = node("ck_b", "right").await;
+    let err = intruder
+        .connect_timeout(a.listen_addrs()[0], Duration::from_millis(800))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConnectError::Timeout(_)), "{err:?}");
+    assert!(!a.is_connected(intruder.name()));
+    assert!(a.nodes().is_empty());
+    eventually("refusals counted", || a.stats().handshakes_refused > 0).await;
+    // The node still serves peers holding the cookie.
+    assert_eq!(
+        &friend.connect(a.listen_addrs()[0]).await.unwrap(),
+        a.name()
+    );
+    let mut inbox = a.process_named("inbox").unwrap();
+    friend
+        .send(
+            &Node::name_on(a.name(), "inbox").unwrap(),
+            "hi",
+            &SendOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(&inbox.recv_timeout(WAIT).await.unwrap().payload[..], b"hi");
+    for n in [a, intruder, friend] {
+        n.shutdown().await;
+    }
+}
+
+/// Opens a raw TCP connection, sends `bytes` (then half-closes it when `eof`), and waits until
+/// the node closes it.
+async fn raw_garbage(addr: std::net::SocketAddr, bytes: &[u8], eof: bool) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    if eof {
+        s.shutdown().await.unwrap();
+    }
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "node must close a connection that sent {bytes:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bytes_close_only_their_own_connection() {
+    let a = node("bad_a", "c").await;
+    init_tracing();
+    let b = NodeBuilder::new("bad_b@127.0.0.1")
+        .channel("data", 4)
+        .cookie("c")
+        .configure(|c| c.handshake_timeout = 300)
+        .start()
+        .await
+        .unwrap();
+    a.connect(b.listen_addrs()[0]).await.unwrap();
+    assert!(a.wait_fully_connected(b.name(), WAIT).await);
+    let mut inbox = b.process_named("inbox").unwrap();
+    let to = Node::name_on(b.name(), "inbox").unwrap();
+    let addr = b.listen_addrs()[0];
+
+    // Random bytes, a truncated frame, an oversized length prefix, and a valid handshake
+    // prefix followed by garbage.
+    let mut rng_bytes = [0u8; 300];
+    for (i, x) in rng_bytes.iter_mut().enumerate() {
+        *x = (i as u8).wrapping_mul(151).wrapping_add(7);
+    }
+    raw_garbage(addr, &rng_bytes, false).await;
+    // A truncated frame: closed at the peer's EOF, or at the handshake timeout if it lingers.
+    raw_garbage(addr, &[0, 0, 0, 50, b'P', b'T'], true).await;
+    raw_garbage(addr, &[0, 0, 0, 50, b'P', b'T'], false).await;
+    raw_garbage(addr, &[0xff, 0xff, 0xff, 0xff, 1, 2, 3], false).await;
+    raw_garbage(
+        addr,
+        &[0, 0, 0, 8, b'P', b'T', b'S', b'N', 0, 1, 0xfe, 0xfe],
+        false,
+    )
+    .await;
+
+    // The established connections were not disturbed and the node still accepts new peers.
+    assert!(a.is_fully_connected(b.name()));
+    a.send(&to, "still here", &SendOptions::on(&ch("data")))
+        .await
+        .unwrap();
+    assert_eq!(
+        &inbox.recv_timeout(WAIT).await.unwrap().payload[..],
+        b"still here"
+    );
+    let c = node("bad_c", "c").await;
+    assert_eq!(&c.connect(addr).await.unwrap(), b.name());
+    assert!(b.stats().handshakes_refused + b.stats().handshakes_failed >= 5);
+    for n in [a, b, c] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frame_after_handshake_closes_that_connection_only() {
+    // A peer that completes the handshake and then sends an oversized frame on one lane.
+    let a = NodeBuilder::new("mf_a@127.0.0.1")
+        .cookie("c")
+        .configure(|c| {
+            c.max_frame_size = 4096;
+            c.reconnect_min = 20;
+        })
+        .channel("data", 2)
+        .start()
+        .await
+        .unwrap();
+    let b = node("mf_b", "c").await;
+    b.connect(a.listen_addrs()[0]).await.unwrap();
+    assert!(b.wait_fully_connected(a.name(), WAIT).await);
+    let mut inbox = a.process_named("inbox").unwrap();
+    let to = Node::name_on(a.name(), "inbox").unwrap();
+    // b's frame limit is larger, so it sends a frame a refuses as oversized.
+    let big = Bytes::from(vec![0u8; 10_000]);
+    b.send(&to, big, &SendOptions::on(&ch("data")).with_key(0))
+        .await
+        .unwrap();
+    eventually("bad frame counted", || a.stats().bad_frames == 1).await;
+    // The other lanes kept working throughout, and the lost lane comes back.
+    b.send(&to, "ok", &SendOptions::on(&ch("data")).with_key(1))
+        .await
+        .unwrap();
+    assert_eq!(&inbox.recv_timeout(WAIT).await.unwrap().payload[..], b"ok");
+    assert!(b.wait_fully_connected(a.name(), WAIT).await);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pid_from_a_restarted_nodes_earlier_creation_is_rejected() {
+    let a = node("re_a", "c").await;
+    let b1 = node("re_b", "c").await;
+    let addr = b1.listen_addrs()[0];
+    a.connect(addr).await.unwrap();
+    let p1 = b1.process();
+    let old_pid: Pid = p1.pid().clone();
+    a.send(&old_pid, "x", &SendOptions::default())
+        .await
+        .unwrap();
+    b1.shutdown().await;
+    drop(p1);
+    // Same name, same address, new incarnation; a keeps redialing it.
+    let b2 = NodeBuilder::new("re_b@127.0.0.1")
+        .listen(&addr.to_string())
+        .channel("data", 4)
+        .channel("gossip", 4)
+        .parallelism(4)
+        .cookie("c")
+        .start()
+        .await
+        .unwrap();
+    assert!(b2.creation() > old_pid.creation);
+    let (a2, b2name, b2c) = (a.clone(), b2.name().clone(), b2.creation());
+    eventually("reconnected to the new run", || {
+        a2.peer_creation(&b2name) == Some(b2c)
+    })
+    .await;
+    let err = a
+        .send(&old_pid, "x", &SendOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err, SendError::Stale(RemoteRef::Pid(old_pid.clone())));
+    // Locally too: the new run rejects the old pid without touching the network.
+    let err = b2
+        .send(&old_pid, "x", &SendOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SendError::Stale(_)));
+    assert!(a.stats().stale_pid_rejected >= 1);
+    a.shutdown().await;
+    b2.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_connects_keep_exactly_one_connection_per_lane() {
+    let a = node("sim_a", "c").await;
+    let b = node("sim_b", "c").await;
+    let (ra, rb) = tokio::join!(a.connect(b.spec().clone()), b.connect(a.spec().clone()));
+    ra.unwrap();
+    rb.unwrap();
+    assert!(a.wait_fully_connected(b.name(), WAIT).await);
+    assert!(b.wait_fully_connected(a.name(), WAIT).await);
+    // Both sides agree: 13 lanes, and the surviving connections are the same 13 sockets.
+    let up = |n: &Node| n.lanes().iter().map(|l| l.up).sum::<usize>();
+    eventually("one connection per slot", || {
+        up(&a) == 13
+            && up(&b) == 13
+            && a.stats().connections_opened - a.stats().connections_closed == 13
+            && b.stats().connections_opened - b.stats().connections_closed == 13
+    })
+    .await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_sends_never_touch_the_network_and_replies_reach_the_sender() {
+    let a = node("loc_a", "c").await;
+    let b = node("loc_b", "c").await;
+    a.connect(b.listen_addrs()[0]).await.unwrap();
+    let mut server = a.process_named("echo").unwrap();
+    let mut client = a.process();
+    client
+        .send(
+            &Node::name_on(a.name(), "echo").unwrap(),
+            "ping",
+            &SendOptions::default(),
+        )
+        .await
+        .unwrap();
+    let req = server.recv_timeout(WAIT).await.unwrap();
+    assert_eq!(req.from.as_ref(), Some(client.pid()));
+    server
+        .reply(&req, "pong", &SendOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        &client.recv_timeout(WAIT).await.unwrap().payload[..],
+        b"pong"
+    );
+    let sent: u64 = a.stats().channels.values().map(|c| c.frames_sent).sum();
+    assert_eq!(
+        sent, 0,
+        "local traffic must not be written to any connection"
+    );
+
+    // Remote request/response with an alias as the reply tag.
+    let mut remote = b.process_named("svc").unwrap();
+    let tag = client.alias();
+    client
+        .send_typed(
+            &Node::name_on(b.name(), "svc").unwrap(),
+            &("question", tag.clone()),
+            &SendOptions::default(),
+        )
+        .await
+        .unwrap();
+    let req = remote.recv_timeout(WAIT).await.unwrap();
+    let (q, reply_to): (String, partisan::Ref) = req.decode().unwrap();
+    assert_eq!(q, "question");
+    remote
+        .send(&reply_to, "answer", &SendOptions::default())
+        .await
+        .unwrap();
+    let ans = client.recv_timeout(WAIT).await.unwrap();
+    assert_eq!(ans.via.as_ref(), Some(&tag));
+    assert_eq!(ans.from.as_ref(), Some(remote.pid()));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undeliverable_sends_return_errors() {
+    let a = node("err_a", "c").await;
+    let nobody = partisan::NodeName::new("ghost@127.0.0.1").unwrap();
+    let to = Node::name_on(&nobody, "x").unwrap();
+    assert_eq!(
+        a.send(&to, "x", &SendOptions::default()).await,
+        Err(SendError::NotConnected(nobody.clone()))
+    );
+    let local = Node::name_on(a.name(), "missing").unwrap();
+    assert!(matches!(
+        a.send(&local, "x", &SendOptions::default()).await,
+        Err(SendError::NoProcess(_))
+    ));
+    let b = node("err_b", "c").await;
+    a.connect(b.listen_addrs()[0]).await.unwrap();
+    let remote = Node::name_on(b.name(), "x").unwrap();
+    let huge = Bytes::from(vec![0u8; 9 * 1024 * 1024]);
+    assert!(matches!(
+        a.send(&remote, huge, &SendOptions::default()).await,
+        Err(SendError::TooLarge { .. })
+    ));
+    let unknown = ch("nope");
+    let opts = SendOptions::on(&unknown);
+    // With fallback (default) an unknown channel goes over the default channel.
+    a.send(&remote, "x", &opts).await.unwrap();
+    // Connecting to our own address is refused at once.
+    assert!(matches!(
+        a.connect(a.listen_addrs()[0]).await,
+        Err(ConnectError::SelfConnect(_))
+    ));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dialing_a_spec_whose_address_answers_with_another_name_gives_up() {
+    let a = node("wn_a", "c").await;
+    let b = node("wn_b", "c").await;
+    let liar = partisan::NodeSpec::new(
+        partisan::NodeName::new("wn_z@127.0.0.1").unwrap(),
+        b.listen_addrs().to_vec(),
+        Default::default(),
+    )
+    .unwrap();
+    let err = a.connect(liar).await.unwrap_err();
+    assert!(matches!(err, ConnectError::GaveUp(_)), "{err:?}");
+    assert!(a.nodes().is_empty());
+    a.shutdown().await;
+    b.shutdown().await;
+}
