@@ -17,7 +17,7 @@ cd "$repo_root"
 if cargo +nightly --version >/dev/null 2>&1; then
     if ! cargo fuzz --version >/dev/null 2>&1; then
         echo "fuzz-build: cargo-fuzz not found, installing it"
-        cargo install cargo-fuzz
+        cargo install cargo-fuzz --locked
     fi
     echo "fuzz-build: $(cargo +nightly --version), $(cargo fuzz --version)"
     # Leave CARGO_TARGET_DIR at its default (fuzz/target) so the build stays separate from the

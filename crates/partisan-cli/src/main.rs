@@ -1,1 +1,59 @@
-fn main() {}
+//! The `partisan` command.
+
+use clap::{Parser, Subcommand};
+
+mod demo;
+mod node_cmd;
+
+/// partisan: a distributed runtime for Rust.
+#[derive(Parser, Debug)]
+#[command(name = "partisan", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one node until SIGINT or SIGTERM.
+    Node(node_cmd::NodeArgs),
+    /// Start a small cluster in this process on loopback, exchange messages, print a summary.
+    Demo(demo::DemoArgs),
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole cause chain on one line; no backtrace for user errors.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Node(args) => {
+            init_logging("info");
+            rt.block_on(node_cmd::run(args))
+        }
+        Command::Demo(args) => {
+            init_logging("warn");
+            rt.block_on(demo::run(args))
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! `partisan node`: run one node from the shell.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use partisan::{ChannelConfig, Config, NodeBuilder};
+
+/// Options of `partisan node`. Flags override the values of `--config`.
+#[derive(clap::Args, Debug)]
+pub struct NodeArgs {
+    /// TOML configuration file (same keys as `partisan::Config`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Node name, name@host.
+    #[arg(long)]
+    name: Option<String>,
+    /// Address to listen on, IP:PORT (repeatable; port 0 picks one).
+    #[arg(long = "listen")]
+    listen: Vec<String>,
+    /// Peer to connect to and keep connected, IP:PORT (repeatable).
+    #[arg(long = "connect")]
+    connect: Vec<SocketAddr>,
+    /// Channel as NAME:PARALLELISM, optionally NAME:PARALLELISM:monotonic (repeatable).
+    #[arg(long = "channel", value_parser = parse_channel)]
+    channel: Vec<(String, ChannelConfig)>,
+    /// Default lanes per peer for channels that do not set their own.
+    #[arg(long)]
+    parallelism: Option<u16>,
+    /// Cluster cookie.
+    #[arg(long, conflicts_with = "cookie_file")]
+    cookie: Option<String>,
+    /// File holding the cluster cookie.
+    #[arg(long)]
+    cookie_file: Option<PathBuf>,
+}
+
+fn parse_channel(s: &str) -> Result<(String, ChannelConfig), String> {
+    let mut parts = s.split(':');
+    let name = parts.next().filter(|n| !n.is_empty());
+    let par = parts.next();
+    let flag = parts.next();
+    let (Some(name), Some(par)) = (name, par) else {
+        return Err(format!("{s:?}: expected NAME:PARALLELISM[:monotonic]"));
+    };
+    let parallelism: u16 = par
+        .parse()
+        .map_err(|_| format!("{s:?}: parallelism {par:?} is not a number"))?;
+    let monotonic = match flag {
+        None => false,
+        Some("monotonic") => true,
+        Some(other) => return Err(format!("{s:?}: unknown channel flag {other:?}")),
+    };
+    if parts.next().is_some() {
+        return Err(format!("{s:?}: expected NAME:PARALLELISM[:monotonic]"));
+    }
+    Ok((
+        name.to_string(),
+        ChannelConfig {
+            parallelism: Some(parallelism),
+            monotonic,
+        },
+    ))
+}
+
+/// The configuration the flags describe, on top of `--config`.
+pub fn config_from(args: &NodeArgs) -> anyhow::Result<Config> {
+    let mut cfg = match &args.config {
+        Some(p) => Config::from_file(p)?,
+        None => Config::default(),
+    };
+    if let Some(n) = &args.name {
+        cfg.name = Some(n.clone());
+    }
+    if !args.listen.is_empty() {
+        cfg.listen_addrs = args.listen.clone();
+    }
+    for (name, c) in &args.channel {
+        cfg.channels.insert(name.clone(), c.clone());
+    }
+    if let Some(p) = args.parallelism {
+        cfg.parallelism = p;
+    }
+    if let Some(c) = &args.cookie {
+        cfg.cookie = Some(c.clone());
+        cfg.cookie_file = None;
+    }
+    if let Some(f) = &args.cookie_file {
+        cfg.cookie_file = Some(f.clone());
+        cfg.cookie = None;
+    }
+    if cfg.name.is_none() {
+        bail!("config key `name`: required (--name or name in --config)");
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let cfg = config_from(&args)?;
+    let node = NodeBuilder::from_config(cfg)
+        .start()
+        .await
+        .context("starting node")?;
+    eprintln!(
+        "node {} listening on {}",
+        node.name(),
+        node.listen_addrs()
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for addr in &args.connect {
+        let (node, addr) = (node.clone(), *addr);
+        // Connects keep retrying in the background; report the first outcome only.
+        tokio::spawn(async move {
+            match node.connect(addr).await {
+                Ok(peer) => tracing::info!(%addr, %peer, "connected"),
+                Err(e) => tracing::warn!(%addr, error = %e, "connect"),
+            }
+        });
+    }
+    wait_for_signal().await?;
+    tracing::info!("signal received, shutting down");
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_flags_parse_and_bad_ones_explain() {
+        let (n, c) = parse_channel("vnode:4").unwrap();
+        assert_eq!(
+            (n.as_str(), c.parallelism, c.monotonic),
+            ("vnode", Some(4), false)
+        );
+        assert!(parse_channel("state:2:monotonic").unwrap().1.monotonic);
+        assert!(parse_channel("vnode")
+            .unwrap_err()
+            .contains("NAME:PARALLELISM"));
+        assert!(parse_channel("vnode:x")
+            .unwrap_err()
+            .contains("not a number"));
+        assert!(parse_channel("v:1:fast").unwrap_err().contains("fast"));
+    }
+}
