@@ -490,3 +490,33 @@ async fn dialing_a_spec_whose_address_answers_with_another_name_gives_up() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_protocol_version_is_refused_with_a_reason() {
+    let a = node("ver_a", "c").await;
+    let mut s = TcpStream::connect(a.listen_addrs()[0]).await.unwrap();
+    // A handshake frame of a future version 9: magic, version, then anything.
+    let body = [b'P', b'T', b'S', b'N', 0, 9, 1, 2, 3];
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    s.write_all(&frame).await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut reply))
+        .await
+        .expect("node answers and closes")
+        .unwrap();
+    let err = partisan::partisan_core::wire::handshake::decode(&reply[4..]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            partisan::partisan_core::wire::handshake::HandshakeError::Refused {
+                code: partisan::partisan_core::wire::handshake::RefuseCode::Version,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("version 9"), "{err}");
+    assert_eq!(a.stats().handshakes_refused, 1);
+    a.shutdown().await;
+}
