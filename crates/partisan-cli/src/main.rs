@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod demo;
 mod node_cmd;
 
@@ -19,6 +20,11 @@ enum Command {
     Node(node_cmd::NodeArgs),
     /// Start a small cluster in this process on loopback, exchange messages, print a summary.
     Demo(demo::DemoArgs),
+    /// Transport benchmarks against a peer node run as a second process on loopback.
+    Bench(bench::BenchArgs),
+    /// The peer process of `partisan bench` (started by it).
+    #[command(hide = true)]
+    BenchPeer(bench::PeerArgs),
 }
 
 fn init_logging(default: &str) {
@@ -43,17 +49,28 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
     match cli.command {
         Command::Node(args) => {
             init_logging("info");
-            rt.block_on(node_cmd::run(args))
+            rt()?.block_on(node_cmd::run(args))
         }
         Command::Demo(args) => {
             init_logging("warn");
-            rt.block_on(demo::run(args))
+            rt()?.block_on(demo::run(args))
+        }
+        // Benchmarks build their own runtime: its size is one of their options.
+        Command::Bench(args) => {
+            init_logging("warn");
+            bench::run(args)
+        }
+        Command::BenchPeer(args) => {
+            init_logging("warn");
+            bench::run_peer(args)
         }
     }
 }

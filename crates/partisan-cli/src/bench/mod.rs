@@ -1,0 +1,200 @@
+//! `partisan bench`: transport benchmarks between this process and a peer node run as a second
+//! OS process on loopback.
+//!
+//! * `oneway`: fire-and-forget messages, counted by sink processes on the peer;
+//! * `echo`: request/response between caller processes here and echo processes there;
+//! * `hol`: a 64 B echo probe, first alone, then while another process streams large messages
+//!   to the same peer (on its own channel unless `--same-channel`).
+//!
+//! Results are a table, or with `--json` one JSON object per line. Pin both processes with
+//! `taskset -c CPUS partisan bench ...` (the peer inherits the affinity).
+
+mod echo;
+mod harness;
+mod hol;
+mod latency;
+mod oneway;
+mod peer;
+mod peer_child;
+mod progress;
+mod protocol;
+mod report;
+mod sizes;
+
+use std::time::Duration;
+
+use partisan::{ChannelConfig, NodeBuilder};
+
+pub use peer::{run as run_peer, PeerArgs};
+use sizes::Size;
+
+/// Options of `partisan bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    workload: Workload,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Workload {
+    /// Fire-and-forget messages counted at the receiver: msgs_per_sec, mb_per_sec.
+    Oneway(oneway::OnewayArgs),
+    /// Request/response between processes on the two nodes: ops_per_sec, p50/p99/p999 latency.
+    Echo(echo::EchoArgs),
+    /// Head-of-line blocking: 64 B echo latency idle and while a stream of large messages runs.
+    Hol(hol::HolArgs),
+}
+
+/// Options every workload has.
+#[derive(clap::Args, Debug, Clone)]
+struct CommonArgs {
+    /// Seconds measured per result, after the warm-up.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Seconds of warm-up before each measurement [default: a fifth of --duration, at most 1].
+    #[arg(long)]
+    warmup: Option<f64>,
+    /// One JSON object per result line on stdout instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    net: NetArgs,
+}
+
+impl CommonArgs {
+    fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.duration.max(0.01))
+    }
+
+    fn warmup(&self) -> Duration {
+        Duration::from_secs_f64(self.warmup.unwrap_or(self.duration / 5.0).clamp(0.0, 1.0))
+    }
+}
+
+/// How both nodes are set up (the driver passes these to the peer).
+#[derive(clap::Args, Debug, Clone)]
+pub struct NetArgs {
+    /// Lanes (TCP connections) per peer of the `default` channel, on both nodes.
+    #[arg(long, default_value_t = 1)]
+    parallelism: u16,
+    /// Carry the workload on this channel, NAME:PARALLELISM, instead of `default`.
+    #[arg(long, value_parser = parse_channel)]
+    channel: Option<(String, u16)>,
+    /// Tokio worker threads of each node process; 0 runs each node on a single thread
+    /// (current-thread runtime) [default: one per CPU the process may use].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Bound of each lane's send queue in bytes [default: the node default, 4 MiB].
+    #[arg(long)]
+    queue_bytes: Option<usize>,
+}
+
+impl NetArgs {
+    /// The same options as command-line arguments, for the peer process.
+    fn push_args(&self, cmd: &mut std::process::Command) {
+        cmd.arg("--parallelism").arg(self.parallelism.to_string());
+        if let Some((name, par)) = &self.channel {
+            cmd.arg("--channel").arg(format!("{name}:{par}"));
+        }
+        if let Some(t) = self.threads {
+            cmd.arg("--threads").arg(t.to_string());
+        }
+        if let Some(q) = self.queue_bytes {
+            cmd.arg("--queue-bytes").arg(q.to_string());
+        }
+    }
+
+    /// The workload's channel name.
+    fn channel_name(&self) -> &str {
+        self.channel
+            .as_ref()
+            .map_or(partisan::ChannelName::DEFAULT, |(n, _)| n.as_str())
+    }
+
+    /// How the runtime is set up, for reports.
+    fn threads_label(&self) -> String {
+        match self.threads {
+            Some(0) => "1 (current-thread)".to_string(),
+            Some(n) => n.to_string(),
+            None => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .to_string(),
+        }
+    }
+}
+
+fn parse_channel(s: &str) -> Result<(String, u16), String> {
+    let (name, par) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?}: expected NAME:PARALLELISM"))?;
+    partisan::ChannelName::new(name).map_err(|e| e.to_string())?;
+    let par: u16 = par
+        .parse()
+        .map_err(|_| format!("{s:?}: parallelism {par:?} is not a number"))?;
+    Ok((name.to_string(), par))
+}
+
+/// The runtime a benchmark node runs on.
+fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    match threads {
+        Some(0) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    }
+}
+
+/// A node configured for benchmarks: the workload channel, the control channel and the bulk
+/// channel of the head-of-line stream.
+fn node_builder(name: &str, cookie: &str, net: &NetArgs) -> anyhow::Result<NodeBuilder> {
+    let mut b = NodeBuilder::new(name)
+        .listen("127.0.0.1:0")
+        .cookie(cookie)
+        .parallelism(net.parallelism)
+        .channel(protocol::CTL_CHANNEL, 1)
+        .channel(protocol::BULK_CHANNEL, 1);
+    if let Some((name, par)) = &net.channel {
+        b = b.configure(|c| {
+            c.channels.insert(
+                name.clone(),
+                ChannelConfig {
+                    parallelism: Some(*par),
+                    monotonic: false,
+                },
+            );
+        });
+    }
+    if let Some(q) = net.queue_bytes {
+        b = b.configure(|c| c.send_queue_bytes = q);
+    }
+    b.config().validate()?;
+    Ok(b)
+}
+
+/// Runs `partisan bench`.
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let net = match &args.workload {
+        Workload::Oneway(a) => &a.common.net,
+        Workload::Echo(a) => &a.common.net,
+        Workload::Hol(a) => &a.common.net,
+    };
+    let rt = runtime(net.threads)?;
+    rt.block_on(async move {
+        match args.workload {
+            Workload::Oneway(a) => oneway::run(a).await,
+            Workload::Echo(a) => echo::run(a).await,
+            Workload::Hol(a) => hol::run(a).await,
+        }
+    })
+}
+
+/// Comma-separated sizes, e.g. `64,1K,64K,1M`.
+fn parse_size(s: &str) -> Result<Size, String> {
+    s.parse()
+}
