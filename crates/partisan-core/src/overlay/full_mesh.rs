@@ -1,0 +1,1323 @@
+//! Full mesh: every member keeps a connection to every other member; the member set is the
+//! add-wins CRDT map of [`crate::membership`].
+//!
+//! # Protocol
+//!
+//! * **Push (rumor).** Whatever a node learns or changes (its join, a removal, news merged from
+//!   a peer) is coalesced for [`FullMeshConfig::push_delay`] and then sent once, as a
+//!   [`FullMeshMsg::Delta`] holding only the news, to [`FullMeshConfig::fanout`] random members
+//!   (not back to the node it came from when it came from a single one). A node forwards only
+//!   what was new to it, so a rumor reaches everyone in O(log n) hops and then dies out.
+//! * **Anti-entropy.** Every [`FullMeshConfig::periodic_interval`] (±25 % jitter) a node sends
+//!   a 16-byte [`FullMeshMsg::Digest`] of its state to *one* random member. On a mismatch the
+//!   receiver answers [`FullMeshMsg::Sync`] (its causal context), the digest's sender answers
+//!   with everything the other lacks plus its own context (`Delta { reply: true }`), and the
+//!   other answers with what the first lacks (`Delta { reply: false }`, never answered). Quiet
+//!   traffic is therefore one digest per node per period, whatever the cluster size.
+//! * **Join.** [`FullMeshMsg::Join`] carries the joiner's whole state; the contact merges it and
+//!   answers with everything the joiner lacks (`Delta { reply: true }`, so the joiner can still
+//!   send what it learned meanwhile, e.g. from a second contact): both sides converge in one
+//!   round trip, and the contact's push spreads the joiner. The join is retried every period
+//!   until the contact answers.
+//! * **Leave.** The node deletes its own entry and sends that removal at once to every member,
+//!   then disconnects from all of them and forgets the cluster; `members()` is empty until the
+//!   next `join`, which re-adds the node with a new dot. Until then it answers any membership
+//!   message with the record of its removal, so a peer that missed the leave learns it from the
+//!   first digest it sends.
+//! * **Removed by another node.** A node that merges the removal of its own live entry resets to
+//!   a singleton (a new dot of its own, every connection dropped, like Partisan restarting its
+//!   manager). Until an explicit `join` (its own, or a peer's `Join`) it merges nothing from
+//!   non-members, so gossip still in flight cannot pull it back in, and answers them only with
+//!   the record of its removal, so a peer that missed the removal drops the old entry.
+//!
+//! A failed member stays a member (failure is not leave, as in Partisan); the driver keeps
+//! redialing it.
+//!
+//! # Costs (postcard, with n members, ~20-byte names, one IPv4 address, default channels)
+//!
+//! Digest: 18 bytes. Sync: ~33 bytes per actor in the context (n while nobody restarted).
+//! `Delta { reply: true }`: the context (~33 n) plus ~95 bytes per entry the receiver lacks
+//! and ~30 bytes per removed name. Join: the whole state, ~130 n. A push: ~125 bytes per
+//! changed name (~65 for a removal), sent once by each node that learns it, to `fanout` peers.
+//!
+//! # Validation
+//!
+//! A message is refused whole, with no state change, when it belongs to another overlay, claims
+//! to come from this node's own name, carries a malformed delta ([`Delta::validate`]), claims a
+//! newer incarnation of this node or a write of its current incarnation it never made, or gives
+//! this node's own live dot another value. Stale messages are not errors: an answer computed
+//! for a context this node no longer has (see [`Membership::can_merge`]) is dropped silently.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use rand::{Rng, RngCore};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Overlay, OverlayError, OverlayKind, OverlayMsg, OverlayOutput, OverlayTimer, PeerInfo,
+};
+use crate::id::{Creation, NodeName, NodeSpec};
+use crate::membership::{Actor, CausalContext, Delta, Dot, Entry, Membership, MAX_DELTA_ITEMS};
+use crate::time::Instant;
+
+/// Settings of the full-mesh overlay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FullMeshConfig {
+    /// Anti-entropy period (Partisan's `periodic_interval`, 10 s); jittered by ±25 %.
+    pub periodic_interval: Duration,
+    /// How long news is coalesced before it is pushed (20 ms).
+    pub push_delay: Duration,
+    /// How many random members each push goes to (Partisan's `fanout`, 5). Zero disables
+    /// pushes: news then spreads by anti-entropy only.
+    pub fanout: usize,
+}
+
+impl Default for FullMeshConfig {
+    fn default() -> Self {
+        FullMeshConfig {
+            periodic_interval: Duration::from_secs(10),
+            push_delay: Duration::from_millis(20),
+            fanout: 5,
+        }
+    }
+}
+
+/// Protocol messages of the full mesh. See the module documentation for the flow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FullMeshMsg {
+    /// "My state hashes to this"; answered by [`FullMeshMsg::Sync`] on a mismatch.
+    Digest {
+        /// [`Membership::hash`] of the sender.
+        hash: [u8; 16],
+    },
+    /// "Here is what I have seen; send me what I lack"; answered by `Delta { reply: true }`.
+    Sync {
+        /// The sender's whole causal context.
+        context: CausalContext,
+    },
+    /// Membership news to merge.
+    Delta {
+        /// The news.
+        delta: Delta,
+        /// Whether `delta.context` is the sender's whole context and the receiver should
+        /// answer with what the sender lacks (`Delta { reply: false }`, when non-empty).
+        reply: bool,
+    },
+    /// "I join your cluster": the sender's whole state; always answered with
+    /// `Delta { reply: true }` holding what the sender lacks (and the receiver's whole context,
+    /// so the joiner can answer with what the receiver still lacks).
+    Join {
+        /// The sender's whole state (its context is the sender's whole context).
+        delta: Delta,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// In a cluster (possibly alone).
+    Member,
+    /// Left; not a member of anything until the next join.
+    Left,
+}
+
+/// Where the news waiting to be pushed came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    /// Nothing pending.
+    Nothing,
+    /// Everything pending came from this peer.
+    Peer(NodeName),
+    /// Several peers, or a local change.
+    Mixed,
+}
+
+/// The full-mesh overlay. See the module documentation.
+///
+/// Guarantees: members other than this node are exactly the nodes it asks the driver to keep
+/// connected (plus contacts of a join still in progress); `members()` is sorted and includes
+/// this node unless it has left; a message that fails validation changes no state. Given the
+/// same inputs and RNG seed, outputs are identical.
+pub struct FullMesh {
+    local: PeerInfo,
+    cfg: FullMeshConfig,
+    rng: Box<dyn RngCore + Send>,
+    state: Membership,
+    phase: Phase,
+    /// Reset after being removed: messages from non-members are not merged.
+    isolated: bool,
+    /// While isolated: the removed dot, shown to non-members that still count this node in.
+    dismissed: Option<Dot>,
+    /// Joins not answered yet, retried every period.
+    contacts: BTreeMap<NodeName, PeerInfo>,
+    /// What the driver was last told to keep connected.
+    connected: BTreeMap<NodeName, (NodeSpec, Creation)>,
+    /// Members as last reported by `MembersChanged`.
+    reported: Vec<NodeName>,
+    /// Names with news not pushed yet.
+    pending: BTreeSet<NodeName>,
+    source: Source,
+    push_armed: bool,
+}
+
+impl FullMesh {
+    /// A node that is a member of its own singleton cluster: its entry is written at once,
+    /// with the actor `(local.name(), local.creation)`. `rng` drives every random choice
+    /// (seed it for reproducible runs).
+    pub fn new(local: PeerInfo, config: FullMeshConfig, rng: Box<dyn RngCore + Send>) -> Self {
+        let mut state = Membership::new();
+        state.add(local.spec.clone(), local.creation);
+        let reported = state.members();
+        FullMesh {
+            local,
+            cfg: config,
+            rng,
+            state,
+            phase: Phase::Member,
+            isolated: false,
+            dismissed: None,
+            contacts: BTreeMap::new(),
+            connected: BTreeMap::new(),
+            reported,
+            pending: BTreeSet::new(),
+            source: Source::Nothing,
+            push_armed: false,
+        }
+    }
+
+    /// The replicated membership state (empty but for this node's own history once it left).
+    pub fn membership(&self) -> &Membership {
+        &self.state
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &FullMeshConfig {
+        &self.cfg
+    }
+
+    /// Whether the node has left and not joined again.
+    pub fn has_left(&self) -> bool {
+        self.phase == Phase::Left
+    }
+
+    /// Whether the node was removed by another node and, until it joins again, merges nothing
+    /// from non-members (it answers them with the record of its removal).
+    pub fn is_isolated(&self) -> bool {
+        self.isolated
+    }
+
+    fn me(&self) -> &NodeName {
+        self.local.name()
+    }
+
+    fn actor(&self) -> Actor {
+        Actor::new(self.me().clone(), self.local.creation)
+    }
+
+    /// Live entries of the other members, sorted by name.
+    fn others(&self) -> impl Iterator<Item = &Entry> + '_ {
+        let me = self.me();
+        self.state
+            .entries()
+            .map(|(_, e)| e)
+            .filter(move |e| e.name() != me)
+    }
+
+    fn has_others(&self) -> bool {
+        self.others().next().is_some()
+    }
+
+    fn send(out: &mut Vec<OverlayOutput>, to: &NodeSpec, msg: FullMeshMsg) {
+        out.push(OverlayOutput::Send {
+            to: to.clone(),
+            msg: OverlayMsg::FullMesh(msg),
+        });
+    }
+
+    /// `d` ± 25 %.
+    fn jitter(&mut self, d: Duration) -> Duration {
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2);
+        let spread = micros / 4;
+        Duration::from_micros(micros - spread + self.rng.gen_range(0..=2 * spread))
+    }
+
+    /// Up to `k` distinct random other members, `exclude` left out.
+    fn pick(&mut self, k: usize, exclude: Option<&NodeName>) -> Vec<NodeSpec> {
+        let mut cands: Vec<NodeSpec> = self
+            .others()
+            .filter(|e| Some(e.name()) != exclude)
+            .map(|e| e.spec.clone())
+            .collect();
+        let k = k.min(cands.len());
+        for i in 0..k {
+            let j = self.rng.gen_range(i..cands.len());
+            cands.swap(i, j);
+        }
+        cands.truncate(k);
+        cands
+    }
+
+    /// The whole state as a delta (what a node with an empty context lacks).
+    fn full_state(&self) -> Delta {
+        self.state.delta_for(&CausalContext::new())
+    }
+
+    fn arm_periodic(&mut self, now: Instant, out: &mut Vec<OverlayOutput>) {
+        let d = self.jitter(self.cfg.periodic_interval);
+        out.push(OverlayOutput::SetTimer {
+            timer: OverlayTimer::Periodic,
+            at: now + d,
+        });
+    }
+
+    /// Queues news about `names` for the next push.
+    fn note(
+        &mut self,
+        names: BTreeSet<NodeName>,
+        from: Option<&NodeName>,
+        now: Instant,
+        out: &mut Vec<OverlayOutput>,
+    ) {
+        if names.is_empty() {
+            return;
+        }
+        self.source = match (&self.source, from) {
+            (Source::Nothing, Some(f)) => Source::Peer(f.clone()),
+            (Source::Peer(p), Some(f)) if p == f => Source::Peer(f.clone()),
+            _ => Source::Mixed,
+        };
+        self.pending.extend(names);
+        if !self.push_armed {
+            self.push_armed = true;
+            out.push(OverlayOutput::SetTimer {
+                timer: OverlayTimer::Push,
+                at: now + self.cfg.push_delay,
+            });
+        }
+    }
+
+    /// Brings the driver's connections and the reported members in line with the state.
+    fn reconcile(&mut self, out: &mut Vec<OverlayOutput>) {
+        let state = &self.state;
+        self.contacts.retain(|n, _| !state.contains(n));
+        let mut desired: BTreeMap<NodeName, (NodeSpec, Creation)> = BTreeMap::new();
+        if self.phase == Phase::Member {
+            for c in self.contacts.values() {
+                desired.insert(c.name().clone(), (c.spec.clone(), c.creation));
+            }
+            for e in self.others() {
+                desired.insert(e.name().clone(), (e.spec.clone(), e.creation));
+            }
+        }
+        for name in self.connected.keys() {
+            if !desired.contains_key(name) {
+                out.push(OverlayOutput::Disconnect(name.clone()));
+            }
+        }
+        for (name, (spec, c)) in &desired {
+            let same = self.connected.get(name).is_some_and(|(s0, c0)| {
+                // Creation 0 is "unknown" (a contact): only a known change is a restart.
+                s0 == spec && (c0 == c || *c0 == 0 || *c == 0)
+            });
+            if !same {
+                out.push(OverlayOutput::Connect(spec.clone()));
+            }
+        }
+        self.connected = desired;
+        let members = self.members();
+        if members != self.reported {
+            self.reported = members;
+            out.push(OverlayOutput::MembersChanged);
+        }
+    }
+
+    /// Back to a singleton after learning this node was removed by another.
+    fn reset(&mut self, out: &mut Vec<OverlayOutput>) {
+        let me = self.me().clone();
+        self.dismissed = self.state.context().max_dot_for(&me);
+        self.state.forget_all_but(&me);
+        self.state.add(self.local.spec.clone(), self.local.creation);
+        self.isolated = true;
+        self.pending.clear();
+        self.source = Source::Nothing;
+        self.reconcile(out);
+    }
+
+    fn end_isolation(&mut self) {
+        self.isolated = false;
+        self.dismissed = None;
+    }
+
+    /// Checks what a context says about this node: no newer incarnation of it, and no write of
+    /// its current incarnation that it never made.
+    fn check_claims(
+        &self,
+        what: &'static str,
+        context: &CausalContext,
+        entries: &[(Dot, Entry)],
+    ) -> Result<(), OverlayError> {
+        let own_counter = self.state.context().max_counter(&self.actor());
+        for (actor, counter) in context.actors_of(self.me()) {
+            if actor.creation > self.local.creation {
+                return Err(OverlayError::rejected(
+                    what,
+                    format!("claims {actor}, a newer incarnation of this node"),
+                ));
+            }
+            if actor.creation == self.local.creation && counter > own_counter {
+                return Err(OverlayError::rejected(
+                    what,
+                    format!("claims write {counter} of {actor}, which made only {own_counter}"),
+                ));
+            }
+        }
+        if let Some((dot, entry)) = self.state.live(self.me()) {
+            if entries.iter().any(|(d, e)| d == dot && e != entry) {
+                return Err(OverlayError::rejected(
+                    what,
+                    format!("contradicts this node's own entry {dot}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_context(
+        &self,
+        what: &'static str,
+        context: &CausalContext,
+    ) -> Result<(), OverlayError> {
+        if context.len() > MAX_DELTA_ITEMS {
+            return Err(OverlayError::rejected(
+                what,
+                format!("context of {} items", context.len()),
+            ));
+        }
+        self.check_claims(what, context, &[])
+    }
+
+    fn check_delta(&self, what: &'static str, delta: &Delta) -> Result<(), OverlayError> {
+        delta
+            .validate()
+            .map_err(|e| OverlayError::rejected(what, e.to_string()))?;
+        self.check_claims(what, &delta.context, &delta.entries)
+    }
+
+    fn check(&self, msg: &FullMeshMsg) -> Result<(), OverlayError> {
+        match msg {
+            FullMeshMsg::Digest { .. } => Ok(()),
+            FullMeshMsg::Sync { context } => self.check_context("full-mesh sync", context),
+            FullMeshMsg::Delta { delta, .. } => self.check_delta("full-mesh delta", delta),
+            FullMeshMsg::Join { delta } => self.check_delta("full-mesh join", delta),
+        }
+    }
+
+    /// The answer to `Delta { delta, reply: true }` once merged (`before`: our context before
+    /// the merge): what its sender lacks, or `None` when that is nothing. Removals the sender
+    /// certainly applied already are left out: those it listed itself, and those of dots we
+    /// learned from its own context (had it held such an entry, it would have sent it).
+    fn answer(&self, delta: &Delta, before: &CausalContext) -> Option<Delta> {
+        let mut answer = self.state.delta_for(&delta.context);
+        let told: BTreeSet<&Dot> = delta.removed.iter().collect();
+        answer
+            .removed
+            .retain(|d| before.contains(d) && !told.contains(d));
+        let news = !answer.entries.is_empty()
+            || !answer.removed.is_empty()
+            || !delta.context.includes(&answer.context);
+        news.then_some(answer)
+    }
+
+    /// Whether a message from `from` is heeded (isolated nodes heed members and contacts only).
+    fn heeds(&self, from: &NodeName) -> bool {
+        !self.isolated || self.state.contains(from) || self.contacts.contains_key(from)
+    }
+
+    /// Merges news from `from`; returns whether this node found itself removed (and reset).
+    fn absorb(
+        &mut self,
+        from: &NodeName,
+        delta: &Delta,
+        now: Instant,
+        out: &mut Vec<OverlayOutput>,
+    ) -> bool {
+        let had_others = self.has_others();
+        let changes = self.state.merge_delta(delta);
+        if !self.state.contains(self.me()) {
+            self.reset(out);
+            return true;
+        }
+        if self.has_others() {
+            self.end_isolation();
+        }
+        // A node that was alone learned everything from `from`, which spreads it itself.
+        if had_others {
+            self.note(changes.learned, Some(from), now, out);
+        }
+        self.reconcile(out);
+        false
+    }
+
+    fn on_fm_message(
+        &mut self,
+        from: &PeerInfo,
+        msg: FullMeshMsg,
+        now: Instant,
+        out: &mut Vec<OverlayOutput>,
+    ) {
+        if self.phase == Phase::Left {
+            // Tell whoever still counts this node as a member that it left; never answer an
+            // answer, so two left nodes cannot ping-pong.
+            let answer = !matches!(msg, FullMeshMsg::Delta { reply: false, .. });
+            let tombstone = self.state.delta_of([self.me()]);
+            if answer && !tombstone.is_empty() {
+                let msg = FullMeshMsg::Delta {
+                    delta: tombstone,
+                    reply: false,
+                };
+                Self::send(out, &from.spec, msg);
+            }
+            return;
+        }
+        let sender = from.name();
+        if !matches!(msg, FullMeshMsg::Join { .. }) && !self.heeds(sender) {
+            // Removed and isolated: whoever still counts this node in learns the removal (a
+            // peer that never got it would otherwise keep the old entry forever). Never answer
+            // an answer.
+            if let (Some(dot), false) = (
+                &self.dismissed,
+                matches!(msg, FullMeshMsg::Delta { reply: false, .. }),
+            ) {
+                let mut delta = Delta {
+                    removed: vec![dot.clone()],
+                    ..Delta::default()
+                };
+                delta.context.insert(dot);
+                let msg = FullMeshMsg::Delta {
+                    delta,
+                    reply: false,
+                };
+                Self::send(out, &from.spec, msg);
+            }
+            return;
+        }
+        if let FullMeshMsg::Delta { delta, .. } | FullMeshMsg::Join { delta } = &msg {
+            // An answer computed for what this node knew before it forgot the cluster (or for
+            // an earlier incarnation): stale, and unsafe to merge.
+            if !self.state.can_merge(delta) {
+                return;
+            }
+        }
+        match msg {
+            FullMeshMsg::Digest { hash } => {
+                if hash != self.state.hash() {
+                    let context = self.state.context().clone();
+                    Self::send(out, &from.spec, FullMeshMsg::Sync { context });
+                }
+            }
+            FullMeshMsg::Sync { context } => {
+                let delta = self.state.delta_for(&context);
+                Self::send(out, &from.spec, FullMeshMsg::Delta { delta, reply: true });
+            }
+            FullMeshMsg::Delta { delta, reply } => {
+                // Any delta from a contact answers the join: stop retrying it.
+                self.contacts.remove(sender);
+                let before = reply.then(|| self.state.context().clone());
+                let reset = self.absorb(sender, &delta, now, out);
+                if let (Some(before), false) = (before, reset) {
+                    if let Some(answer) = self.answer(&delta, &before) {
+                        let msg = FullMeshMsg::Delta {
+                            delta: answer,
+                            reply: false,
+                        };
+                        Self::send(out, &from.spec, msg);
+                    }
+                }
+                // Dropping a contact may have to drop its connection too.
+                self.reconcile(out);
+            }
+            FullMeshMsg::Join { delta } => {
+                self.absorb(sender, &delta, now, out);
+                // An explicit join ends isolation, even one caused by this very message.
+                self.end_isolation();
+                // With `reply`, the joiner answers with whatever it learned meanwhile (e.g. from
+                // another contact) and we lack.
+                let answer = self.state.delta_for(&delta.context);
+                let msg = FullMeshMsg::Delta {
+                    delta: answer,
+                    reply: true,
+                };
+                Self::send(out, &from.spec, msg);
+            }
+        }
+    }
+}
+
+impl Overlay for FullMesh {
+    fn kind(&self) -> OverlayKind {
+        OverlayKind::FullMesh
+    }
+
+    fn start(&mut self, now: Instant, out: &mut Vec<OverlayOutput>) {
+        self.arm_periodic(now, out);
+    }
+
+    fn join(&mut self, contact: &PeerInfo, _now: Instant, out: &mut Vec<OverlayOutput>) {
+        if contact.name() == self.me() {
+            return;
+        }
+        if self.phase == Phase::Left {
+            self.phase = Phase::Member;
+            self.state.add(self.local.spec.clone(), self.local.creation);
+        }
+        self.end_isolation();
+        if !self.state.contains(contact.name()) {
+            self.contacts
+                .insert(contact.name().clone(), contact.clone());
+        }
+        let delta = self.full_state();
+        Self::send(out, &contact.spec, FullMeshMsg::Join { delta });
+        self.reconcile(out);
+    }
+
+    fn leave(&mut self, _now: Instant, out: &mut Vec<OverlayOutput>) {
+        if self.phase == Phase::Left {
+            return;
+        }
+        let me = self.me().clone();
+        let mut names = std::mem::take(&mut self.pending);
+        self.source = Source::Nothing;
+        self.state.remove(&me);
+        names.insert(me.clone());
+        let delta = self.state.delta_of(&names);
+        let mut targets: BTreeMap<NodeName, NodeSpec> = self
+            .contacts
+            .values()
+            .map(|c| (c.name().clone(), c.spec.clone()))
+            .collect();
+        targets.extend(self.others().map(|e| (e.name().clone(), e.spec.clone())));
+        for spec in targets.values() {
+            let msg = FullMeshMsg::Delta {
+                delta: delta.clone(),
+                reply: false,
+            };
+            Self::send(out, spec, msg);
+        }
+        self.phase = Phase::Left;
+        self.end_isolation();
+        self.contacts.clear();
+        self.state.forget_all_but(&me);
+        self.reconcile(out);
+    }
+
+    fn remove(&mut self, node: &NodeName, now: Instant, out: &mut Vec<OverlayOutput>) {
+        if node == self.me() {
+            return self.leave(now, out);
+        }
+        if self.phase == Phase::Left {
+            return;
+        }
+        self.contacts.remove(node);
+        let Some(removed) = self.state.get(node).map(|e| e.spec.clone()) else {
+            self.reconcile(out);
+            return;
+        };
+        let delta = self.state.remove(node);
+        let targets: Vec<NodeSpec> = self
+            .others()
+            .map(|e| e.spec.clone())
+            .chain(std::iter::once(removed))
+            .collect();
+        for spec in &targets {
+            let msg = FullMeshMsg::Delta {
+                delta: delta.clone(),
+                reply: false,
+            };
+            Self::send(out, spec, msg);
+        }
+        self.reconcile(out);
+    }
+
+    /// Full mesh entries are written only by their owners, so this cannot write entries for
+    /// the wanted nodes: members not in `specs` are removed (as by [`Overlay::remove`]) and
+    /// every wanted node that is not a member yet is joined (as by [`Overlay::join`]); it
+    /// becomes a member when its answer arrives. This node stays a member whatever `specs`
+    /// says (a left node joins again if `specs` names anyone).
+    fn update_members(&mut self, specs: &[PeerInfo], now: Instant, out: &mut Vec<OverlayOutput>) {
+        let me = self.me().clone();
+        let wanted: BTreeMap<&NodeName, &PeerInfo> = specs
+            .iter()
+            .filter(|p| *p.name() != me)
+            .map(|p| (p.name(), p))
+            .collect();
+        for name in self.members() {
+            if name != me && !wanted.contains_key(&name) {
+                self.remove(&name, now, out);
+            }
+        }
+        for (name, peer) in wanted {
+            if self.phase == Phase::Left || !self.state.contains(name) {
+                self.join(peer, now, out);
+            }
+        }
+    }
+
+    fn on_message(
+        &mut self,
+        from: &PeerInfo,
+        msg: OverlayMsg,
+        now: Instant,
+        out: &mut Vec<OverlayOutput>,
+    ) -> Result<(), OverlayError> {
+        let OverlayMsg::FullMesh(msg) = msg else {
+            return Err(OverlayError::rejected(
+                "overlay message",
+                format!("a {} message sent to a full-mesh node", msg.kind()),
+            ));
+        };
+        if from.name() == self.me() {
+            return Err(OverlayError::rejected(
+                "full-mesh message",
+                "sent by a node with this node's own name",
+            ));
+        }
+        self.check(&msg)?;
+        self.on_fm_message(from, msg, now, out);
+        Ok(())
+    }
+
+    fn on_peer_up(&mut self, peer: &PeerInfo, _now: Instant, out: &mut Vec<OverlayOutput>) {
+        // A member (re)connected: compare states at once rather than at the next period. One
+        // side is enough; the smaller name asks.
+        if self.phase == Phase::Member
+            && peer.name() != self.me()
+            && self.me() < peer.name()
+            && self.state.contains(peer.name())
+        {
+            let hash = self.state.hash();
+            Self::send(out, &peer.spec, FullMeshMsg::Digest { hash });
+        }
+    }
+
+    fn on_peer_down(&mut self, _node: &NodeName, _now: Instant, _out: &mut Vec<OverlayOutput>) {
+        // Failure is not leave: the member stays wanted and the driver redials it.
+    }
+
+    fn on_unreachable(&mut self, _node: &NodeName, _now: Instant, _out: &mut Vec<OverlayOutput>) {
+        // Nothing: the driver keeps redialing members; anti-entropy repairs lost messages.
+    }
+
+    fn on_timer(&mut self, timer: OverlayTimer, now: Instant, out: &mut Vec<OverlayOutput>) {
+        match timer {
+            OverlayTimer::Periodic => {
+                self.arm_periodic(now, out);
+                if self.phase == Phase::Left {
+                    return;
+                }
+                if !self.contacts.is_empty() {
+                    let delta = self.full_state();
+                    for c in self.contacts.values() {
+                        let msg = FullMeshMsg::Join {
+                            delta: delta.clone(),
+                        };
+                        Self::send(out, &c.spec, msg);
+                    }
+                }
+                if let Some(peer) = self.pick(1, None).pop() {
+                    let hash = self.state.hash();
+                    Self::send(out, &peer, FullMeshMsg::Digest { hash });
+                }
+            }
+            OverlayTimer::Push => {
+                self.push_armed = false;
+                let names = std::mem::take(&mut self.pending);
+                let source = std::mem::replace(&mut self.source, Source::Nothing);
+                if self.phase == Phase::Left || names.is_empty() {
+                    return;
+                }
+                let delta = self.state.delta_of(&names);
+                let exclude = match &source {
+                    Source::Peer(p) => Some(p),
+                    _ => None,
+                };
+                for spec in self.pick(self.cfg.fanout, exclude) {
+                    let msg = FullMeshMsg::Delta {
+                        delta: delta.clone(),
+                        reply: false,
+                    };
+                    Self::send(out, &spec, msg);
+                }
+            }
+            OverlayTimer::Shuffle | OverlayTimer::Promotion => {}
+        }
+    }
+
+    fn members(&self) -> Vec<NodeName> {
+        if self.phase == Phase::Left {
+            return Vec::new();
+        }
+        self.state.members()
+    }
+
+    fn member_specs(&self) -> Vec<NodeSpec> {
+        if self.phase == Phase::Left {
+            return Vec::new();
+        }
+        self.others().map(|e| e.spec.clone()).collect()
+    }
+
+    fn active_view(&self) -> Vec<NodeName> {
+        self.member_specs()
+            .into_iter()
+            .map(|s| s.name().clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::net::SocketAddr;
+
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    fn info(i: usize, creation: Creation, port: u16) -> PeerInfo {
+        PeerInfo {
+            spec: NodeSpec::new(
+                NodeName::new(&format!("n{i}@h")).unwrap(),
+                vec![SocketAddr::from(([127, 0, 0, 1], port))],
+                Default::default(),
+            )
+            .unwrap(),
+            creation,
+            tag: None,
+        }
+    }
+
+    fn name(i: usize) -> NodeName {
+        NodeName::new(&format!("n{i}@h")).unwrap()
+    }
+
+    fn names(is: &[usize]) -> Vec<NodeName> {
+        is.iter().map(|&i| name(i)).collect()
+    }
+
+    fn kind_of(m: &FullMeshMsg) -> &'static str {
+        match m {
+            FullMeshMsg::Digest { .. } => "digest",
+            FullMeshMsg::Sync { .. } => "sync",
+            FullMeshMsg::Delta { reply: true, .. } => "delta-reply",
+            FullMeshMsg::Delta { reply: false, .. } => "delta",
+            FullMeshMsg::Join { .. } => "join",
+        }
+    }
+
+    /// A hand-driven network: messages queue until delivered, timers fire when asked.
+    struct Sim {
+        nodes: Vec<FullMesh>,
+        infos: Vec<PeerInfo>,
+        queue: VecDeque<(PeerInfo, usize, FullMeshMsg)>,
+        timers: BTreeMap<(usize, OverlayTimer), Instant>,
+        /// Per node: the peers it asks the driver to keep connected.
+        wanted: Vec<BTreeMap<NodeName, NodeSpec>>,
+        members_changed: Vec<usize>,
+        sent: BTreeMap<&'static str, usize>,
+        now: Instant,
+    }
+
+    impl Sim {
+        fn new(n: usize) -> Sim {
+            let mut sim = Sim {
+                nodes: Vec::new(),
+                infos: Vec::new(),
+                queue: VecDeque::new(),
+                timers: BTreeMap::new(),
+                wanted: vec![BTreeMap::new(); n],
+                members_changed: vec![0; n],
+                sent: BTreeMap::new(),
+                now: Instant::ZERO,
+            };
+            for i in 0..n {
+                let info = info(i, 1, 1000 + i as u16);
+                let rng = ChaCha8Rng::seed_from_u64(i as u64);
+                sim.nodes.push(FullMesh::new(
+                    info.clone(),
+                    FullMeshConfig::default(),
+                    Box::new(rng),
+                ));
+                sim.infos.push(info);
+                let mut out = vec![];
+                sim.nodes[i].start(sim.now, &mut out);
+                sim.apply(i, out);
+            }
+            sim
+        }
+
+        fn apply(&mut self, i: usize, out: Vec<OverlayOutput>) {
+            for o in out {
+                match o {
+                    OverlayOutput::Connect(spec) => {
+                        self.wanted[i].insert(spec.name().clone(), spec);
+                    }
+                    OverlayOutput::Disconnect(n) => {
+                        self.wanted[i].remove(&n);
+                    }
+                    OverlayOutput::Send { to, msg } => {
+                        let OverlayMsg::FullMesh(msg) = msg else {
+                            panic!("not a full-mesh message")
+                        };
+                        *self.sent.entry(kind_of(&msg)).or_default() += 1;
+                        let j = self.infos.iter().position(|p| p.name() == to.name());
+                        self.queue
+                            .push_back((self.infos[i].clone(), j.unwrap(), msg));
+                    }
+                    OverlayOutput::SetTimer { timer, at } => {
+                        self.timers.insert((i, timer), at);
+                    }
+                    OverlayOutput::MembersChanged => self.members_changed[i] += 1,
+                }
+            }
+        }
+
+        fn deliver(&mut self, from: PeerInfo, to: usize, msg: FullMeshMsg) {
+            let mut out = vec![];
+            self.nodes[to]
+                .on_message(&from, OverlayMsg::FullMesh(msg), self.now, &mut out)
+                .unwrap();
+            self.apply(to, out);
+        }
+
+        /// Delivers everything queued, oldest first, firing push timers as they come due.
+        fn run(&mut self) {
+            for _ in 0..10_000 {
+                if let Some((from, to, msg)) = self.queue.pop_front() {
+                    self.deliver(from, to, msg);
+                } else if !self.fire_due(OverlayTimer::Push) {
+                    return;
+                }
+            }
+            panic!("message storm");
+        }
+
+        /// Fires every armed timer of this kind; returns whether any was.
+        fn fire_due(&mut self, timer: OverlayTimer) -> bool {
+            let due: Vec<(usize, Instant)> = self
+                .timers
+                .iter()
+                .filter(|((_, t), _)| *t == timer)
+                .map(|((i, _), at)| (*i, *at))
+                .collect();
+            for &(i, at) in &due {
+                self.timers.remove(&(i, timer));
+                self.now = self.now.max(at);
+                let mut out = vec![];
+                self.nodes[i].on_timer(timer, self.now, &mut out);
+                self.apply(i, out);
+            }
+            !due.is_empty()
+        }
+
+        /// Advances time, firing due timers in deadline order and delivering after each.
+        fn advance(&mut self, d: Duration) -> usize {
+            let end = self.now + d;
+            let mut fired = 0;
+            while let Some(((i, timer), at)) = self
+                .timers
+                .iter()
+                .filter(|(_, at)| **at <= end)
+                .min_by_key(|(k, at)| (**at, **k))
+                .map(|(k, at)| (*k, *at))
+            {
+                self.timers.remove(&(i, timer));
+                self.now = self.now.max(at);
+                let mut out = vec![];
+                self.nodes[i].on_timer(timer, self.now, &mut out);
+                self.apply(i, out);
+                self.run();
+                fired += usize::from(timer == OverlayTimer::Periodic);
+            }
+            self.now = end;
+            fired
+        }
+
+        fn join(&mut self, i: usize, j: usize) {
+            let mut out = vec![];
+            let contact = self.infos[j].clone();
+            self.nodes[i].join(&contact, self.now, &mut out);
+            self.apply(i, out);
+        }
+
+        fn leave(&mut self, i: usize) {
+            let mut out = vec![];
+            self.nodes[i].leave(self.now, &mut out);
+            self.apply(i, out);
+        }
+
+        fn remove(&mut self, i: usize, j: usize) {
+            let mut out = vec![];
+            self.nodes[i].remove(&name(j), self.now, &mut out);
+            self.apply(i, out);
+        }
+
+        /// Node `i` restarts with a new creation and a new port; its old state is gone.
+        fn restart(&mut self, i: usize, port: u16) {
+            let creation = self.infos[i].creation + 1;
+            let info = info(i, creation, port);
+            let rng = ChaCha8Rng::seed_from_u64(100 + i as u64);
+            self.nodes[i] = FullMesh::new(info.clone(), FullMeshConfig::default(), Box::new(rng));
+            self.infos[i] = info;
+            self.wanted[i].clear();
+            self.timers.retain(|(n, _), _| *n != i);
+            let mut out = vec![];
+            self.nodes[i].start(self.now, &mut out);
+            self.apply(i, out);
+        }
+
+        /// Everyone joins node 0 and all messages are delivered.
+        fn cluster(n: usize) -> Sim {
+            let mut sim = Sim::new(n);
+            for i in 1..n {
+                sim.join(i, 0);
+                sim.run();
+            }
+            sim
+        }
+
+        fn assert_converged(&self, live: &[usize]) {
+            let h = self.nodes[live[0]].membership().hash();
+            for &i in live {
+                assert_eq!(self.nodes[i].members(), names(live), "members of n{i}");
+                assert_eq!(self.nodes[i].membership().hash(), h, "hash of n{i}");
+                let others: Vec<NodeName> =
+                    live.iter().filter(|&&j| j != i).map(|&j| name(j)).collect();
+                assert_eq!(self.nodes[i].active_view(), others, "view of n{i}");
+                let wanted: Vec<NodeName> = self.wanted[i].keys().cloned().collect();
+                assert_eq!(wanted, others, "connections of n{i}");
+            }
+        }
+    }
+
+    #[test]
+    fn joins_converge_and_connect_everyone() {
+        let sim = Sim::cluster(4);
+        sim.assert_converged(&[0, 1, 2, 3]);
+        for i in 0..4 {
+            assert!(sim.members_changed[i] >= 1);
+            for (n, spec) in &sim.wanted[i] {
+                assert_eq!(
+                    spec,
+                    &sim.infos[sim.infos.iter().position(|p| p.name() == n).unwrap()].spec
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_join_is_retried_until_answered_and_anti_entropy_repairs_lost_pushes() {
+        let mut sim = Sim::new(4);
+        sim.join(1, 0);
+        sim.queue.clear(); // the join is lost
+        sim.advance(Duration::from_secs(13));
+        assert_eq!(sim.nodes[1].members(), names(&[0, 1]));
+        sim.join(2, 0);
+        sim.join(3, 1);
+        // Deliver the joins and their answers but lose every push.
+        while let Some((from, to, msg)) = sim.queue.pop_front() {
+            sim.deliver(from, to, msg);
+        }
+        sim.timers.retain(|(_, t), _| *t != OverlayTimer::Push);
+        for n in &mut sim.nodes {
+            n.push_armed = false;
+        }
+        sim.advance(Duration::from_secs(200));
+        sim.assert_converged(&[0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn pushes_alone_spread_a_join() {
+        let mut sim = Sim::cluster(5);
+        // No periodic timer fires: only the push rumor spreads n5.
+        sim.nodes.push(FullMesh::new(
+            info(5, 1, 1005),
+            FullMeshConfig::default(),
+            Box::new(ChaCha8Rng::seed_from_u64(5)),
+        ));
+        sim.infos.push(info(5, 1, 1005));
+        sim.wanted.push(BTreeMap::new());
+        sim.members_changed.push(0);
+        sim.sent.clear();
+        sim.join(5, 2);
+        sim.run();
+        sim.assert_converged(&[0, 1, 2, 3, 4, 5]);
+        assert_eq!(sim.sent.get("digest"), None);
+        assert_eq!(sim.sent.get("sync"), None);
+    }
+
+    #[test]
+    fn a_left_node_is_not_readded_by_messages_in_flight() {
+        let mut sim = Sim::cluster(3);
+        // A full-state delta of n0 (knowing n2) and a digest are still in flight.
+        let stale = FullMeshMsg::Delta {
+            delta: sim.nodes[0].membership().delta_for(&CausalContext::new()),
+            reply: false,
+        };
+        let stale_join = FullMeshMsg::Join {
+            delta: sim.nodes[0].membership().delta_for(&CausalContext::new()),
+        };
+        sim.leave(2);
+        assert!(sim.nodes[2].members().is_empty());
+        assert!(sim.wanted[2].is_empty());
+        sim.run();
+        sim.assert_converged(&[0, 1]);
+        // The stale messages arrive late, at a survivor and at the left node.
+        sim.deliver(sim.infos[0].clone(), 1, stale.clone());
+        sim.deliver(sim.infos[0].clone(), 2, stale);
+        sim.deliver(sim.infos[0].clone(), 2, stale_join);
+        sim.run();
+        sim.advance(Duration::from_secs(60));
+        sim.assert_converged(&[0, 1]);
+        assert!(sim.nodes[2].members().is_empty());
+        assert!(sim.nodes[2].has_left());
+    }
+
+    #[test]
+    fn a_peer_that_missed_the_leave_learns_it_from_the_left_node() {
+        let mut sim = Sim::cluster(3);
+        sim.leave(2);
+        sim.queue.clear(); // every leave message is lost
+        assert!(sim.nodes[0].members().contains(&name(2)));
+        sim.advance(Duration::from_secs(120));
+        sim.assert_converged(&[0, 1]);
+    }
+
+    #[test]
+    fn a_left_node_rejoins_with_a_new_dot() {
+        let mut sim = Sim::cluster(3);
+        let old = sim.nodes[1].membership().live(&name(1)).unwrap().0.clone();
+        sim.leave(1);
+        sim.run();
+        sim.join(1, 2);
+        sim.run();
+        sim.assert_converged(&[0, 1, 2]);
+        let new = sim.nodes[0].membership().live(&name(1)).unwrap().0.clone();
+        assert_eq!(new.actor, old.actor);
+        assert_eq!(new.counter, old.counter + 1);
+    }
+
+    #[test]
+    fn a_restart_with_a_new_creation_and_address_replaces_the_old_entry() {
+        let mut sim = Sim::cluster(4);
+        sim.restart(3, 2003);
+        sim.join(3, 1);
+        sim.run();
+        sim.assert_converged(&[0, 1, 2, 3]);
+        for i in 0..3 {
+            let e = sim.nodes[i].membership().get(&name(3)).unwrap();
+            assert_eq!(e.creation, 2);
+            assert_eq!(e.spec, sim.infos[3].spec);
+            assert_eq!(sim.wanted[i][&name(3)], sim.infos[3].spec);
+        }
+    }
+
+    #[test]
+    fn a_restarted_node_is_found_again_without_a_join() {
+        let mut sim = Sim::cluster(3);
+        sim.restart(2, 2002);
+        sim.advance(Duration::from_secs(120));
+        sim.assert_converged(&[0, 1, 2]);
+        assert_eq!(sim.nodes[0].membership().get(&name(2)).unwrap().creation, 2);
+    }
+
+    #[test]
+    fn removing_another_node_resets_it_to_a_singleton() {
+        let mut sim = Sim::cluster(3);
+        // A digest of n1 is still in flight towards n2.
+        let hash = sim.nodes[1].membership().hash();
+        sim.remove(0, 2);
+        assert!(!sim.wanted[0].contains_key(&name(2)));
+        sim.run();
+        sim.assert_converged(&[0, 1]);
+        assert_eq!(sim.nodes[2].members(), names(&[2]));
+        assert!(sim.nodes[2].is_isolated());
+        assert!(sim.wanted[2].is_empty());
+        // The stale digest (and a stale full state) do not pull it back in.
+        let stale = FullMeshMsg::Delta {
+            delta: sim.nodes[1].membership().delta_for(&CausalContext::new()),
+            reply: true,
+        };
+        sim.deliver(sim.infos[1].clone(), 2, FullMeshMsg::Digest { hash });
+        sim.deliver(sim.infos[1].clone(), 2, stale);
+        // Each is answered with the record of the removal only.
+        assert_eq!(sim.queue.len(), 2);
+        for (_, to, msg) in &sim.queue {
+            assert_eq!(*to, 1);
+            let FullMeshMsg::Delta {
+                delta,
+                reply: false,
+            } = msg
+            else {
+                panic!("{msg:?}")
+            };
+            assert!(delta.entries.is_empty() && delta.removed.len() == 1);
+        }
+        sim.run();
+        sim.advance(Duration::from_secs(60));
+        assert_eq!(sim.nodes[2].members(), names(&[2]));
+        sim.assert_converged(&[0, 1]);
+        // An explicit join brings it back.
+        sim.join(2, 1);
+        sim.run();
+        sim.assert_converged(&[0, 1, 2]);
+        assert!(!sim.nodes[2].is_isolated());
+    }
+
+    #[test]
+    fn a_peer_that_missed_a_removal_learns_it_from_the_removed_node() {
+        let mut sim = Sim::cluster(3);
+        sim.remove(0, 2);
+        // Only the message to n2 arrives; n0 then forgets everything (leaves).
+        let to_n2 = sim.queue.iter().position(|(_, to, _)| *to == 2).unwrap();
+        let (from, to, msg) = sim.queue.remove(to_n2).unwrap();
+        sim.queue.clear();
+        sim.deliver(from, to, msg);
+        sim.leave(0);
+        sim.queue.clear();
+        assert!(sim.nodes[1].members().contains(&name(2)));
+        assert!(sim.nodes[2].is_isolated());
+        sim.advance(Duration::from_secs(120));
+        assert_eq!(sim.nodes[1].members(), names(&[1]));
+        assert_eq!(sim.nodes[2].members(), names(&[2]));
+        assert!(sim.wanted[1].is_empty() && sim.wanted[2].is_empty());
+    }
+
+    #[test]
+    fn update_members_joins_and_removes() {
+        let mut sim = Sim::new(4);
+        let wanted = vec![sim.infos[1].clone(), sim.infos[2].clone()];
+        let mut out = vec![];
+        sim.nodes[0].update_members(&wanted, sim.now, &mut out);
+        sim.apply(0, out);
+        sim.run();
+        sim.assert_converged(&[0, 1, 2]);
+        let mut out = vec![];
+        sim.nodes[0].update_members(&[sim.infos[1].clone()], sim.now, &mut out);
+        sim.apply(0, out);
+        sim.run();
+        sim.assert_converged(&[0, 1]);
+        assert_eq!(sim.nodes[2].members(), names(&[2]));
+    }
+
+    #[test]
+    fn quiet_traffic_is_one_digest_per_node_per_period() {
+        let mut sim = Sim::cluster(5);
+        sim.advance(Duration::from_secs(30));
+        sim.sent.clear();
+        let fired = sim.advance(Duration::from_secs(100));
+        assert!((40..=60).contains(&fired), "{fired} periodic firings");
+        assert_eq!(sim.sent.get("digest"), Some(&fired));
+        assert_eq!(sim.sent.values().sum::<usize>(), fired);
+        let digest = postcard::to_stdvec(&OverlayMsg::FullMesh(FullMeshMsg::Digest {
+            hash: [0xff; 16],
+        }))
+        .unwrap();
+        assert_eq!(digest.len(), 18);
+    }
+
+    #[test]
+    fn peer_up_of_a_member_compares_digests_once() {
+        let mut sim = Sim::cluster(3);
+        let mut out = vec![];
+        sim.nodes[0].on_peer_up(&sim.infos[1].clone(), sim.now, &mut out);
+        assert!(matches!(
+            &out[..],
+            [OverlayOutput::Send {
+                msg: OverlayMsg::FullMesh(FullMeshMsg::Digest { .. }),
+                ..
+            }]
+        ));
+        let mut out = vec![];
+        sim.nodes[1].on_peer_up(&sim.infos[0].clone(), sim.now, &mut out);
+        assert!(out.is_empty());
+        let mut out = vec![];
+        sim.nodes[1].on_peer_down(&name(0), sim.now, &mut out);
+        sim.nodes[1].on_unreachable(&name(0), sim.now, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(sim.nodes[1].members(), names(&[0, 1, 2]));
+    }
+
+    #[test]
+    fn invalid_messages_are_rejected_without_changing_state() {
+        let mut sim = Sim::cluster(3);
+        let before = sim.nodes[1].membership().clone();
+        let from = sim.infos[0].clone();
+        let reject = |sim: &mut Sim, msg: OverlayMsg| {
+            let mut out = vec![];
+            let r = sim.nodes[1].on_message(&from, msg, sim.now, &mut out);
+            assert!(matches!(r, Err(OverlayError::Rejected { .. })), "{r:?}");
+            assert!(out.is_empty());
+            assert_eq!(sim.nodes[1].membership(), &before);
+        };
+        let good = sim.nodes[0].membership().delta_for(&CausalContext::new());
+        let delta = |d: Delta| {
+            OverlayMsg::FullMesh(FullMeshMsg::Delta {
+                delta: d,
+                reply: true,
+            })
+        };
+
+        // Another overlay's message.
+        reject(
+            &mut sim,
+            OverlayMsg::Static(super::super::StaticMsg::Leaving),
+        );
+        // An entry carrying another actor's dot.
+        let mut d = good.clone();
+        d.entries[0].1.spec = sim.infos[2].spec.clone();
+        reject(&mut sim, delta(d));
+        // A newer incarnation of the receiver.
+        let mut d = good.clone();
+        d.context.insert(&Dot::new(Actor::new(name(1), 2), 1));
+        reject(&mut sim, delta(d));
+        // A write of the receiver it never made.
+        let mut d = good.clone();
+        d.removed.push(Dot::new(Actor::new(name(1), 1), 9));
+        d.context.insert(&Dot::new(Actor::new(name(1), 1), 9));
+        reject(&mut sim, delta(d));
+        // The receiver's own live dot with another spec.
+        let mut d = good.clone();
+        let own = d
+            .entries
+            .iter_mut()
+            .find(|(dot, _)| dot.name() == &name(1))
+            .unwrap();
+        own.1.spec = info(1, 1, 4242).spec;
+        reject(&mut sim, delta(d));
+        // The same in a sync.
+        let mut ctx = good.context.clone();
+        ctx.insert(&Dot::new(Actor::new(name(1), 7), 1));
+        reject(
+            &mut sim,
+            OverlayMsg::FullMesh(FullMeshMsg::Sync { context: ctx }),
+        );
+        // A message claiming to come from the receiver's own name.
+        let mut out = vec![];
+        let own_info = sim.infos[1].clone();
+        let r = sim.nodes[1].on_message(
+            &own_info,
+            OverlayMsg::FullMesh(FullMeshMsg::Digest { hash: [0; 16] }),
+            sim.now,
+            &mut out,
+        );
+        assert!(r.is_err());
+        // Old incarnations of the receiver are harmless and accepted.
+        let mut old = Membership::new();
+        let d = old.add(info(1, 0, 999).spec, 0);
+        let mut out = vec![];
+        sim.nodes[1]
+            .on_message(&from, delta(d), sim.now, &mut out)
+            .unwrap();
+        assert_eq!(sim.nodes[1].members(), names(&[0, 1, 2]));
+    }
+}
