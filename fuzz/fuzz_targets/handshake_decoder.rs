@@ -10,8 +10,9 @@ use libfuzzer_sys::fuzz_target;
 use partisan_core::auth::Cookie;
 use partisan_core::bytes::BytesMut;
 use partisan_core::id::{ChannelName, ChannelOpts, NodeName, NodeSpec};
+use partisan_core::overlay::OverlayKind;
 use partisan_core::wire::handshake::{
-    self, Acceptor, DialParams, Dialer, HandshakeError, HandshakeMsg,
+    self, Acceptor, DialParams, Dialer, HandshakeError, HandshakeMsg, Identity,
 };
 use partisan_core::wire::{FrameDecoder, DEFAULT_MAX_FRAME_LEN};
 
@@ -32,9 +33,14 @@ fn spec(name: &str) -> NodeSpec {
     .unwrap()
 }
 
-fn local() -> &'static NodeSpec {
-    static LOCAL: OnceLock<NodeSpec> = OnceLock::new();
-    LOCAL.get_or_init(|| spec("local@host"))
+fn local() -> &'static Identity {
+    static LOCAL: OnceLock<Identity> = OnceLock::new();
+    LOCAL.get_or_init(|| Identity {
+        spec: spec("local@host"),
+        creation: 7,
+        overlay: OverlayKind::HyParView,
+        tag: None,
+    })
 }
 
 fn cookie() -> Cookie {
@@ -68,23 +74,22 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // The acceptor, as if the input were the dialer's Hello.
-    if let Ok((acceptor, challenge)) = Acceptor::on_hello(local(), 7, cookie(), [3; 32], data) {
+    if let Ok((acceptor, challenge)) = Acceptor::on_hello(local(), cookie(), [3; 32], data) {
         assert!(matches!(
             handshake::decode(&body(&challenge)),
             Ok(HandshakeMsg::Challenge { .. })
         ));
         let peer = acceptor.peer().clone();
-        assert!(local().has_lane(&peer.channel, peer.lane));
-        assert_ne!(peer.spec.name(), local().name());
+        assert!(local().spec.has_lane(&peer.channel, peer.lane));
+        assert_ne!(peer.spec().name(), local().spec.name());
         // The same bytes again are not a valid Response.
-        assert!(acceptor.on_response(data).is_err());
+        assert!(acceptor.on_response(local().overlay, data).is_err());
     }
 
     // The dialer, as if the input were the acceptor's answer to its Hello.
     let (mut dialer, _hello) = Dialer::start(
         DialParams {
             local: local().clone(),
-            creation: 7,
             expect: None,
             channel: ChannelName::new("data").unwrap(),
             lane: 1,

@@ -8,6 +8,11 @@
 //! dialed by the node whose name orders first survives; the other is refused with
 //! [`RefuseCode::Simultaneous`]. A newer incarnation of a peer (higher creation) replaces every
 //! connection of the older one; an older incarnation is refused.
+//!
+//! A peer is wanted for one or more reasons ([`Want`]): by the user (`connect`), by the
+//! overlay, or transiently (to deliver a protocol message to a node the overlay does not keep,
+//! such as a shuffle reply). A transient want dials only the `membership` channel's first lane
+//! and lapses after its time to live; when the last reason goes, the peer's connections close.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -28,8 +33,23 @@ pub struct ConnId(pub u64);
 pub enum DialTarget {
     /// A node whose spec is known.
     Node(NodeName),
-    /// An address given by the user (`connect(addr)`); the node is learned at the handshake.
+    /// An address given by the user (`connect(addr)`, `join(addr)`); the node is learned at
+    /// the handshake.
     Addr(SocketAddr),
+}
+
+/// Why a peer is wanted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// The user asked (`connect`): every lane, until the user disconnects.
+    User,
+    /// The overlay keeps it: every lane, until the overlay disconnects.
+    Overlay,
+    /// To deliver messages: the first membership lane, for `ttl` after the last use.
+    Transient {
+        /// How long the want lasts.
+        ttl: Duration,
+    },
 }
 
 /// One dial the runtime must attempt, and report back with the same key.
@@ -82,13 +102,17 @@ pub enum PlanOutput {
     },
     /// First lane to a peer is up.
     PeerUp {
-        /// The peer's spec as learned at the handshake.
-        spec: NodeSpec,
-        /// The peer's creation.
-        creation: Creation,
+        /// The peer as learned at the handshake.
+        hello: PeerHello,
     },
     /// Last lane to a peer is down.
     PeerDown {
+        /// The peer.
+        node: NodeName,
+    },
+    /// A wanted peer with no lane up could not be dialed (reported once per outage), or a
+    /// transient want lapsed before the peer was reached.
+    Unreachable {
         /// The peer.
         node: NodeName,
     },
@@ -97,7 +121,7 @@ pub enum PlanOutput {
         /// The address.
         addr: SocketAddr,
         /// The node that answered.
-        node: NodeName,
+        hello: PeerHello,
     },
     /// A target was given up on because of a permanent failure.
     GaveUp {
@@ -161,15 +185,49 @@ enum Slot {
 
 type SlotKey = (ChannelName, u16);
 
+fn membership_lane() -> SlotKey {
+    (ChannelName::membership(), 0)
+}
+
+#[derive(Debug, Default)]
+struct Reasons {
+    user: bool,
+    overlay: bool,
+    transient_until: Option<Instant>,
+}
+
+impl Reasons {
+    fn any(&self) -> bool {
+        self.user || self.overlay || self.transient_until.is_some()
+    }
+
+    /// Whether every lane is wanted (not just the transient membership lane).
+    fn full(&self) -> bool {
+        self.user || self.overlay
+    }
+}
+
 #[derive(Debug)]
 struct Peer {
     spec: Option<NodeSpec>,
     creation: Option<Creation>,
-    wanted: bool,
+    reasons: Reasons,
     slots: BTreeMap<SlotKey, Slot>,
+    /// Whether an outage was already reported with [`PlanOutput::Unreachable`].
+    unreachable_reported: bool,
 }
 
 impl Peer {
+    fn new() -> Peer {
+        Peer {
+            spec: None,
+            creation: None,
+            reasons: Reasons::default(),
+            slots: BTreeMap::new(),
+            unreachable_reported: false,
+        }
+    }
+
     fn up_count(&self) -> usize {
         self.slots
             .values()
@@ -177,17 +235,22 @@ impl Peer {
             .count()
     }
 
-    /// Whether we dial this slot (it is a lane of the peer's spec).
+    /// Whether we dial this slot: a lane of the peer's spec, and wanted for the whole peer or
+    /// it is the transient membership lane.
     fn dials(&self, key: &SlotKey) -> bool {
-        self.spec
-            .as_ref()
-            .is_some_and(|s| s.has_lane(&key.0, key.1))
+        self.reasons.any()
+            && self
+                .spec
+                .as_ref()
+                .is_some_and(|s| s.has_lane(&key.0, key.1))
+            && (self.reasons.full() || *key == membership_lane())
     }
 }
 
 #[derive(Debug)]
 struct AddrTarget {
     state: Slot,
+    want: Want,
 }
 
 /// The connection planner of one node. See the module documentation.
@@ -199,6 +262,8 @@ pub struct ConnectionPlan {
     addrs: BTreeMap<SocketAddr, AddrTarget>,
     /// Redials due, ordered by time; entries are checked against the slot when they fire.
     retries: BTreeSet<(Instant, DialTarget, SlotKey)>,
+    /// Transient wants lapsing, ordered by time; checked against the peer when they fire.
+    expiries: BTreeSet<(Instant, NodeName)>,
 }
 
 impl ConnectionPlan {
@@ -211,6 +276,7 @@ impl ConnectionPlan {
             peers: BTreeMap::new(),
             addrs: BTreeMap::new(),
             retries: BTreeSet::new(),
+            expiries: BTreeSet::new(),
         }
     }
 
@@ -219,35 +285,50 @@ impl ConnectionPlan {
         &self.local
     }
 
-    /// Keep every lane of `spec`'s channels connected, redialing with backoff when lost.
-    /// A spec learned from the peer's own handshake (with a creation) is kept over `spec`.
-    pub fn want(&mut self, spec: NodeSpec, now: Instant, out: &mut Vec<PlanOutput>) {
+    /// Wants `spec`'s node for `why`, dialing what that calls for and redialing with backoff
+    /// when lost. While the peer has no lane up, `spec` replaces any spec known for it (a node
+    /// that came back on a new address); while connected, the spec learned from the peer's own
+    /// handshake is kept.
+    pub fn want(&mut self, spec: NodeSpec, why: Want, now: Instant, out: &mut Vec<PlanOutput>) {
         if spec.name() == self.local.name() {
             return;
         }
-        let peer = self.peers.entry(spec.name().clone()).or_insert(Peer {
-            spec: None,
-            creation: None,
-            wanted: false,
-            slots: BTreeMap::new(),
-        });
-        peer.wanted = true;
-        if peer.creation.is_none() {
-            peer.spec = Some(spec.clone());
-        }
         let name = spec.name().clone();
-        self.plan_peer(&name, now, out);
+        let peer = self.peers.entry(name.clone()).or_insert_with(Peer::new);
+        match why {
+            Want::User => peer.reasons.user = true,
+            Want::Overlay => peer.reasons.overlay = true,
+            Want::Transient { ttl } => {
+                let until = now + ttl;
+                if peer.reasons.transient_until.is_none_or(|u| u < until) {
+                    peer.reasons.transient_until = Some(until);
+                    self.expiries.insert((until, name.clone()));
+                }
+            }
+        }
+        if peer.up_count() == 0 || peer.spec.is_none() {
+            peer.spec = Some(spec);
+        }
+        self.plan_peer(&name, out);
     }
 
-    /// Connect to whatever node listens at `addr`; once it answers, it is wanted like
-    /// [`ConnectionPlan::want`]. Returns `false` (and does nothing) when `addr` is one of this
-    /// node's own listen addresses or a wanted peer's.
-    pub fn want_addr(&mut self, addr: SocketAddr, now: Instant, out: &mut Vec<PlanOutput>) -> bool {
+    /// Connect to whatever node listens at `addr`, retrying with backoff until it answers;
+    /// once it does, it is wanted for `why` (reported with [`PlanOutput::Resolved`]). Returns
+    /// `false` (and does nothing) when `addr` is one of this node's own listen addresses or a
+    /// connected peer's.
+    pub fn want_addr(
+        &mut self,
+        addr: SocketAddr,
+        why: Want,
+        now: Instant,
+        out: &mut Vec<PlanOutput>,
+    ) -> bool {
+        let _ = now;
         if self.local.listen_addrs().contains(&addr) {
             return false;
         }
         let known = self.peers.values().any(|p| {
-            p.wanted
+            p.up_count() > 0
                 && p.spec
                     .as_ref()
                     .is_some_and(|s| s.listen_addrs().contains(&addr))
@@ -255,7 +336,10 @@ impl ConnectionPlan {
         if known {
             return false;
         }
-        if self.addrs.contains_key(&addr) {
+        if let Some(t) = self.addrs.get_mut(&addr) {
+            if matches!(why, Want::User | Want::Overlay) {
+                t.want = why;
+            }
             return true;
         }
         self.addrs.insert(
@@ -265,38 +349,55 @@ impl ConnectionPlan {
                     failures: 0,
                     retry_at: None,
                 },
+                want: why,
             },
         );
-        self.dial_addr(addr, now, out);
+        self.dial_addr(addr, out);
         true
     }
 
-    /// Stop wanting `node`: close its connections and stop redialing.
-    pub fn unwant(&mut self, node: &NodeName, out: &mut Vec<PlanOutput>) {
+    /// Withdraws one reason to want `node` (`User` or `Overlay`; a transient want lapses by
+    /// itself). When no reason is left, the node's connections close and are not redialed.
+    pub fn unwant(&mut self, node: &NodeName, why: Want, out: &mut Vec<PlanOutput>) {
         let Some(peer) = self.peers.get_mut(node) else {
             return;
         };
-        peer.wanted = false;
+        match why {
+            Want::User => peer.reasons.user = false,
+            Want::Overlay => peer.reasons.overlay = false,
+            Want::Transient { .. } => peer.reasons.transient_until = None,
+        }
+        if !peer.reasons.any() {
+            self.drop_peer(node, out);
+        }
+    }
+
+    /// Withdraws every reason to want `node` and closes its connections.
+    pub fn forget(&mut self, node: &NodeName, out: &mut Vec<PlanOutput>) {
+        if self.peers.contains_key(node) {
+            self.drop_peer(node, out);
+        }
+    }
+
+    fn drop_peer(&mut self, node: &NodeName, out: &mut Vec<PlanOutput>) {
+        let Some(peer) = self.peers.remove(node) else {
+            return;
+        };
         let was_up = peer.up_count() > 0;
-        for slot in peer.slots.values_mut() {
+        for slot in peer.slots.values() {
             if let Slot::Up { conn, .. } = *slot {
                 out.push(PlanOutput::Close {
                     conn,
                     reason: CloseReason::Unwanted,
                 });
             }
-            *slot = Slot::Idle {
-                failures: 0,
-                retry_at: None,
-            };
         }
-        self.peers.remove(node);
         if was_up {
             out.push(PlanOutput::PeerDown { node: node.clone() });
         }
     }
 
-    /// Stop dialing an address target that never answered.
+    /// Stops dialing an address target that never answered.
     pub fn unwant_addr(&mut self, addr: &SocketAddr) {
         self.addrs.remove(addr);
     }
@@ -311,14 +412,14 @@ impl ConnectionPlan {
         now: Instant,
         out: &mut Vec<PlanOutput>,
     ) -> Result<Option<ConnId>, RefuseCode> {
-        let name = peer.spec.name().clone();
+        let name = peer.spec().name().clone();
         let key: SlotKey = (peer.channel.clone(), peer.lane);
         if let Some(p) = self.peers.get(&name) {
-            if p.creation.is_some_and(|c| peer.creation < c) {
+            if p.creation.is_some_and(|c| peer.creation() < c) {
                 return Err(RefuseCode::StaleCreation);
             }
             if matches!(p.slots.get(&key), Some(Slot::Dialing { .. }))
-                && p.creation.is_none_or(|c| c == peer.creation)
+                && p.creation.is_none_or(|c| c == peer.creation())
                 && self.local.name() < &name
             {
                 return Err(RefuseCode::Simultaneous);
@@ -337,27 +438,30 @@ impl ConnectionPlan {
         now: Instant,
         out: &mut Vec<PlanOutput>,
     ) -> Result<Option<ConnId>, CloseReason> {
-        let name = peer.spec.name().clone();
+        let name = peer.spec().name().clone();
         let key: SlotKey = (peer.channel.clone(), peer.lane);
         if let DialTarget::Addr(addr) = target {
-            if self.addrs.remove(addr).is_none() {
+            let Some(t) = self.addrs.remove(addr) else {
                 return Err(CloseReason::Unwanted);
-            }
+            };
             out.push(PlanOutput::Resolved {
                 addr: *addr,
-                node: name.clone(),
+                hello: peer.clone(),
             });
-            let p = self.peers.entry(name.clone()).or_insert(Peer {
-                spec: None,
-                creation: None,
-                wanted: false,
-                slots: BTreeMap::new(),
-            });
-            p.wanted = true;
+            let p = self.peers.entry(name.clone()).or_insert_with(Peer::new);
+            match t.want {
+                Want::User => p.reasons.user = true,
+                Want::Overlay => p.reasons.overlay = true,
+                Want::Transient { ttl } => {
+                    let until = now + ttl;
+                    p.reasons.transient_until = Some(until);
+                    self.expiries.insert((until, name.clone()));
+                }
+            }
         }
         match self.peers.get(&name) {
-            Some(p) if p.wanted => {
-                if p.creation.is_some_and(|c| peer.creation < c) {
+            Some(p) if p.reasons.any() => {
+                if p.creation.is_some_and(|c| peer.creation() < c) {
                     return Err(CloseReason::StaleCreation);
                 }
             }
@@ -398,14 +502,13 @@ impl ConnectionPlan {
                     failures,
                     retry_at: Some(at),
                 };
-                self.retries
-                    .insert((at, target.clone(), (ChannelName::default_channel(), 0)));
+                self.retries.insert((at, target.clone(), membership_lane()));
             }
             DialTarget::Node(name) => {
                 let key = (channel.clone(), lane);
                 if let DialFailure::Permanent(reason) = failure {
-                    if self.is_wanted(name) {
-                        self.unwant(name, out);
+                    if self.peers.contains_key(name) {
+                        self.drop_peer(name, out);
                         out.push(PlanOutput::GaveUp {
                             target: target.clone(),
                             reason,
@@ -429,6 +532,10 @@ impl ConnectionPlan {
                     },
                 );
                 self.retries.insert((at, target.clone(), key));
+                if peer.up_count() == 0 && !peer.unreachable_reported {
+                    peer.unreachable_reported = true;
+                    out.push(PlanOutput::Unreachable { node: name.clone() });
+                }
             }
         }
     }
@@ -451,7 +558,7 @@ impl ConnectionPlan {
             Some(Slot::Up { conn: c, .. }) if *c == conn => {}
             _ => return,
         }
-        let redial = peer.wanted && peer.dials(&key);
+        let redial = peer.dials(&key);
         let retry_at = redial.then(|| now + self.backoff.delay(0, &mut *self.rng));
         peer.slots.insert(
             key.clone(),
@@ -466,7 +573,7 @@ impl ConnectionPlan {
         }
         if peer.up_count() == 0 {
             out.push(PlanOutput::PeerDown { node: node.clone() });
-            if !peer.wanted {
+            if !peer.reasons.any() {
                 self.peers.remove(node);
             }
         }
@@ -474,11 +581,36 @@ impl ConnectionPlan {
 
     /// When [`ConnectionPlan::on_tick`] next has work, if ever.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.retries.first().map(|(at, _, _)| *at)
+        let r = self.retries.first().map(|(at, _, _)| *at);
+        let e = self.expiries.first().map(|(at, _)| *at);
+        match (r, e) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Fires every redial that is due at `now`.
+    /// Fires every redial and expiry that is due at `now`.
     pub fn on_tick(&mut self, now: Instant, out: &mut Vec<PlanOutput>) {
+        while let Some((at, name)) = self.expiries.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.expiries.pop_first();
+            let Some(peer) = self.peers.get_mut(&name) else {
+                continue;
+            };
+            if peer.reasons.transient_until != Some(at) {
+                continue;
+            }
+            peer.reasons.transient_until = None;
+            if !peer.reasons.any() {
+                let never_reached = peer.up_count() == 0;
+                self.drop_peer(&name, out);
+                if never_reached {
+                    out.push(PlanOutput::Unreachable { node: name });
+                }
+            }
+        }
         while let Some((at, target, key)) = self.retries.first().cloned() {
             if at > now {
                 break;
@@ -491,7 +623,7 @@ impl ConnectionPlan {
                         Some(Slot::Idle { retry_at: Some(r), .. }) if *r == at
                     );
                     if due {
-                        self.dial_addr(*addr, now, out);
+                        self.dial_addr(*addr, out);
                     }
                 }
                 DialTarget::Node(name) => {
@@ -505,7 +637,7 @@ impl ConnectionPlan {
                     else {
                         continue;
                     };
-                    if r != at || !peer.wanted || !peer.dials(&key) {
+                    if r != at || !peer.dials(&key) {
                         continue;
                     }
                     let spec = peer.spec.clone().expect("dialed slots have a spec");
@@ -516,14 +648,17 @@ impl ConnectionPlan {
         }
     }
 
-    /// Names of peers this node wants connected, in order.
+    /// Names of peers wanted for any reason, in order.
     pub fn wanted(&self) -> impl Iterator<Item = &NodeName> {
-        self.peers.iter().filter(|(_, p)| p.wanted).map(|(n, _)| n)
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.reasons.any())
+            .map(|(n, _)| n)
     }
 
-    /// Whether `node` is wanted.
+    /// Whether `node` is wanted for any reason.
     pub fn is_wanted(&self, node: &NodeName) -> bool {
-        self.peers.get(node).is_some_and(|p| p.wanted)
+        self.peers.get(node).is_some_and(|p| p.reasons.any())
     }
 
     /// Address targets still waiting for their first answer.
@@ -537,18 +672,13 @@ impl ConnectionPlan {
         conn: ConnId,
         hello: &PeerHello,
         key: SlotKey,
-        now: Instant,
+        _now: Instant,
         out: &mut Vec<PlanOutput>,
     ) -> Option<ConnId> {
-        let name = hello.spec.name().clone();
-        let peer = self.peers.entry(name.clone()).or_insert(Peer {
-            spec: None,
-            creation: None,
-            wanted: false,
-            slots: BTreeMap::new(),
-        });
+        let name = hello.spec().name().clone();
+        let peer = self.peers.entry(name.clone()).or_insert_with(Peer::new);
         let mut was_up = peer.up_count() > 0;
-        let newer = peer.creation.is_none_or(|c| hello.creation > c);
+        let newer = peer.creation.is_none_or(|c| hello.creation() > c);
         if newer {
             if peer.creation.is_some() {
                 // A new incarnation: every connection of the old one is dead weight.
@@ -572,42 +702,42 @@ impl ConnectionPlan {
                     was_up = false;
                 }
             }
-            peer.creation = Some(hello.creation);
-            peer.spec = Some(hello.spec.clone());
+            peer.creation = Some(hello.creation());
+            peer.spec = Some(hello.spec().clone());
         }
         let replaced = match peer.slots.insert(
             key,
             Slot::Up {
                 conn,
-                creation: hello.creation,
+                creation: hello.creation(),
             },
         ) {
             Some(Slot::Up { conn: old, .. }) if old != conn => Some(old),
             _ => None,
         };
+        peer.unreachable_reported = false;
         if !was_up {
             out.push(PlanOutput::PeerUp {
-                spec: hello.spec.clone(),
-                creation: hello.creation,
+                hello: hello.clone(),
             });
         }
-        self.plan_peer(&name, now, out);
+        self.plan_peer(&name, out);
         replaced
     }
 
-    /// Dials every idle, not-yet-scheduled lane of a wanted peer's spec.
-    fn plan_peer(&mut self, name: &NodeName, _now: Instant, out: &mut Vec<PlanOutput>) {
+    /// Dials every idle, not-yet-scheduled slot a wanted peer calls for.
+    fn plan_peer(&mut self, name: &NodeName, out: &mut Vec<PlanOutput>) {
         let Some(peer) = self.peers.get_mut(name) else {
             return;
         };
-        if !peer.wanted {
-            return;
-        }
         let Some(spec) = peer.spec.clone() else {
             return;
         };
         for (channel, lane) in spec.lanes() {
             let key = (channel.clone(), lane);
+            if !peer.dials(&key) {
+                continue;
+            }
             let slot = peer.slots.entry(key.clone()).or_insert(Slot::Idle {
                 failures: 0,
                 retry_at: None,
@@ -623,7 +753,7 @@ impl ConnectionPlan {
         }
     }
 
-    fn dial_addr(&mut self, addr: SocketAddr, _now: Instant, out: &mut Vec<PlanOutput>) {
+    fn dial_addr(&mut self, addr: SocketAddr, out: &mut Vec<PlanOutput>) {
         let Some(t) = self.addrs.get_mut(&addr) else {
             return;
         };
@@ -636,7 +766,7 @@ impl ConnectionPlan {
             target: DialTarget::Addr(addr),
             addrs: vec![addr],
             expect: None,
-            channel: ChannelName::default_channel(),
+            channel: ChannelName::membership(),
             lane: 0,
         }));
     }
@@ -691,8 +821,12 @@ mod tests {
 
     fn hello(spec: &NodeSpec, creation: Creation, channel: &str, lane: u16) -> PeerHello {
         PeerHello {
-            spec: spec.clone(),
-            creation,
+            identity: crate::wire::handshake::Identity {
+                spec: spec.clone(),
+                creation,
+                overlay: crate::overlay::OverlayKind::FullMesh,
+                tag: None,
+            },
             channel: ChannelName::new(channel).unwrap(),
             lane,
         }
@@ -702,7 +836,7 @@ mod tests {
     fn wanting_a_spec_dials_every_lane_of_it() {
         let mut p = plan(spec("a@h", 1, 1));
         let mut out = vec![];
-        p.want(spec("b@h", 2, 3), Instant::ZERO, &mut out);
+        p.want(spec("b@h", 2, 3), Want::User, Instant::ZERO, &mut out);
         assert_eq!(
             dials(&out),
             vec![
@@ -720,33 +854,30 @@ mod tests {
         let mut p = plan(spec("a@h", 1, 1));
         let b = spec("b@h", 2, 2);
         let mut out = vec![];
-        assert!(p.want_addr(b.listen_addrs()[0], Instant::ZERO, &mut out));
-        assert_eq!(dials(&out), vec![("default".into(), 0)]);
+        assert!(p.want_addr(b.listen_addrs()[0], Want::User, Instant::ZERO, &mut out));
+        assert_eq!(dials(&out), vec![("membership".into(), 0)]);
         out.clear();
         let target = DialTarget::Addr(b.listen_addrs()[0]);
         let r = p.on_established(
             ConnId(1),
             &target,
-            &hello(&b, 5, "default", 0),
+            &hello(&b, 5, "membership", 0),
             Instant::ZERO,
             &mut out,
         );
         assert_eq!(r, Ok(None));
-        assert!(out.contains(&PlanOutput::Resolved {
-            addr: b.listen_addrs()[0],
-            node: b.name().clone()
-        }));
-        assert!(matches!(out[1], PlanOutput::PeerUp { creation: 5, .. }));
+        assert!(matches!(&out[0], PlanOutput::Resolved { hello, .. } if hello.spec() == &b));
+        assert!(matches!(&out[1], PlanOutput::PeerUp { hello } if hello.creation() == 5));
         assert_eq!(
             dials(&out),
             vec![
                 ("data".into(), 0),
                 ("data".into(), 1),
-                ("membership".into(), 0)
+                ("default".into(), 0)
             ]
         );
         assert!(p.is_wanted(b.name()));
-        assert!(!p.want_addr(b.listen_addrs()[0], Instant::ZERO, &mut out));
+        assert!(!p.want_addr(b.listen_addrs()[0], Want::User, Instant::ZERO, &mut out));
     }
 
     #[test]
@@ -757,8 +888,8 @@ mod tests {
         let mut a = plan(a_spec.clone());
         let mut b = plan(b_spec.clone());
         let mut out = vec![];
-        a.want(b_spec.clone(), Instant::ZERO, &mut out);
-        b.want(a_spec.clone(), Instant::ZERO, &mut out);
+        a.want(b_spec.clone(), Want::User, Instant::ZERO, &mut out);
+        b.want(a_spec.clone(), Want::User, Instant::ZERO, &mut out);
         // b's dial reaches a, which is dialing the same slot and wins the tie-break.
         assert_eq!(
             a.admit(
@@ -861,7 +992,7 @@ mod tests {
         let b_spec = spec("b@h", 2, 1);
         let mut a = plan(spec("a@h", 1, 1));
         let mut out = vec![];
-        a.want(b_spec.clone(), Instant::ZERO, &mut out);
+        a.want(b_spec.clone(), Want::User, Instant::ZERO, &mut out);
         let t = DialTarget::Node(b_spec.name().clone());
         let data = ChannelName::new("data").unwrap();
         a.on_established(
@@ -896,7 +1027,7 @@ mod tests {
         }
         assert!(last - first <= Duration::from_secs(30));
         // Unwanted: nothing more is dialed.
-        a.unwant(b_spec.name(), &mut out);
+        a.unwant(b_spec.name(), Want::User, &mut out);
         a.on_dial_failed(
             &t,
             &data,
@@ -915,9 +1046,14 @@ mod tests {
         let a_spec = spec("a@h", 1, 1);
         let mut a = plan(a_spec.clone());
         let mut out = vec![];
-        assert!(!a.want_addr(a_spec.listen_addrs()[0], Instant::ZERO, &mut out));
+        assert!(!a.want_addr(
+            a_spec.listen_addrs()[0],
+            Want::User,
+            Instant::ZERO,
+            &mut out
+        ));
         let addr: SocketAddr = "127.0.0.9:9".parse().unwrap();
-        assert!(a.want_addr(addr, Instant::ZERO, &mut out));
+        assert!(a.want_addr(addr, Want::User, Instant::ZERO, &mut out));
         out.clear();
         a.on_dial_failed(
             &DialTarget::Addr(addr),
@@ -929,5 +1065,173 @@ mod tests {
         );
         assert!(matches!(out[0], PlanOutput::GaveUp { .. }));
         assert_eq!(a.pending_addrs().count(), 0);
+    }
+}
+
+#[cfg(test)]
+mod want_tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn spec(name: &str, port: u16) -> NodeSpec {
+        let mut ch = BTreeMap::new();
+        ch.insert(
+            ChannelName::new("data").unwrap(),
+            crate::id::ChannelOpts::with_parallelism(2),
+        );
+        NodeSpec::new(
+            NodeName::new(name).unwrap(),
+            vec![SocketAddr::from(([127, 0, 0, 1], port))],
+            ch,
+        )
+        .unwrap()
+    }
+
+    fn plan() -> ConnectionPlan {
+        ConnectionPlan::new(
+            spec("a@h", 1),
+            Backoff::default(),
+            Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(1)),
+        )
+    }
+
+    fn dials(out: &[PlanOutput]) -> Vec<String> {
+        out.iter()
+            .filter_map(|o| match o {
+                PlanOutput::Dial(d) => Some(format!("{}/{}", d.channel, d.lane)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn hello(spec: &NodeSpec, channel: &str, lane: u16) -> PeerHello {
+        PeerHello {
+            identity: crate::wire::handshake::Identity {
+                spec: spec.clone(),
+                creation: 1,
+                overlay: crate::overlay::OverlayKind::HyParView,
+                tag: None,
+            },
+            channel: ChannelName::new(channel).unwrap(),
+            lane,
+        }
+    }
+
+    #[test]
+    fn transient_want_dials_one_membership_lane_and_lapses() {
+        let mut p = plan();
+        let b = spec("b@h", 2);
+        let mut out = vec![];
+        let ttl = Duration::from_secs(5);
+        p.want(b.clone(), Want::Transient { ttl }, Instant::ZERO, &mut out);
+        assert_eq!(dials(&out), vec!["membership/0"]);
+        let t = DialTarget::Node(b.name().clone());
+        out.clear();
+        p.on_established(
+            ConnId(1),
+            &t,
+            &hello(&b, "membership", 0),
+            Instant::ZERO,
+            &mut out,
+        )
+        .unwrap();
+        assert!(
+            dials(&out).is_empty(),
+            "transient wants dial nothing more: {out:?}"
+        );
+        out.clear();
+        p.on_tick(Instant::ZERO + ttl, &mut out);
+        assert!(out.contains(&PlanOutput::Close {
+            conn: ConnId(1),
+            reason: CloseReason::Unwanted
+        }));
+        assert!(out.contains(&PlanOutput::PeerDown {
+            node: b.name().clone()
+        }));
+        assert!(!p.is_wanted(b.name()));
+    }
+
+    #[test]
+    fn overlay_want_upgrades_a_transient_one_and_reasons_are_independent() {
+        let mut p = plan();
+        let b = spec("b@h", 2);
+        let mut out = vec![];
+        p.want(
+            b.clone(),
+            Want::Transient {
+                ttl: Duration::from_secs(1),
+            },
+            Instant::ZERO,
+            &mut out,
+        );
+        p.want(b.clone(), Want::Overlay, Instant::ZERO, &mut out);
+        p.want(b.clone(), Want::User, Instant::ZERO, &mut out);
+        assert_eq!(
+            dials(&out),
+            vec!["membership/0", "data/0", "data/1", "default/0"]
+        );
+        out.clear();
+        p.on_tick(Instant(2_000_000), &mut out);
+        assert!(p.is_wanted(b.name()), "overlay and user still want it");
+        p.unwant(b.name(), Want::Overlay, &mut out);
+        assert!(p.is_wanted(b.name()), "the user still wants it");
+        p.unwant(b.name(), Want::User, &mut out);
+        assert!(!p.is_wanted(b.name()));
+    }
+
+    #[test]
+    fn unreachable_is_reported_once_per_outage() {
+        let mut p = plan();
+        let b = spec("b@h", 2);
+        let mut out = vec![];
+        p.want(b.clone(), Want::Overlay, Instant::ZERO, &mut out);
+        let t = DialTarget::Node(b.name().clone());
+        out.clear();
+        for lane in [("data", 0), ("data", 1), ("default", 0), ("membership", 0)] {
+            p.on_dial_failed(
+                &t,
+                &ChannelName::new(lane.0).unwrap(),
+                lane.1,
+                DialFailure::Transient("refused".into()),
+                Instant::ZERO,
+                &mut out,
+            );
+        }
+        let n = out
+            .iter()
+            .filter(|o| matches!(o, PlanOutput::Unreachable { .. }))
+            .count();
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn a_new_spec_replaces_the_old_one_while_disconnected() {
+        let mut p = plan();
+        let old = spec("b@h", 2);
+        let new = spec("b@h", 3);
+        let mut out = vec![];
+        p.want(old, Want::Overlay, Instant::ZERO, &mut out);
+        out.clear();
+        p.want(new.clone(), Want::Overlay, Instant::ZERO, &mut out);
+        // Dials in flight keep their addresses; the next dials use the new spec.
+        let t = DialTarget::Node(new.name().clone());
+        p.on_dial_failed(
+            &t,
+            &ChannelName::default_channel(),
+            0,
+            DialFailure::Transient("gone".into()),
+            Instant::ZERO,
+            &mut out,
+        );
+        out.clear();
+        p.on_tick(Instant(u64::MAX / 2), &mut out);
+        let addrs: Vec<_> = out
+            .iter()
+            .filter_map(|o| match o {
+                PlanOutput::Dial(d) => Some(d.addrs.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(addrs, vec![new.listen_addrs().to_vec()]);
     }
 }

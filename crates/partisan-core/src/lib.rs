@@ -11,6 +11,8 @@
 pub mod auth;
 pub mod connection_plan;
 pub mod id;
+pub mod membership;
+pub mod overlay;
 pub mod time;
 pub mod wire;
 

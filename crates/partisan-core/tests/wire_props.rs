@@ -13,12 +13,16 @@ use partisan_core::id::{
     ChannelName, ChannelOpts, NodeName, NodeSpec, Pid, ProcessName, Ref, RegisteredName, RemoteRef,
     MAX_PARALLELISM, MAX_PROCESS_NAME_LEN,
 };
+use partisan_core::overlay::{
+    CsMsg, HvMsg, OverlayKind, OverlayMsg, PeerInfo, Role, StaticMsg, Tag,
+};
 use partisan_core::wire::frame::len_prefix;
 use partisan_core::wire::handshake::{
-    self, Acceptor, HandshakeError, HandshakeMsg, RefuseCode, MAGIC, PROTOCOL_VERSION,
+    self, Acceptor, HandshakeError, HandshakeMsg, Identity, RefuseCode, MAGIC, PROTOCOL_VERSION,
 };
 use partisan_core::wire::{
-    FrameDecoder, Message, Target, UserHeader, DEFAULT_MAX_FRAME_LEN, LEN_PREFIX,
+    Control, FrameDecoder, Message, RelayHeader, RelayTarget, Target, UserHeader,
+    DEFAULT_MAX_FRAME_LEN, LEN_PREFIX,
 };
 use proptest::prelude::*;
 
@@ -98,6 +102,95 @@ fn message() -> impl Strategy<Value = Message> {
         1 => any::<u64>().prop_map(Message::Ping),
         1 => any::<u64>().prop_map(Message::Pong),
         1 => Just(Message::Goodbye),
+        2 => control().prop_map(Message::Control),
+        3 => (relay_header(), proptest::collection::vec(any::<u8>(), 0..1024)).prop_map(
+            |(header, payload)| Message::Relay {
+                header,
+                payload: Bytes::from(payload),
+            }
+        ),
+    ]
+}
+
+fn relay_header() -> impl Strategy<Value = RelayHeader> {
+    let to = prop_oneof![
+        (any::<u64>(), any::<u64>()).prop_map(|(creation, id)| RelayTarget::Pid { creation, id }),
+        (any::<u64>(), any::<u64>()).prop_map(|(creation, id)| RelayTarget::Ref { creation, id }),
+        process_name().prop_map(RelayTarget::Name),
+    ];
+    (
+        node_name(),
+        any::<u64>(),
+        node_name(),
+        to,
+        any::<Option<u64>>(),
+        any::<Option<u64>>(),
+        any::<u8>(),
+    )
+        .prop_map(
+            |(origin, origin_creation, dest, to, from, partition_key, hops)| RelayHeader {
+                origin,
+                origin_creation,
+                dest,
+                to,
+                from,
+                partition_key,
+                hops,
+            },
+        )
+}
+
+fn peer_info() -> impl Strategy<Value = PeerInfo> {
+    identity().prop_map(|i| PeerInfo {
+        spec: i.spec,
+        creation: i.creation,
+        tag: i.tag,
+    })
+}
+
+fn control() -> impl Strategy<Value = Control> {
+    let hv = prop_oneof![
+        peer_info().prop_map(|peer| HvMsg::Join { peer }),
+        (peer_info(), any::<u8>()).prop_map(|(peer, ttl)| HvMsg::ForwardJoin { peer, ttl }),
+        Just(HvMsg::ForwardJoinAccepted),
+        any::<bool>().prop_map(|high| HvMsg::NeighborRequest { high }),
+        any::<bool>().prop_map(|accepted| HvMsg::NeighborReply { accepted }),
+        Just(HvMsg::Disconnect),
+        Just(HvMsg::Leave),
+        (
+            peer_info(),
+            any::<u8>(),
+            proptest::collection::vec(peer_info(), 0..4)
+        )
+            .prop_map(|(origin, ttl, sample)| HvMsg::Shuffle {
+                origin,
+                ttl,
+                sample
+            }),
+        proptest::collection::vec(peer_info(), 0..4)
+            .prop_map(|sample| HvMsg::ShuffleReply { sample }),
+        Just(HvMsg::KeepActive),
+    ];
+    let cs = prop_oneof![
+        Just(CsMsg::Hello { role: Role::Client }),
+        proptest::collection::vec((peer_info(), Just(Role::Server)), 0..3).prop_map(|members| {
+            CsMsg::Welcome {
+                role: Role::Server,
+                members,
+            }
+        }),
+        peer_info().prop_map(|peer| CsMsg::Announce {
+            peer,
+            role: Role::Client
+        }),
+        any::<String>().prop_map(|reason| CsMsg::Refused { reason }),
+        Just(CsMsg::Leaving),
+        node_name().prop_map(|node| CsMsg::Removed { node }),
+    ];
+    prop_oneof![
+        hv.prop_map(|m| Control::Overlay(OverlayMsg::HyParView(m))),
+        cs.prop_map(|m| Control::Overlay(OverlayMsg::ClientServer(m))),
+        Just(Control::Overlay(OverlayMsg::Static(StaticMsg::Leaving))),
     ]
 }
 
@@ -146,6 +239,7 @@ fn refuse_code() -> impl Strategy<Value = RefuseCode> {
         Just(RefuseCode::StaleCreation),
         Just(RefuseCode::ShuttingDown),
         Just(RefuseCode::Protocol),
+        Just(RefuseCode::OverlayMismatch),
     ]
 }
 
@@ -154,17 +248,15 @@ fn handshake_msg() -> impl Strategy<Value = HandshakeMsg> {
         (refuse_code(), any::<String>())
             .prop_map(|(code, detail)| HandshakeMsg::Refused { code, detail }),
         (
-            node_spec(),
-            any::<u64>(),
+            identity(),
             proptest::option::of(node_name()),
             channel_name(),
             any::<u16>(),
             any::<[u8; NONCE_LEN]>(),
         )
-            .prop_map(|(spec, creation, expect, channel, lane, nonce)| {
+            .prop_map(|(identity, expect, channel, lane, nonce)| {
                 HandshakeMsg::Hello {
-                    spec,
-                    creation,
+                    identity,
                     expect,
                     channel,
                     lane,
@@ -172,14 +264,12 @@ fn handshake_msg() -> impl Strategy<Value = HandshakeMsg> {
                 }
             }),
         (
-            node_spec(),
-            any::<u64>(),
+            identity(),
             any::<[u8; NONCE_LEN]>(),
             any::<[u8; PROOF_LEN]>(),
         )
-            .prop_map(|(spec, creation, nonce, proof)| HandshakeMsg::Challenge {
-                spec,
-                creation,
+            .prop_map(|(identity, nonce, proof)| HandshakeMsg::Challenge {
+                identity,
                 nonce,
                 proof,
             }),
@@ -254,6 +344,39 @@ fn split_at_points(wire: &[u8], mut cuts: Vec<usize>) -> Vec<&[u8]> {
     cuts.sort_unstable();
     cuts.dedup();
     cuts.windows(2).map(|w| &wire[w[0]..w[1]]).collect()
+}
+
+fn overlay_kind() -> impl Strategy<Value = OverlayKind> {
+    prop_oneof![
+        Just(OverlayKind::FullMesh),
+        Just(OverlayKind::HyParView),
+        Just(OverlayKind::ClientServer),
+        Just(OverlayKind::Static),
+    ]
+}
+
+fn identity() -> impl Strategy<Value = Identity> {
+    (
+        node_spec(),
+        any::<u64>(),
+        overlay_kind(),
+        proptest::option::of("[a-z0-9_.-]{1,12}"),
+    )
+        .prop_map(|(spec, creation, overlay, tag)| Identity {
+            spec,
+            creation,
+            overlay,
+            tag: tag.map(|t| Tag::new(&t).unwrap()),
+        })
+}
+
+fn local_identity() -> Identity {
+    Identity {
+        spec: local_spec(),
+        creation: 7,
+        overlay: OverlayKind::FullMesh,
+        tag: None,
+    }
 }
 
 fn local_spec() -> NodeSpec {
@@ -469,8 +592,7 @@ proptest! {
     fn handshake_decode_never_panics(bytes in noise_with_prefix(vec![handshake_prefix()])) {
         let _ = handshake::decode(&bytes);
         let _ = Acceptor::on_hello(
-            &local_spec(),
-            7,
+            &local_identity(),
             Cookie::new("cookie").unwrap(),
             [9; NONCE_LEN],
             &bytes,
@@ -492,8 +614,7 @@ proptest! {
         corrupted[i] ^= xor;
         let _ = handshake::decode(&corrupted);
         let _ = Acceptor::on_hello(
-            &local_spec(),
-            7,
+            &local_identity(),
             Cookie::new("cookie").unwrap(),
             [9; NONCE_LEN],
             &corrupted,

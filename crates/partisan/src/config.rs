@@ -1,7 +1,8 @@
 //! Node configuration: a plain value, loadable from TOML, validated with errors that name the
 //! offending key. Names and defaults follow Partisan's where Partisan has the option
-//! (`name`, `listen_addrs`, `parallelism`, `channels`, `channel_fallback`, `connection_ping`);
-//! durations are integer milliseconds, as in Partisan.
+//! (`name`, `listen_addrs`, `parallelism`, `channels`, `channel_fallback`, `connection_ping`,
+//! `periodic_interval`, `fanout`, `tag`, `reservations`, the `hyparview` table); durations are
+//! integer milliseconds, as in Partisan. Partisan's `peer_service_manager` is `overlay` here.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use partisan_core::auth::Cookie;
 use partisan_core::id::{ChannelName, ChannelOpts, NodeName, NodeSpec, MAX_PARALLELISM};
+use partisan_core::overlay::{HyParViewConfig, OverlayKind, Role, Tag};
 use partisan_core::wire::{DEFAULT_MAX_FRAME_LEN, MIN_MAX_FRAME_LEN};
 use serde::{Deserialize, Serialize};
 
@@ -86,6 +88,50 @@ impl Default for PingConfig {
     }
 }
 
+/// HyParView parameters (Partisan's `hyparview` map; same names and defaults).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HyParViewSection {
+    /// Largest active view.
+    pub active_max_size: usize,
+    /// Below this many active peers, passive ones are promoted.
+    pub active_min_size: usize,
+    /// Largest passive view.
+    pub passive_max_size: usize,
+    /// Active random walk length (ARWL).
+    pub active_rwl: u8,
+    /// Passive random walk length (PRWL).
+    pub passive_rwl: u8,
+    /// Milliseconds between shuffles.
+    pub shuffle_interval: u64,
+    /// Active peers in a shuffle sample.
+    pub shuffle_k_active: usize,
+    /// Passive peers in a shuffle sample.
+    pub shuffle_k_passive: usize,
+    /// Whether passive peers are promoted periodically while below `active_min_size`.
+    pub random_promotion: bool,
+    /// Milliseconds between promotion rounds.
+    pub random_promotion_interval: u64,
+}
+
+impl Default for HyParViewSection {
+    fn default() -> Self {
+        let d = HyParViewConfig::default();
+        HyParViewSection {
+            active_max_size: d.active_max,
+            active_min_size: d.active_min,
+            passive_max_size: d.passive_max,
+            active_rwl: d.arwl,
+            passive_rwl: d.prwl,
+            shuffle_interval: d.shuffle_interval.as_millis() as u64,
+            shuffle_k_active: d.shuffle_k_active,
+            shuffle_k_passive: d.shuffle_k_passive,
+            random_promotion: d.random_promotion,
+            random_promotion_interval: d.random_promotion_interval.as_millis() as u64,
+        }
+    }
+}
+
 /// Everything needed to start a node. Build it in code, or load it with
 /// [`Config::from_toml_str`] / [`Config::from_file`]; unknown keys are errors.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +167,24 @@ pub struct Config {
     pub send_queue_bytes: usize,
     /// Bound of each process mailbox, in messages.
     pub mailbox_capacity: usize,
+    /// Overlay: `full-mesh` (default), `hyparview`, `client-server` or `static`.
+    pub overlay: String,
+    /// Addresses (`IP:PORT`) to join at start, tried until one answers.
+    pub seeds: Vec<String>,
+    /// This node's tag: `client` or `server` in the client-server overlay; matched against
+    /// HyParView reservations.
+    pub tag: Option<String>,
+    /// HyParView reserved active-view slots, by tag.
+    pub reservations: Vec<String>,
+    /// Members of the static overlay: `name@IP:PORT` (the host is the IP) or
+    /// `name@host=IP:PORT`.
+    pub static_members: Vec<String>,
+    /// Full mesh: milliseconds between anti-entropy rounds (digest to one random member).
+    pub periodic_interval: u64,
+    /// Full mesh: members each membership change is pushed to.
+    pub fanout: usize,
+    /// HyParView parameters.
+    pub hyparview: HyParViewSection,
 }
 
 impl Default for Config {
@@ -141,8 +205,58 @@ impl Default for Config {
             max_frame_size: DEFAULT_MAX_FRAME_LEN,
             send_queue_bytes: 4 * 1024 * 1024,
             mailbox_capacity: 4096,
+            overlay: OverlayKind::FullMesh.as_str().to_string(),
+            seeds: Vec::new(),
+            tag: None,
+            reservations: Vec::new(),
+            static_members: Vec::new(),
+            periodic_interval: 10_000,
+            fanout: 5,
+            hyparview: HyParViewSection::default(),
         }
     }
+}
+
+/// Overlay settings, validated.
+#[derive(Debug, Clone)]
+pub(crate) enum OverlaySettings {
+    FullMesh {
+        periodic_interval: Duration,
+        fanout: usize,
+    },
+    HyParView(HyParViewConfig),
+    ClientServer(Role),
+    Static(Vec<NodeSpec>),
+}
+
+impl OverlaySettings {
+    pub(crate) fn kind(&self) -> OverlayKind {
+        match self {
+            OverlaySettings::FullMesh { .. } => OverlayKind::FullMesh,
+            OverlaySettings::HyParView(_) => OverlayKind::HyParView,
+            OverlaySettings::ClientServer(_) => OverlayKind::ClientServer,
+            OverlaySettings::Static(_) => OverlayKind::Static,
+        }
+    }
+}
+
+/// Parses a static member: `name@host=IP:PORT`, or `name@IP:PORT` (the host is the IP).
+fn parse_member(s: &str) -> Result<NodeSpec, String> {
+    let (name, addr) = match s.split_once('=') {
+        Some((n, a)) => (n.to_string(), a.to_string()),
+        None => {
+            let (n, port) = s
+                .rsplit_once(':')
+                .ok_or_else(|| format!("{s:?}: expected name@IP:PORT or name@host=IP:PORT"))?;
+            let host = n.split_once('@').map(|(_, h)| h).unwrap_or("");
+            (n.to_string(), format!("{host}:{port}"))
+        }
+    };
+    let name = NodeName::new(&name).map_err(|e| e.to_string())?;
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|_| format!("{s:?}: {addr:?} is not IP:PORT"))?;
+    NodeSpec::new(name, vec![addr], BTreeMap::new()).map_err(|e| e.to_string())
 }
 
 /// A configuration that passed validation, in the types the runtime uses.
@@ -161,6 +275,9 @@ pub(crate) struct Resolved {
     pub(crate) max_frame_len: usize,
     pub(crate) send_queue_bytes: usize,
     pub(crate) mailbox_capacity: usize,
+    pub(crate) overlay: OverlaySettings,
+    pub(crate) seeds: Vec<SocketAddr>,
+    pub(crate) tag: Option<Tag>,
 }
 
 /// Keepalive timing, validated.
@@ -326,6 +443,122 @@ impl Config {
             1 << 40,
         )?;
         check_range("mailbox_capacity", self.mailbox_capacity as u64, 1, 1 << 24)?;
+        let tag = match &self.tag {
+            Some(t) => Some(Tag::new(t).map_err(|e| invalid("tag", e))?),
+            None => None,
+        };
+        let mut reservations = Vec::new();
+        for (i, t) in self.reservations.iter().enumerate() {
+            reservations.push(Tag::new(t).map_err(|e| invalid(format!("reservations[{i}]"), e))?);
+        }
+        let mut seeds = Vec::new();
+        for (i, a) in self.seeds.iter().enumerate() {
+            seeds
+                .push(a.parse::<SocketAddr>().map_err(|_| {
+                    invalid(format!("seeds[{i}]"), format!("{a:?} is not IP:PORT"))
+                })?);
+        }
+        let kind = OverlayKind::parse(&self.overlay).ok_or_else(|| {
+            invalid(
+                "overlay",
+                format!(
+                    "{:?}: expected full-mesh, hyparview, client-server or static",
+                    self.overlay
+                ),
+            )
+        })?;
+        let overlay = match kind {
+            OverlayKind::FullMesh => {
+                check_range("periodic_interval", self.periodic_interval, 1, 86_400_000)?;
+                check_range("fanout", self.fanout as u64, 0, 1_000)?;
+                OverlaySettings::FullMesh {
+                    periodic_interval: Duration::from_millis(self.periodic_interval),
+                    fanout: self.fanout,
+                }
+            }
+            OverlayKind::HyParView => {
+                let h = &self.hyparview;
+                check_range(
+                    "hyparview.active_max_size",
+                    h.active_max_size as u64,
+                    1,
+                    1_000,
+                )?;
+                check_range(
+                    "hyparview.active_min_size",
+                    h.active_min_size as u64,
+                    0,
+                    h.active_max_size as u64,
+                )?;
+                check_range(
+                    "hyparview.passive_max_size",
+                    h.passive_max_size as u64,
+                    0,
+                    100_000,
+                )?;
+                check_range(
+                    "hyparview.shuffle_interval",
+                    h.shuffle_interval,
+                    1,
+                    86_400_000,
+                )?;
+                check_range(
+                    "hyparview.random_promotion_interval",
+                    h.random_promotion_interval,
+                    1,
+                    86_400_000,
+                )?;
+                check_range(
+                    "hyparview.shuffle_k_active",
+                    h.shuffle_k_active as u64,
+                    0,
+                    100,
+                )?;
+                check_range(
+                    "hyparview.shuffle_k_passive",
+                    h.shuffle_k_passive as u64,
+                    0,
+                    100,
+                )?;
+                if reservations.len() > h.active_max_size {
+                    return Err(invalid(
+                        "reservations",
+                        "more reservations than hyparview.active_max_size",
+                    ));
+                }
+                OverlaySettings::HyParView(HyParViewConfig {
+                    active_max: h.active_max_size,
+                    active_min: h.active_min_size,
+                    passive_max: h.passive_max_size,
+                    arwl: h.active_rwl,
+                    prwl: h.passive_rwl,
+                    shuffle_interval: Duration::from_millis(h.shuffle_interval),
+                    shuffle_k_active: h.shuffle_k_active,
+                    shuffle_k_passive: h.shuffle_k_passive,
+                    random_promotion: h.random_promotion,
+                    random_promotion_interval: Duration::from_millis(h.random_promotion_interval),
+                    reservations: reservations.clone(),
+                })
+            }
+            OverlayKind::ClientServer => {
+                let role = Role::from_tag(tag.as_ref()).ok_or_else(|| {
+                    invalid(
+                        "tag",
+                        "the client-server overlay needs tag = \"client\" or \"server\"",
+                    )
+                })?;
+                OverlaySettings::ClientServer(role)
+            }
+            OverlayKind::Static => {
+                let mut members = Vec::new();
+                for (i, m) in self.static_members.iter().enumerate() {
+                    members.push(
+                        parse_member(m).map_err(|e| invalid(format!("static_members[{i}]"), e))?,
+                    );
+                }
+                OverlaySettings::Static(members)
+            }
+        };
         Ok(Resolved {
             name,
             listen,
@@ -340,6 +573,9 @@ impl Config {
             max_frame_len: self.max_frame_size,
             send_queue_bytes: self.send_queue_bytes,
             mailbox_capacity: self.mailbox_capacity,
+            overlay,
+            seeds,
+            tag,
         })
     }
 }

@@ -239,11 +239,6 @@ impl ConnTable {
         self.peers.load().get(node).map(|p| p.creation)
     }
 
-    /// Spec of the connected incarnation of `node`.
-    pub(crate) fn spec_of(&self, node: &NodeName) -> Option<NodeSpec> {
-        self.peers.load().get(node).map(|p| p.spec.clone())
-    }
-
     /// Lanes up per peer and channel.
     pub(crate) fn lanes_up(&self) -> Vec<(NodeName, ChannelName, usize)> {
         let peers = self.peers.load();

@@ -132,6 +132,10 @@ async fn read_loop(ctx: &ConnCtx, mut rd: OwnedReadHalf, mut buf: BytesMut) -> E
                         }
                         Ok(Message::Pong(_)) => {}
                         Ok(Message::Goodbye) => return End::PeerGoodbye,
+                        Ok(Message::Control(c)) => ctx.shared.on_control(ctx, c).await,
+                        Ok(Message::Relay { header, payload }) => {
+                            ctx.shared.on_relay(ctx, header, payload).await
+                        }
                         Err(e) => {
                             bad_frame(ctx);
                             return End::BadFrame(e.to_string());

@@ -58,8 +58,10 @@ impl HsFail {
             HsFail::Protocol(
                 HandshakeError::SelfConnect
                 | HandshakeError::WrongName { .. }
+                | HandshakeError::OverlayMismatch { .. }
                 | HandshakeError::Refused {
-                    code: RefuseCode::SelfConnect | RefuseCode::WrongName,
+                    code:
+                        RefuseCode::SelfConnect | RefuseCode::WrongName | RefuseCode::OverlayMismatch,
                     ..
                 },
             ) => DialFailure::Permanent(self.to_string()),
@@ -115,8 +117,7 @@ pub(crate) async fn dial(shared: &Shared, req: &DialRequest) -> Result<Dialed, H
     let mut stream = stream.ok_or(last)?;
     stream.set_nodelay(true)?;
     let params = DialParams {
-        local: shared.spec.clone(),
-        creation: shared.creation,
+        local: shared.identity.clone(),
         expect: req.expect.clone(),
         channel: req.channel.clone(),
         lane: req.lane,
@@ -164,13 +165,13 @@ pub(crate) async fn accept(
         let hello = read_frame(stream, &mut buf, &decoder).await?;
         let cookie = shared.cfg.cookie.clone();
         let (acceptor, challenge) =
-            match Acceptor::on_hello(&shared.spec, shared.creation, cookie, nonce(), &hello) {
+            match Acceptor::on_hello(&shared.identity, cookie, nonce(), &hello) {
                 Ok(x) => x,
                 Err(e) => return Err(refuse(stream, e).await),
             };
         stream.write_all(&challenge).await?;
         let response = read_frame(stream, &mut buf, &decoder).await?;
-        match acceptor.on_response(&response) {
+        match acceptor.on_response(shared.identity.overlay, &response) {
             Ok(peer) => Ok((peer, buf)),
             Err(e) => Err(refuse(stream, e).await),
         }

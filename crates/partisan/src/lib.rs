@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod cluster;
 mod config;
 mod conn_table;
 mod connection;
@@ -32,19 +33,23 @@ mod error;
 mod handshake_io;
 mod lane_queue;
 mod listener;
+mod membership;
 mod node;
 mod process;
 mod registry;
 mod send;
 mod stats;
 
-pub use config::{ChannelConfig, Config, ConfigError, PingConfig};
+pub use cluster::{NodeFilter, NodeStatus, Subscription};
+pub use config::{ChannelConfig, Config, ConfigError, HyParViewSection, PingConfig};
 pub use error::{ConnectError, RegisterError, SendError, StartError};
+pub use membership::MembershipEvent;
 pub use node::{LaneStatus, Node, NodeBuilder, PeerTarget};
 pub use partisan_core::id::{
     ChannelName, ChannelOpts, Creation, NodeName, NodeSpec, Pid, ProcessName, Ref, RegisteredName,
     RemoteRef,
 };
+pub use partisan_core::overlay::{OverlayKind, Tag};
 pub use process::{Process, RecvError};
 pub use registry::Envelope;
 pub use send::{Dest, Destination, SendOptions};

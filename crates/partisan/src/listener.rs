@@ -78,9 +78,9 @@ async fn inbound(shared: Arc<Shared>, mut stream: TcpStream, permit: OwnedSemaph
         Ok(Err(code)) => {
             shared.stats.node.handshakes_refused.fetch_add(1, Relaxed);
             if code == RefuseCode::Simultaneous {
-                tracing::debug!(%from, peer = %peer.spec.name(), "refusing the losing side of a simultaneous dial");
+                tracing::debug!(%from, peer = %peer.spec().name(), "refusing the losing side of a simultaneous dial");
             } else {
-                tracing::info!(%from, peer = %peer.spec.name(), ?code, "refused inbound connection");
+                tracing::info!(%from, peer = %peer.spec().name(), ?code, "refused inbound connection");
             }
             handshake_io::send_refusal(&mut stream, code, &format!("{code:?}")).await;
         }

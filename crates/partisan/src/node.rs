@@ -31,10 +31,14 @@ use crate::stats::{Stats, StatsSnapshot};
 
 /// Bound of the driver's command queue (control events only; data never passes there).
 const DRIVER_QUEUE: usize = 4096;
+/// Membership events kept for slow subscribers before they see `Lagged`.
+const EVENT_RING: usize = 1024;
 
 /// State shared by every task of a node.
 pub(crate) struct Shared {
     pub(crate) spec: NodeSpec,
+    /// How this node presents itself in handshakes.
+    pub(crate) identity: partisan_core::wire::handshake::Identity,
     pub(crate) creation: Creation,
     pub(crate) cfg: Resolved,
     pub(crate) registry: Registry,
@@ -45,6 +49,10 @@ pub(crate) struct Shared {
     pub(crate) shutdown_conns: CancellationToken,
     pub(crate) tasks: TaskTracker,
     pub(crate) origin: tokio::time::Instant,
+    /// Membership as last published by the driver.
+    pub(crate) membership: arc_swap::ArcSwap<crate::membership::Snapshot>,
+    /// Up/down events (bounded ring; slow receivers see `Lagged`).
+    pub(crate) events: tokio::sync::broadcast::Sender<crate::membership::MembershipEvent>,
     default_channel: ChannelName,
     next_conn: AtomicU64,
     stopped: AtomicBool,
@@ -189,6 +197,36 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// A control message from a peer (overlay traffic).
+    pub(crate) async fn on_control(
+        &self,
+        ctx: &crate::connection::ConnCtx,
+        c: partisan_core::wire::Control,
+    ) {
+        // Control traffic is small and rate-limited by its protocols; waiting here when the
+        // driver is busy pushes back on the peer through this lane only.
+        let _ = self
+            .driver
+            .send(DriverCmd::Control {
+                from: ctx.peer.clone(),
+                creation: ctx.peer_creation,
+                msg: c,
+            })
+            .await;
+    }
+
+    /// A relayed user message.
+    pub(crate) async fn on_relay(
+        &self,
+        ctx: &crate::connection::ConnCtx,
+        header: partisan_core::wire::RelayHeader,
+        _payload: Bytes,
+    ) {
+        tracing::debug!(peer = %ctx.peer, dest = %header.dest, "relay");
+    }
+}
+
 /// Builds and starts a [`Node`].
 ///
 /// ```no_run
@@ -312,7 +350,14 @@ impl NodeBuilder {
             .map(|d| d.as_micros() as u64)
             .unwrap_or(1);
         let (tx, rx) = mpsc::channel(DRIVER_QUEUE);
+        let identity = partisan_core::wire::handshake::Identity {
+            spec: spec.clone(),
+            creation,
+            overlay: cfg.overlay.kind(),
+            tag: cfg.tag.clone(),
+        };
         let shared = Arc::new(Shared {
+            identity,
             stats: Stats::new(spec.name().as_str(), spec.channels().keys()),
             table: ConnTable::new(spec.clone()),
             registry: Registry::new(cfg.mailbox_capacity),
@@ -323,6 +368,8 @@ impl NodeBuilder {
             shutdown_conns: CancellationToken::new(),
             tasks: TaskTracker::new(),
             origin: tokio::time::Instant::now(),
+            membership: arc_swap::ArcSwap::from_pointee(Default::default()),
+            events: tokio::sync::broadcast::channel(EVENT_RING).0,
             default_channel: ChannelName::default_channel(),
             next_conn: AtomicU64::new(1),
             stopped: AtomicBool::new(false),
@@ -416,9 +463,9 @@ impl Node {
     }
 
     /// Connects to a peer and keeps every lane of every channel of its spec up, redialing with
-    /// backoff when a connection is lost, until [`Node::disconnect`]. Returns the peer's name as
-    /// soon as its first lane is up (use [`Node::wait_fully_connected`] for all lanes), or an
-    /// error after `connect_timeout` x 10 (the peer then stays wanted and is still redialed).
+    /// backoff when a connection is lost, until [`Node::disconnect`]. Returns the peer's name
+    /// once every lane is up, or an error after `connect_timeout` x 10 (the peer then stays
+    /// wanted and is still redialed).
     pub async fn connect(&self, target: impl Into<PeerTarget>) -> Result<NodeName, ConnectError> {
         let timeout = (self.shared.cfg.connect_timeout * 10).max(Duration::from_secs(5));
         self.connect_timeout(target, timeout).await
@@ -430,6 +477,7 @@ impl Node {
         target: impl Into<PeerTarget>,
         timeout: Duration,
     ) -> Result<NodeName, ConnectError> {
+        let deadline = tokio::time::Instant::now() + timeout;
         let target = match target.into() {
             PeerTarget::Addr(a) => ConnectTarget::Addr(a),
             PeerTarget::Spec(s) => ConnectTarget::Spec(s),
@@ -440,10 +488,16 @@ impl Node {
             .send(DriverCmd::Connect { target, reply: tx })
             .await
             .map_err(|_| ConnectError::ShuttingDown)?;
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(ConnectError::ShuttingDown),
-            Err(_) => Err(ConnectError::Timeout(timeout)),
+        let name = match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(r)) => r?,
+            Ok(Err(_)) => return Err(ConnectError::ShuttingDown),
+            Err(_) => return Err(ConnectError::Timeout(timeout)),
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if self.wait_fully_connected(&name, left).await {
+            Ok(name)
+        } else {
+            Err(ConnectError::Timeout(timeout))
         }
     }
 

@@ -100,6 +100,8 @@ pub(crate) struct NodeCounters {
     pub(crate) handshakes_failed: AtomicU64,
     pub(crate) connections_opened: AtomicU64,
     pub(crate) connections_closed: AtomicU64,
+    pub(crate) overlay_rejected: AtomicU64,
+    pub(crate) overlay_dropped: AtomicU64,
 }
 
 /// Every counter of a node.
@@ -149,6 +151,8 @@ impl Stats {
             handshakes_failed: n.handshakes_failed.load(Relaxed),
             connections_opened: n.connections_opened.load(Relaxed),
             connections_closed: n.connections_closed.load(Relaxed),
+            overlay_rejected: n.overlay_rejected.load(Relaxed),
+            overlay_dropped: n.overlay_dropped.load(Relaxed),
         }
     }
 }
@@ -191,4 +195,8 @@ pub struct StatsSnapshot {
     pub connections_opened: u64,
     /// Connections closed.
     pub connections_closed: u64,
+    /// Overlay messages from peers dropped as malformed or inconsistent (state unchanged).
+    pub overlay_rejected: u64,
+    /// Overlay messages dropped because a peer could not be reached in time.
+    pub overlay_dropped: u64,
 }

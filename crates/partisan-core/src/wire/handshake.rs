@@ -2,10 +2,10 @@
 //!
 //! ```text
 //! dialer                                   acceptor
-//!   Hello{spec, creation, expect, channel, lane, nonce_d}  ->
-//!                                          checks version, expected name, lane
-//!   <- Challenge{spec, creation, nonce_a, proof_a}
-//! checks name, proof_a
+//!   Hello{identity, expect, channel, lane, nonce_d}  ->
+//!                                          checks version, overlay, expected name, lane
+//!   <- Challenge{identity, nonce_a, proof_a}
+//! checks name, overlay, proof_a
 //!   Response{proof_d}                      ->
 //!                                          checks proof_d, admission (tie-break)
 //!   <- Welcome | Refused{code, detail}
@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{Cookie, Nonce, Proof, Role, Transcript};
 use crate::id::{ChannelName, Creation, NodeName, NodeSpec};
+use crate::overlay::{OverlayKind, Tag};
 
 /// First bytes of every handshake frame.
 pub const MAGIC: [u8; 4] = *b"PTSN";
@@ -47,6 +48,21 @@ pub enum RefuseCode {
     ShuttingDown,
     /// The handshake broke the protocol (unexpected message).
     Protocol,
+    /// The two nodes run different overlays: they cannot be in the same cluster.
+    OverlayMismatch,
+}
+
+/// Who a node is, as it presents itself in the handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The node's spec.
+    pub spec: NodeSpec,
+    /// The node's creation (incarnation).
+    pub creation: Creation,
+    /// The overlay the node runs.
+    pub overlay: OverlayKind,
+    /// The node's tag (HyParView reservations, client/server role).
+    pub tag: Option<Tag>,
 }
 
 /// Handshake messages.
@@ -61,10 +77,8 @@ pub enum HandshakeMsg {
     },
     /// First message of the dialer.
     Hello {
-        /// Dialer's spec.
-        spec: NodeSpec,
-        /// Dialer's creation.
-        creation: Creation,
+        /// Dialer's identity.
+        identity: Identity,
         /// Node the dialer expects to reach, when it knows.
         expect: Option<NodeName>,
         /// Channel of this connection.
@@ -76,10 +90,8 @@ pub enum HandshakeMsg {
     },
     /// Acceptor's answer: its identity, its nonce and its proof.
     Challenge {
-        /// Acceptor's spec.
-        spec: NodeSpec,
-        /// Acceptor's creation.
-        creation: Creation,
+        /// Acceptor's identity.
+        identity: Identity,
         /// Acceptor's fresh nonce.
         nonce: Nonce,
         /// Acceptor's proof of the cookie.
@@ -133,6 +145,14 @@ pub enum HandshakeError {
     /// A node reached itself.
     #[error("connection to self")]
     SelfConnect,
+    /// The peer runs another overlay.
+    #[error("this node runs the {ours} overlay, the peer runs {theirs}: not the same cluster")]
+    OverlayMismatch {
+        /// Our overlay.
+        ours: OverlayKind,
+        /// Theirs.
+        theirs: OverlayKind,
+    },
     /// A message arrived out of order.
     #[error("unexpected handshake message: {0}")]
     Unexpected(&'static str),
@@ -157,6 +177,7 @@ impl HandshakeError {
             HandshakeError::WrongName { .. } => RefuseCode::WrongName,
             HandshakeError::UnknownLane { .. } => RefuseCode::UnknownLane,
             HandshakeError::SelfConnect => RefuseCode::SelfConnect,
+            HandshakeError::OverlayMismatch { .. } => RefuseCode::OverlayMismatch,
         };
         Some((code, self.to_string()))
     }
@@ -208,23 +229,31 @@ pub fn decode(body: &[u8]) -> Result<HandshakeMsg, HandshakeError> {
 /// What a finished handshake established about the peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerHello {
-    /// Peer's spec.
-    pub spec: NodeSpec,
-    /// Peer's creation.
-    pub creation: Creation,
+    /// Peer's identity.
+    pub identity: Identity,
     /// Channel of the connection.
     pub channel: ChannelName,
     /// Lane of the connection.
     pub lane: u16,
 }
 
+impl PeerHello {
+    /// Peer's spec.
+    pub fn spec(&self) -> &NodeSpec {
+        &self.identity.spec
+    }
+
+    /// Peer's creation.
+    pub fn creation(&self) -> Creation {
+        self.identity.creation
+    }
+}
+
 /// Parameters of an outgoing connection.
 #[derive(Debug, Clone)]
 pub struct DialParams {
-    /// Our spec.
-    pub local: NodeSpec,
-    /// Our creation.
-    pub creation: Creation,
+    /// Who we are.
+    pub local: Identity,
     /// The node we mean to reach, if known; anyone else is refused.
     pub expect: Option<NodeName>,
     /// Channel of the connection.
@@ -260,8 +289,7 @@ impl Dialer {
     /// Starts a handshake; returns the state machine and the Hello frame to send.
     pub fn start(params: DialParams, cookie: Cookie, nonce: Nonce) -> (Dialer, Bytes) {
         let hello = encode(&HandshakeMsg::Hello {
-            spec: params.local.clone(),
-            creation: params.creation,
+            identity: params.local.clone(),
             expect: params.expect.clone(),
             channel: params.channel.clone(),
             lane: params.lane,
@@ -285,26 +313,26 @@ impl Dialer {
             (
                 DialerState::AwaitChallenge,
                 HandshakeMsg::Challenge {
-                    spec,
-                    creation,
+                    identity,
                     nonce,
                     proof,
                 },
             ) => {
+                let local = &self.params.local;
                 if let Some(expected) = &self.params.expect {
-                    if expected != spec.name() {
+                    if expected != identity.spec.name() {
                         return Err(HandshakeError::WrongName {
                             expected: expected.clone(),
-                            got: spec.name().clone(),
+                            got: identity.spec.name().clone(),
                         });
                     }
                 }
-                if spec.name() == self.params.local.name() {
+                if identity.spec.name() == local.spec.name() {
                     return Err(HandshakeError::SelfConnect);
                 }
                 let t = Transcript {
-                    dialer: (self.params.local.name(), self.params.creation),
-                    acceptor: (spec.name(), creation),
+                    dialer: (local.spec.name(), local.creation),
+                    acceptor: (identity.spec.name(), identity.creation),
                     channel: &self.params.channel,
                     lane: self.params.lane,
                     dialer_nonce: &self.nonce,
@@ -313,12 +341,17 @@ impl Dialer {
                 if !t.verify(&self.cookie, Role::Acceptor, &proof) {
                     return Err(HandshakeError::BadCookie);
                 }
+                if identity.overlay != local.overlay {
+                    return Err(HandshakeError::OverlayMismatch {
+                        ours: local.overlay,
+                        theirs: identity.overlay,
+                    });
+                }
                 let response = encode(&HandshakeMsg::Response {
                     proof: t.prove(&self.cookie, Role::Dialer),
                 });
                 self.state = DialerState::AwaitVerdict(PeerHello {
-                    spec,
-                    creation,
+                    identity,
                     channel: self.params.channel.clone(),
                     lane: self.params.lane,
                 });
@@ -347,16 +380,17 @@ pub struct Acceptor {
 impl Acceptor {
     /// Handles the dialer's Hello; on success returns the state machine and the Challenge to
     /// send. On error, send [`HandshakeError::refusal`] (if any) and close.
+    ///
+    /// The overlay is checked only after the dialer proved it holds the cookie (in
+    /// [`Acceptor::on_response`]), so a stranger learns nothing from the refusal.
     pub fn on_hello(
-        local: &NodeSpec,
-        creation: Creation,
+        local: &Identity,
         cookie: Cookie,
         nonce: Nonce,
         body: &[u8],
     ) -> Result<(Acceptor, Bytes), HandshakeError> {
         let HandshakeMsg::Hello {
-            spec,
-            creation: peer_creation,
+            identity,
             expect,
             channel,
             lane,
@@ -365,43 +399,42 @@ impl Acceptor {
         else {
             return Err(HandshakeError::Unexpected("acceptor expected Hello"));
         };
+        let own = local.spec.name();
         if let Some(expected) = expect {
-            if &expected != local.name() {
+            if &expected != own {
                 return Err(HandshakeError::WrongName {
                     expected,
-                    got: local.name().clone(),
+                    got: own.clone(),
                 });
             }
         }
-        if spec.name() == local.name() {
+        if identity.spec.name() == own {
             return Err(HandshakeError::SelfConnect);
         }
-        if !local.has_lane(&channel, lane) {
+        if !local.spec.has_lane(&channel, lane) {
             return Err(HandshakeError::UnknownLane { channel, lane });
         }
         let t = Transcript {
-            dialer: (spec.name(), peer_creation),
-            acceptor: (local.name(), creation),
+            dialer: (identity.spec.name(), identity.creation),
+            acceptor: (own, local.creation),
             channel: &channel,
             lane,
             dialer_nonce: &peer_nonce,
             acceptor_nonce: &nonce,
         };
         let challenge = encode(&HandshakeMsg::Challenge {
-            spec: local.clone(),
-            creation,
+            identity: local.clone(),
             nonce,
             proof: t.prove(&cookie, Role::Acceptor),
         });
         Ok((
             Acceptor {
-                local_name: local.name().clone(),
-                creation,
+                local_name: own.clone(),
+                creation: local.creation,
                 cookie,
                 nonce,
                 peer: PeerHello {
-                    spec,
-                    creation: peer_creation,
+                    identity,
                     channel,
                     lane,
                 },
@@ -416,14 +449,16 @@ impl Acceptor {
         &self.peer
     }
 
-    /// Handles the dialer's Response. On success the dialer is authenticated; the caller then
-    /// decides admission and sends [`HandshakeMsg::Welcome`] or a refusal.
-    pub fn on_response(self, body: &[u8]) -> Result<PeerHello, HandshakeError> {
+    /// Handles the dialer's Response. On success the dialer is authenticated and runs the same
+    /// overlay as `ours`; the caller then decides admission and sends
+    /// [`HandshakeMsg::Welcome`] or a refusal.
+    pub fn on_response(self, ours: OverlayKind, body: &[u8]) -> Result<PeerHello, HandshakeError> {
         let HandshakeMsg::Response { proof } = decode(body)? else {
             return Err(HandshakeError::Unexpected("acceptor expected Response"));
         };
+        let id = &self.peer.identity;
         let t = Transcript {
-            dialer: (self.peer.spec.name(), self.peer.creation),
+            dialer: (id.spec.name(), id.creation),
             acceptor: (&self.local_name, self.creation),
             channel: &self.peer.channel,
             lane: self.peer.lane,
@@ -432,6 +467,12 @@ impl Acceptor {
         };
         if !t.verify(&self.cookie, Role::Dialer, &proof) {
             return Err(HandshakeError::BadCookie);
+        }
+        if id.overlay != ours {
+            return Err(HandshakeError::OverlayMismatch {
+                ours,
+                theirs: id.overlay,
+            });
         }
         Ok(self.peer)
     }
@@ -462,10 +503,18 @@ mod tests {
         FrameDecoder::new(1 << 20).decode(&mut b).unwrap().unwrap()
     }
 
+    fn ident(name: &str, creation: Creation, overlay: OverlayKind) -> Identity {
+        Identity {
+            spec: spec(name),
+            creation,
+            overlay,
+            tag: None,
+        }
+    }
+
     fn dial(expect: Option<&str>, lane: u16) -> DialParams {
         DialParams {
-            local: spec("a@h"),
-            creation: 11,
+            local: ident("a@h", 11, OverlayKind::FullMesh),
             expect: expect.map(|e| NodeName::new(e).unwrap()),
             channel: ChannelName::new("data").unwrap(),
             lane,
@@ -477,10 +526,23 @@ mod tests {
         acceptor_cookie: &str,
         params: DialParams,
     ) -> Result<(PeerHello, PeerHello), HandshakeError> {
+        run_with(
+            dialer_cookie,
+            acceptor_cookie,
+            params,
+            OverlayKind::FullMesh,
+        )
+    }
+
+    fn run_with(
+        dialer_cookie: &str,
+        acceptor_cookie: &str,
+        params: DialParams,
+        acceptor_overlay: OverlayKind,
+    ) -> Result<(PeerHello, PeerHello), HandshakeError> {
         let (mut d, hello) = Dialer::start(params, Cookie::new(dialer_cookie).unwrap(), [1; 32]);
         let (acc, challenge) = Acceptor::on_hello(
-            &spec("b@h"),
-            22,
+            &ident("b@h", 22, acceptor_overlay),
             Cookie::new(acceptor_cookie).unwrap(),
             [2; 32],
             &body(&hello),
@@ -488,7 +550,7 @@ mod tests {
         let DialerStep::Send(resp) = d.on_frame(&body(&challenge))? else {
             panic!("dialer must answer the challenge")
         };
-        let dialer_seen = acc.on_response(&body(&resp))?;
+        let dialer_seen = acc.on_response(acceptor_overlay, &body(&resp))?;
         let DialerStep::Established(acceptor_seen) =
             d.on_frame(&body(&encode(&HandshakeMsg::Welcome)))?
         else {
@@ -500,10 +562,40 @@ mod tests {
     #[test]
     fn matching_cookies_establish_both_identities() {
         let (dialer, acceptor) = run("c", "c", dial(Some("b@h"), 3)).unwrap();
-        assert_eq!(dialer.spec.name().as_str(), "a@h");
-        assert_eq!((dialer.creation, dialer.lane), (11, 3));
-        assert_eq!(acceptor.spec.name().as_str(), "b@h");
-        assert_eq!(acceptor.creation, 22);
+        assert_eq!(dialer.spec().name().as_str(), "a@h");
+        assert_eq!((dialer.creation(), dialer.lane), (11, 3));
+        assert_eq!(acceptor.spec().name().as_str(), "b@h");
+        assert_eq!(acceptor.creation(), 22);
+    }
+
+    #[test]
+    fn different_overlays_are_refused_by_both_sides() {
+        // The dialer sees the acceptor's overlay in the (authenticated) challenge.
+        assert_eq!(
+            run_with("c", "c", dial(None, 0), OverlayKind::HyParView).unwrap_err(),
+            HandshakeError::OverlayMismatch {
+                ours: OverlayKind::FullMesh,
+                theirs: OverlayKind::HyParView
+            }
+        );
+        // The acceptor checks the dialer's overlay once the dialer proved the cookie.
+        let mut p = dial(None, 0);
+        p.local.overlay = OverlayKind::Static;
+        let (mut d, hello) = Dialer::start(p, Cookie::new("c").unwrap(), [1; 32]);
+        let (acc, challenge) = Acceptor::on_hello(
+            &ident("b@h", 22, OverlayKind::Static),
+            Cookie::new("c").unwrap(),
+            [2; 32],
+            &body(&hello),
+        )
+        .unwrap();
+        let DialerStep::Send(resp) = d.on_frame(&body(&challenge)).unwrap() else {
+            panic!("dialer must answer the challenge")
+        };
+        assert!(matches!(
+            acc.on_response(OverlayKind::ClientServer, &body(&resp)),
+            Err(HandshakeError::OverlayMismatch { .. })
+        ));
     }
 
     #[test]

@@ -4,18 +4,25 @@
 //! postcard-encoded [`UserHeader`] followed by the raw payload, so a payload is never copied
 //! on decode (it is a slice of the received frame) and need not be copied on encode either
 //! (see [`encode_user_head`]). The sender's and receiver's nodes are implied by the connection,
-//! which is bound to one incarnation of each side by the handshake.
+//! which is bound to one incarnation of each side by the handshake, except in relayed
+//! messages ([`RelayHeader`]), which name their origin and destination.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use super::frame::len_prefix;
-use crate::id::ProcessName;
+use crate::id::{Creation, NodeName, ProcessName};
+use crate::overlay::OverlayMsg;
 
 const KIND_USER: u8 = 1;
 const KIND_PING: u8 = 2;
 const KIND_PONG: u8 = 3;
 const KIND_GOODBYE: u8 = 4;
+const KIND_CONTROL: u8 = 5;
+const KIND_RELAY: u8 = 6;
+
+/// Most hops a relayed message may take.
+pub const MAX_RELAY_HOPS: u8 = 4;
 
 /// Where on the receiving node a user message goes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -37,6 +44,56 @@ pub struct UserHeader {
     pub from: Option<u64>,
 }
 
+/// Control traffic between the protocol engines of two nodes (never delivered to a process).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Control {
+    /// A membership / overlay protocol message.
+    Overlay(OverlayMsg),
+}
+
+/// Where a relayed message goes on its destination node; unlike [`Target`], pids and
+/// references carry their creation, because the origin is not connected to the destination and
+/// cannot check it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RelayTarget {
+    /// A process.
+    Pid {
+        /// Creation the pid was minted in.
+        creation: Creation,
+        /// Process id.
+        id: u64,
+    },
+    /// An alias reference.
+    Ref {
+        /// Creation the reference was minted in.
+        creation: Creation,
+        /// Reference id.
+        id: u64,
+    },
+    /// A registered name.
+    Name(ProcessName),
+}
+
+/// Addressing of a message relayed through intermediate nodes (a client-server overlay's
+/// client to another client, through a server).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayHeader {
+    /// Node that sent the message.
+    pub origin: NodeName,
+    /// Its creation.
+    pub origin_creation: Creation,
+    /// Node the message is for.
+    pub dest: NodeName,
+    /// Destination on that node.
+    pub to: RelayTarget,
+    /// Sending process id on the origin, when sent from a process.
+    pub from: Option<u64>,
+    /// Partition key, kept on every hop.
+    pub partition_key: Option<u64>,
+    /// Hops taken so far.
+    pub hops: u8,
+}
+
 /// One decoded connection message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
@@ -53,6 +110,15 @@ pub enum Message {
     Pong(u64),
     /// The sender is closing this connection on purpose (shutdown or leave): not a failure.
     Goodbye,
+    /// Control traffic for the receiving node's protocol engine.
+    Control(Control),
+    /// An application message travelling through this node (or ending here).
+    Relay {
+        /// Addressing.
+        header: RelayHeader,
+        /// Opaque payload.
+        payload: Bytes,
+    },
 }
 
 /// Why a frame body is not a valid message. The connection it came from is closed.
@@ -128,6 +194,23 @@ impl Message {
                 kind: "goodbye",
                 reason: "trailing bytes".into(),
             }),
+            KIND_CONTROL => match postcard::take_from_bytes::<Control>(rest) {
+                Ok((c, [])) => Ok(Message::Control(c)),
+                Ok(_) => Err(DecodeError::Malformed {
+                    kind: "control",
+                    reason: "trailing bytes".into(),
+                }),
+                Err(e) => Err(malformed("control", e)),
+            },
+            KIND_RELAY => {
+                let (header, tail) = postcard::take_from_bytes::<RelayHeader>(rest)
+                    .map_err(|e| malformed("relay", e))?;
+                let start = body.len() - tail.len();
+                Ok(Message::Relay {
+                    header,
+                    payload: body.slice(start..),
+                })
+            }
             k => Err(DecodeError::UnknownKind(k)),
         }
     }
@@ -162,8 +245,47 @@ impl Message {
                 out.put_u8(KIND_GOODBYE);
                 Ok(())
             }
+            Message::Control(c) => {
+                let body = postcard::to_allocvec(c).expect("control messages always serialize");
+                check_len(1 + body.len(), max_frame_len)?;
+                out.put_slice(&len_prefix(1 + body.len()));
+                out.put_u8(KIND_CONTROL);
+                out.put_slice(&body);
+                Ok(())
+            }
+            Message::Relay { header, payload } => {
+                encode_relay_head(out, header, payload.len(), max_frame_len)?;
+                out.extend_from_slice(payload);
+                Ok(())
+            }
         }
     }
+}
+
+fn check_len(body_len: usize, max: usize) -> Result<(), EncodeError> {
+    if body_len > max {
+        return Err(EncodeError::TooLarge { len: body_len, max });
+    }
+    Ok(())
+}
+
+/// Appends the length prefix, kind byte and header of a relayed message whose payload of
+/// `payload_len` bytes the caller writes right after.
+pub fn encode_relay_head(
+    out: &mut BytesMut,
+    header: &RelayHeader,
+    payload_len: usize,
+    max_frame_len: usize,
+) -> Result<(), EncodeError> {
+    let mut tmp = [0u8; 64 + 2 * crate::id::MAX_NODE_NAME_LEN + crate::id::MAX_PROCESS_NAME_LEN];
+    let enc = postcard::to_slice(header, &mut tmp).expect("a relay header fits its bound");
+    let body_len = 1 + enc.len() + payload_len;
+    check_len(body_len, max_frame_len)?;
+    out.reserve(super::frame::LEN_PREFIX + 1 + enc.len());
+    out.put_slice(&len_prefix(body_len));
+    out.put_u8(KIND_RELAY);
+    out.put_slice(enc);
+    Ok(())
 }
 
 /// Appends the length prefix, kind byte and header of a user message whose payload of
@@ -211,6 +333,21 @@ mod tests {
         round_trip(Message::Ping(u64::MAX));
         round_trip(Message::Pong(0));
         round_trip(Message::Goodbye);
+        round_trip(Message::Control(Control::Overlay(OverlayMsg::Static(
+            crate::overlay::StaticMsg::Leaving,
+        ))));
+        round_trip(Message::Relay {
+            header: RelayHeader {
+                origin: NodeName::new("c1@h").unwrap(),
+                origin_creation: 7,
+                dest: NodeName::new("c2@h").unwrap(),
+                to: RelayTarget::Name(ProcessName::new("inbox").unwrap()),
+                from: Some(3),
+                partition_key: Some(9),
+                hops: 1,
+            },
+            payload: Bytes::from_static(b"via a server"),
+        });
         round_trip(Message::User {
             header: UserHeader {
                 to: Target::Name(ProcessName::new("x".repeat(255).as_str()).unwrap()),

@@ -1,0 +1,429 @@
+//! Client-server overlay: every node is a client or a server; clients connect to servers
+//! only, servers connect to everyone. Messages between two clients are relayed by a server
+//! (by the runtime's send path, not by this state machine).
+//!
+//! A node joins through any server: the server answers with the members the joiner must
+//! connect to (a client gets the servers, a server gets everyone) and announces the joiner to
+//! the other servers, which then greet it. A failed member stays a member and is redialed;
+//! only `leave` and `remove` drop members.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Overlay, OverlayError, OverlayKind, OverlayMsg, OverlayOutput, OverlayTimer, PeerInfo,
+};
+use crate::id::{NodeName, NodeSpec};
+use crate::time::Instant;
+
+/// Most members a single client-server message may carry.
+pub const MAX_MEMBERS_PER_MESSAGE: usize = 4096;
+
+/// Role of a node in the client-server overlay (its tag: `client` or `server`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Role {
+    /// Connects to servers only.
+    Client,
+    /// Connects to everyone, relays between clients.
+    Server,
+}
+
+impl Role {
+    /// The role a tag names.
+    pub fn from_tag(tag: Option<&super::Tag>) -> Option<Role> {
+        match tag.map(|t| t.as_str()) {
+            Some("client") => Some(Role::Client),
+            Some("server") => Some(Role::Server),
+            _ => None,
+        }
+    }
+
+    /// Whether a node of role `self` keeps a connection to one of role `other`.
+    pub fn connects_to(self, other: Role) -> bool {
+        self == Role::Server || other == Role::Server
+    }
+}
+
+/// Messages of the client-server overlay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CsMsg {
+    /// "I am this role; add me." Answered by [`CsMsg::Welcome`] or [`CsMsg::Refused`].
+    Hello {
+        /// The sender's role.
+        role: Role,
+    },
+    /// Accepts a Hello and lists the members the greeter should connect to.
+    Welcome {
+        /// The answering node's role.
+        role: Role,
+        /// Members to connect to, with their roles.
+        members: Vec<(PeerInfo, Role)>,
+    },
+    /// A server tells another server about a node that joined it.
+    Announce {
+        /// The new member.
+        peer: PeerInfo,
+        /// Its role.
+        role: Role,
+    },
+    /// Refuses a Hello (a client greeting a client).
+    Refused {
+        /// Why.
+        reason: String,
+    },
+    /// The sender leaves the cluster.
+    Leaving,
+    /// The sender removed `node` from the cluster.
+    Removed {
+        /// The removed node.
+        node: NodeName,
+    },
+}
+
+fn cs(msg: CsMsg) -> OverlayMsg {
+    OverlayMsg::ClientServer(msg)
+}
+
+/// The client-server overlay.
+pub struct ClientServer {
+    local: PeerInfo,
+    role: Role,
+    members: BTreeMap<NodeName, (PeerInfo, Role)>,
+    left: bool,
+}
+
+impl ClientServer {
+    /// A node of `role`.
+    pub fn new(local: PeerInfo, role: Role) -> Self {
+        ClientServer {
+            local,
+            role,
+            members: BTreeMap::new(),
+            left: false,
+        }
+    }
+
+    /// This node's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Role of a member.
+    pub fn role_of(&self, node: &NodeName) -> Option<Role> {
+        self.members.get(node).map(|(_, r)| *r)
+    }
+
+    /// Members that are servers, sorted.
+    pub fn servers(&self) -> Vec<NodeName> {
+        self.members
+            .iter()
+            .filter(|(_, (_, r))| *r == Role::Server)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    fn add(&mut self, peer: &PeerInfo, role: Role, out: &mut Vec<OverlayOutput>) -> bool {
+        if peer.name() == self.local.name() || !self.role.connects_to(role) {
+            return false;
+        }
+        let known = self.members.get(peer.name());
+        let fresh = known.is_none();
+        let newer = known.is_some_and(|(p, _)| peer.creation > p.creation);
+        if fresh || newer {
+            self.members
+                .insert(peer.name().clone(), (peer.clone(), role));
+            out.push(OverlayOutput::Connect(peer.spec.clone()));
+            out.push(OverlayOutput::MembersChanged);
+        }
+        fresh
+    }
+
+    fn drop_member(&mut self, node: &NodeName, out: &mut Vec<OverlayOutput>) -> bool {
+        if self.members.remove(node).is_some() {
+            out.push(OverlayOutput::Disconnect(node.clone()));
+            out.push(OverlayOutput::MembersChanged);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn greet(&self, to: &NodeSpec, out: &mut Vec<OverlayOutput>) {
+        out.push(OverlayOutput::Send {
+            to: to.clone(),
+            msg: cs(CsMsg::Hello { role: self.role }),
+        });
+    }
+}
+
+impl Overlay for ClientServer {
+    fn kind(&self) -> OverlayKind {
+        OverlayKind::ClientServer
+    }
+
+    fn start(&mut self, _now: Instant, out: &mut Vec<OverlayOutput>) {
+        out.push(OverlayOutput::MembersChanged);
+    }
+
+    fn join(&mut self, contact: &PeerInfo, _now: Instant, out: &mut Vec<OverlayOutput>) {
+        if self.left {
+            self.left = false;
+            out.push(OverlayOutput::MembersChanged);
+        }
+        self.greet(&contact.spec, out);
+    }
+
+    fn leave(&mut self, _now: Instant, out: &mut Vec<OverlayOutput>) {
+        for (p, _) in self.members.values() {
+            out.push(OverlayOutput::Send {
+                to: p.spec.clone(),
+                msg: cs(CsMsg::Leaving),
+            });
+        }
+        let names: Vec<NodeName> = self.members.keys().cloned().collect();
+        for n in names {
+            self.drop_member(&n, out);
+        }
+        self.left = true;
+        out.push(OverlayOutput::MembersChanged);
+    }
+
+    fn remove(&mut self, node: &NodeName, now: Instant, out: &mut Vec<OverlayOutput>) {
+        if node == self.local.name() {
+            return self.leave(now, out);
+        }
+        let removed_spec = self.members.get(node).map(|(p, _)| p.spec.clone());
+        if self.drop_member(node, out) {
+            for (p, r) in self.members.values() {
+                if *r == Role::Server {
+                    out.push(OverlayOutput::Send {
+                        to: p.spec.clone(),
+                        msg: cs(CsMsg::Removed { node: node.clone() }),
+                    });
+                }
+            }
+            if let Some(spec) = removed_spec {
+                out.push(OverlayOutput::Send {
+                    to: spec,
+                    msg: cs(CsMsg::Removed { node: node.clone() }),
+                });
+            }
+        }
+    }
+
+    fn update_members(&mut self, specs: &[PeerInfo], now: Instant, out: &mut Vec<OverlayOutput>) {
+        let wanted: BTreeMap<&NodeName, &PeerInfo> = specs
+            .iter()
+            .filter(|p| p.name() != self.local.name())
+            .map(|p| (p.name(), p))
+            .collect();
+        let gone: Vec<NodeName> = self
+            .members
+            .keys()
+            .filter(|n| !wanted.contains_key(n))
+            .cloned()
+            .collect();
+        for n in gone {
+            self.remove(&n, now, out);
+        }
+        for p in wanted.values() {
+            if !self.members.contains_key(p.name()) {
+                self.greet(&p.spec, out);
+            }
+        }
+    }
+
+    fn on_message(
+        &mut self,
+        from: &PeerInfo,
+        msg: OverlayMsg,
+        _now: Instant,
+        out: &mut Vec<OverlayOutput>,
+    ) -> Result<(), OverlayError> {
+        let OverlayMsg::ClientServer(msg) = msg else {
+            return Err(OverlayError::rejected(
+                "overlay message",
+                format!("a {} message sent to a client-server node", msg.kind()),
+            ));
+        };
+        if self.left {
+            return Ok(());
+        }
+        match msg {
+            CsMsg::Hello { role } => {
+                if !self.role.connects_to(role) {
+                    out.push(OverlayOutput::Send {
+                        to: from.spec.clone(),
+                        msg: cs(CsMsg::Refused {
+                            reason: "clients do not connect to clients; join a server".into(),
+                        }),
+                    });
+                    return Err(OverlayError::rejected(
+                        "hello",
+                        format!("{} is a client greeting a client", from.name()),
+                    ));
+                }
+                let members: Vec<(PeerInfo, Role)> = self
+                    .members
+                    .values()
+                    .filter(|(p, r)| p.name() != from.name() && role.connects_to(*r))
+                    .take(MAX_MEMBERS_PER_MESSAGE)
+                    .cloned()
+                    .collect();
+                let fresh = self.add(from, role, out);
+                out.push(OverlayOutput::Send {
+                    to: from.spec.clone(),
+                    msg: cs(CsMsg::Welcome {
+                        role: self.role,
+                        members,
+                    }),
+                });
+                if fresh && self.role == Role::Server {
+                    for (p, r) in self.members.values() {
+                        if *r == Role::Server && p.name() != from.name() {
+                            out.push(OverlayOutput::Send {
+                                to: p.spec.clone(),
+                                msg: cs(CsMsg::Announce {
+                                    peer: from.clone(),
+                                    role,
+                                }),
+                            });
+                        }
+                    }
+                }
+            }
+            CsMsg::Welcome { role, members } => {
+                if members.len() > MAX_MEMBERS_PER_MESSAGE {
+                    return Err(OverlayError::rejected("welcome", "too many members"));
+                }
+                self.add(from, role, out);
+                for (p, r) in &members {
+                    if self.role.connects_to(*r)
+                        && p.name() != self.local.name()
+                        && !self.members.contains_key(p.name())
+                    {
+                        self.greet(&p.spec, out);
+                    }
+                }
+            }
+            CsMsg::Announce { peer, role } => {
+                if self.role != Role::Server {
+                    return Err(OverlayError::rejected("announce", "sent to a client"));
+                }
+                if peer.name() != self.local.name() && !self.members.contains_key(peer.name()) {
+                    self.greet(&peer.spec, out);
+                }
+                let _ = role;
+            }
+            CsMsg::Refused { reason } => {
+                return Err(OverlayError::rejected(
+                    "hello",
+                    format!("{} refused us: {reason}", from.name()),
+                ));
+            }
+            CsMsg::Leaving => {
+                self.drop_member(from.name(), out);
+            }
+            CsMsg::Removed { node } => {
+                if &node == self.local.name() {
+                    // Removed from the cluster by a peer: drop everyone, stay alone.
+                    let names: Vec<NodeName> = self.members.keys().cloned().collect();
+                    for n in names {
+                        self.drop_member(&n, out);
+                    }
+                } else {
+                    self.drop_member(&node, out);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_peer_up(&mut self, _peer: &PeerInfo, _now: Instant, _out: &mut Vec<OverlayOutput>) {}
+
+    fn on_peer_down(&mut self, _node: &NodeName, _now: Instant, _out: &mut Vec<OverlayOutput>) {}
+
+    fn on_unreachable(&mut self, _node: &NodeName, _now: Instant, _out: &mut Vec<OverlayOutput>) {}
+
+    fn on_timer(&mut self, _timer: OverlayTimer, _now: Instant, _out: &mut Vec<OverlayOutput>) {}
+
+    fn members(&self) -> Vec<NodeName> {
+        let mut v: Vec<NodeName> = self.members.keys().cloned().collect();
+        if !self.left {
+            v.push(self.local.name().clone());
+        }
+        v.sort();
+        v
+    }
+
+    fn member_specs(&self) -> Vec<NodeSpec> {
+        self.members.values().map(|(p, _)| p.spec.clone()).collect()
+    }
+
+    fn active_view(&self) -> Vec<NodeName> {
+        self.members.keys().cloned().collect()
+    }
+
+    fn relays(&self) -> Vec<NodeName> {
+        match self.role {
+            Role::Client => self.servers(),
+            Role::Server => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::overlay::test_net::{peer, Net};
+
+    #[test]
+    fn clients_reach_every_server_through_one_and_never_each_other() {
+        // Servers s1, s2; clients c1, c2. s2 joins s1; each client joins s1 only.
+        let names = [
+            ("s1", Role::Server),
+            ("s2", Role::Server),
+            ("c1", Role::Client),
+            ("c2", Role::Client),
+        ];
+        let mut net = Net::new(
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, (n, r))| {
+                    let info = peer(n, i as u16 + 1);
+                    let node: Box<dyn Overlay> = Box::new(ClientServer::new(info.clone(), *r));
+                    (info, node)
+                })
+                .collect(),
+            0,
+        );
+        net.join(1, 0);
+        net.run();
+        net.join(2, 0);
+        net.join(3, 0);
+        net.run();
+        fn members(net: &Net, i: usize) -> Vec<String> {
+            net.nodes[i]
+                .members()
+                .iter()
+                .map(|n| n.short_name().to_string())
+                .collect()
+        }
+        assert_eq!(members(&net, 0), ["c1", "c2", "s1", "s2"]);
+        assert_eq!(members(&net, 1), ["c1", "c2", "s1", "s2"]);
+        assert_eq!(members(&net, 2), ["c1", "s1", "s2"]);
+        assert_eq!(members(&net, 3), ["c2", "s1", "s2"]);
+        // A client greeting a client is refused and nothing changes.
+        net.join(2, 3);
+        net.run();
+        assert_eq!(members(&net, 2), ["c1", "s1", "s2"]);
+        assert!(net.rejected > 0);
+        // A leaving client disappears everywhere.
+        net.leave(3);
+        net.run();
+        assert_eq!(members(&net, 0), ["c1", "s1", "s2"]);
+        assert_eq!(members(&net, 1), ["c1", "s1", "s2"]);
+    }
+}

@@ -1,0 +1,441 @@
+//! Overlays over real loopback TCP, ported from Partisan's suite (basic, leave, self-leave,
+//! rejoin, on_down, client-server, HyParView high/low active and 1+11) plus bad input.
+//! Every node binds port 0; every wait polls with a deadline.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use partisan::{Config, MembershipEvent, Node, NodeBuilder, NodeName, SendOptions};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "off".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+fn fast(c: &mut Config) {
+    c.reconnect_min = 20;
+    c.reconnect_max = 500;
+    c.periodic_interval = 200;
+    c.hyparview.shuffle_interval = 300;
+    c.hyparview.random_promotion_interval = 150;
+}
+
+async fn start(name: &str, overlay: &str, tweak: impl FnOnce(&mut Config)) -> Node {
+    init_tracing();
+    NodeBuilder::new(&format!("{name}@127.0.0.1"))
+        .cookie("overlay-tests")
+        .channel("data", 2)
+        .configure(|c| {
+            c.overlay = overlay.to_string();
+            fast(c);
+            tweak(c);
+        })
+        .start()
+        .await
+        .expect("node starts")
+}
+
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn names(nodes: &[Node]) -> Vec<NodeName> {
+    let mut v: Vec<NodeName> = nodes.iter().map(|n| n.name().clone()).collect();
+    v.sort();
+    v
+}
+
+/// Every node messages every other node through a registered inbox.
+async fn all_pairs_message(nodes: &[Node]) {
+    let mut inboxes: Vec<_> = nodes
+        .iter()
+        .map(|n| n.process_named("pairs").unwrap())
+        .collect();
+    for a in nodes {
+        for b in nodes {
+            if a.name() != b.name() {
+                let to = Node::name_on(b.name(), "pairs").unwrap();
+                a.send(&to, a.name().to_string(), &SendOptions::default())
+                    .await
+                    .unwrap_or_else(|e| panic!("{} -> {}: {e}", a.name(), b.name()));
+            }
+        }
+    }
+    for (inbox, me) in inboxes.iter_mut().zip(nodes) {
+        let mut from = BTreeSet::new();
+        for _ in 1..nodes.len() {
+            let env = inbox.recv_timeout(WAIT).await.expect("message arrives");
+            from.insert(String::from_utf8(env.payload.to_vec()).unwrap());
+        }
+        assert_eq!(from.len(), nodes.len() - 1, "on {}", me.name());
+    }
+}
+
+async fn full_mesh(n: usize, prefix: &str) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        nodes.push(start(&format!("{prefix}{i}"), "full-mesh", |_| {}).await);
+    }
+    let seed = nodes[0].listen_addrs()[0];
+    for node in &nodes[1..] {
+        node.join(seed).await.unwrap();
+    }
+    let all = names(&nodes);
+    for node in &nodes {
+        let (node, all) = (node.clone(), all.clone());
+        eventually("full membership everywhere", move || node.members() == all).await;
+    }
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_mesh_basic_six_nodes_agree_and_every_pair_can_message() {
+    let nodes = full_mesh(6, "fm").await;
+    for a in &nodes {
+        for b in &nodes {
+            if a.name() != b.name() {
+                let (a, b) = (a.clone(), b.name().clone());
+                eventually("fully connected", move || a.is_fully_connected(&b)).await;
+            }
+        }
+    }
+    all_pairs_message(&nodes).await;
+    for n in &nodes {
+        let s = n.status();
+        assert_eq!(s.overlay, "full-mesh");
+        assert_eq!(s.members.len(), 6);
+        assert_eq!(s.connections.len(), 5, "{s:?}");
+    }
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_mesh_leave_self_leave_and_rejoin() {
+    let nodes = full_mesh(5, "lv").await;
+    // leave_test: node 1 removes the last node; everyone drops it, it ends alone.
+    let last = nodes[4].clone();
+    nodes[1].remove(last.name()).await;
+    for n in &nodes[..4] {
+        let (n, gone) = (n.clone(), last.name().clone());
+        eventually("removed node dropped", move || !n.is_member(&gone)).await;
+    }
+    let l = last.clone();
+    eventually("removed node alone", move || {
+        l.members() == vec![l.name().clone()]
+    })
+    .await;
+
+    // self_leave_test: node 2 leaves; others drop it; it is no member of anything.
+    let leaver = nodes[2].clone();
+    leaver.leave().await;
+    for n in [&nodes[0], &nodes[1], &nodes[3]] {
+        let (n, gone) = (n.clone(), leaver.name().clone());
+        eventually("leaver dropped", move || !n.is_member(&gone)).await;
+    }
+    assert!(leaver.members().is_empty());
+    // It is not re-added by gossip still in flight: stays out over several periods.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!nodes[0].is_member(leaver.name()));
+
+    // rejoin_test: the leaver joins again through node 0; membership reconverges.
+    leaver.join(nodes[0].listen_addrs()[0]).await.unwrap();
+    let expected = names(&[
+        nodes[0].clone(),
+        nodes[1].clone(),
+        nodes[2].clone(),
+        nodes[3].clone(),
+    ]);
+    for n in &nodes[..4] {
+        let (n, e) = (n.clone(), expected.clone());
+        eventually("rejoined membership", move || n.members() == e).await;
+    }
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_down_fires_when_a_node_is_killed_and_events_stream() {
+    let nodes = full_mesh(4, "od").await;
+    let fired = Arc::new(AtomicUsize::new(0));
+    let f = fired.clone();
+    let victim = nodes[3].name().clone();
+    let mut events = nodes[2].events();
+    let _sub = nodes[2].on_down(&victim, move |_| {
+        f.fetch_add(1, Ordering::SeqCst);
+    });
+    let any = Arc::new(AtomicUsize::new(0));
+    let a = any.clone();
+    let _sub_any = nodes[1].on_down(partisan::NodeFilter::Any, move |_| {
+        a.fetch_add(1, Ordering::SeqCst);
+    });
+    nodes[3].shutdown().await;
+    let f = fired.clone();
+    eventually("on_down callback", move || f.load(Ordering::SeqCst) == 1).await;
+    let a = any.clone();
+    eventually("on_down(any) callback", move || {
+        a.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    let ev = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(MembershipEvent::NodeDown(n)) = events.recv().await {
+                return n;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(ev, victim);
+    // A failure is not a leave: the killed node is still a member of the full mesh.
+    assert!(nodes[2].is_member(&victim));
+    for n in &nodes[..3] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_mesh_node_restarted_on_a_new_port_replaces_its_old_entry() {
+    let nodes = full_mesh(3, "rs").await;
+    let old_addr = nodes[2].listen_addrs()[0];
+    let old_creation = nodes[2].creation();
+    nodes[2].shutdown().await;
+    let back = start("rs2", "full-mesh", |_| {}).await;
+    assert_ne!(back.listen_addrs()[0], old_addr);
+    back.join(nodes[0].listen_addrs()[0]).await.unwrap();
+    for n in &nodes[..2] {
+        let (m, name, addr) = (n.clone(), back.name().clone(), back.listen_addrs()[0]);
+        eventually("new address replaces the old entry", move || {
+            let n = &m;
+            let specs = n.member_specs();
+            let mine: Vec<_> = specs.iter().filter(|s| s.name() == &name).collect();
+            mine.len() == 1 && mine[0].listen_addrs() == [addr] && n.is_fully_connected(&name)
+        })
+        .await;
+        assert_eq!(n.members().len(), 3);
+        assert!(n.peer_creation(back.name()).unwrap() > old_creation);
+    }
+    back.shutdown().await;
+    for n in &nodes[..2] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_server_two_servers_three_clients() {
+    let tag = |t: &'static str| move |c: &mut Config| c.tag = Some(t.to_string());
+    let s1 = start("cs_s1", "client-server", tag("server")).await;
+    let s2 = start("cs_s2", "client-server", tag("server")).await;
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        clients.push(start(&format!("cs_c{i}"), "client-server", tag("client")).await);
+    }
+    s2.join(s1.listen_addrs()[0]).await.unwrap();
+    for c in &clients {
+        c.join(s1.listen_addrs()[0]).await.unwrap();
+    }
+    let mut all: Vec<Node> = vec![s1.clone(), s2.clone()];
+    all.extend(clients.iter().cloned());
+    let everyone = names(&all);
+    for s in [&s1, &s2] {
+        let (s, e) = (s.clone(), everyone.clone());
+        eventually("servers see everyone", move || s.members() == e).await;
+    }
+    for c in &clients {
+        let expected = names(&[s1.clone(), s2.clone(), c.clone()]);
+        let (c, e) = (c.clone(), expected);
+        eventually("clients see servers and self", move || c.members() == e).await;
+    }
+    // Clients never connect to each other.
+    assert!(!clients[0].is_connected(clients[1].name()));
+    // Forwarding between connected pairs works (server <-> client, server <-> server).
+    let (s, c) = (s2.clone(), clients[1].name().clone());
+    eventually("server fully connected to client", move || {
+        s.is_fully_connected(&c)
+    })
+    .await;
+    let mut inbox = clients[1].process_named("in").unwrap();
+    s2.send(
+        &Node::name_on(clients[1].name(), "in").unwrap(),
+        "from s2",
+        &SendOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        &inbox.recv_timeout(WAIT).await.unwrap().payload[..],
+        b"from s2"
+    );
+    for n in all {
+        n.shutdown().await;
+    }
+}
+
+/// HyParView active views: symmetric, connected graph, no dead node in any view.
+fn check_hyparview(nodes: &[Node], max: usize) -> Result<(), String> {
+    let by_name: BTreeMap<NodeName, &Node> = nodes.iter().map(|n| (n.name().clone(), n)).collect();
+    for n in nodes {
+        let active = n.active_view();
+        if active.len() > max {
+            return Err(format!("{} active view {} > {max}", n.name(), active.len()));
+        }
+        for p in &active {
+            let Some(peer) = by_name.get(p) else {
+                return Err(format!("{} has unknown/dead {p} active", n.name()));
+            };
+            if !peer.active_view().contains(n.name()) {
+                return Err(format!("asymmetric: {} -> {p}", n.name()));
+            }
+        }
+    }
+    // Connected: BFS over active views.
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![nodes[0].name().clone()];
+    while let Some(x) = todo.pop() {
+        if seen.insert(x.clone()) {
+            todo.extend(by_name[&x].active_view());
+        }
+    }
+    if seen.len() != nodes.len() {
+        return Err(format!(
+            "graph not connected: {} of {}",
+            seen.len(),
+            nodes.len()
+        ));
+    }
+    Ok(())
+}
+
+async fn hyparview_cluster(prefix: &str, clients: usize, max: usize) {
+    let tweak = |c: &mut Config| {
+        c.hyparview.active_max_size = max;
+        c.hyparview.active_min_size = max.min(3);
+    };
+    let server = start(&format!("{prefix}s"), "hyparview", tweak).await;
+    let mut nodes = vec![server.clone()];
+    for i in 0..clients {
+        let n = start(&format!("{prefix}c{i}"), "hyparview", tweak).await;
+        n.join(server.listen_addrs()[0]).await.unwrap();
+        nodes.push(n);
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match check_hyparview(&nodes, max) {
+            Ok(()) => break,
+            Err(e) if tokio::time::Instant::now() >= deadline => panic!("{e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    // Forwarding to active-view members works.
+    for n in &nodes {
+        let mut inbox = n.process_named("hv").unwrap();
+        for p in n.active_view() {
+            let sender = nodes.iter().find(|x| x.name() == &p).unwrap();
+            let (s, me) = (sender.clone(), n.name().clone());
+            eventually("active peers fully connected", move || {
+                s.is_fully_connected(&me)
+            })
+            .await;
+            sender
+                .send(
+                    &Node::name_on(n.name(), "hv").unwrap(),
+                    "x",
+                    &SendOptions::default(),
+                )
+                .await
+                .unwrap();
+            inbox.recv_timeout(WAIT).await.unwrap();
+        }
+    }
+    // A killed node disappears from every view.
+    let victim = nodes.remove(nodes.len() / 2);
+    let victim_name = victim.name().clone();
+    victim.shutdown().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let gone = nodes
+            .iter()
+            .all(|n| !n.active_view().contains(&victim_name));
+        match (gone, check_hyparview(&nodes, max)) {
+            (true, Ok(())) => break,
+            (_, r) if tokio::time::Instant::now() >= deadline => {
+                panic!("victim still in a view ({gone}) or views broken: {r:?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyparview_high_client_one_server_eleven_clients_active_max_5() {
+    hyparview_cluster("hh", 11, 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyparview_low_active_one_server_eleven_clients_active_max_3() {
+    hyparview_cluster("hl", 11, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_another_overlay_is_refused_on_both_sides() {
+    let fm = start("mx_fm", "full-mesh", |_| {}).await;
+    let hv = start("mx_hv", "hyparview", |_| {}).await;
+    let err = hv.join(fm.listen_addrs()[0]).await.unwrap_err();
+    assert!(
+        matches!(&err, partisan::ConnectError::GaveUp(r) if r.contains("overlay")),
+        "{err:?}"
+    );
+    assert!(!fm.is_member(hv.name()) && !hv.is_member(fm.name()));
+    let fm2 = fm.clone();
+    eventually("acceptor counted the refusal", move || {
+        fm2.stats().handshakes_refused >= 1
+    })
+    .await;
+    fm.shutdown().await;
+    hv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_seed_times_out_and_the_node_keeps_trying_its_seeds() {
+    // A port nothing listens on: bind, note the port, close.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let live = start("sd_live", "full-mesh", |_| {}).await;
+    let live_addr = live.listen_addrs()[0].to_string();
+    let node = start("sd_node", "full-mesh", |c| {
+        c.seeds = vec![dead.to_string(), live_addr];
+    })
+    .await;
+    let (n, l) = (node.clone(), live.name().clone());
+    eventually("joined through the live seed", move || n.is_member(&l)).await;
+    let err = node
+        .join_timeout(dead, Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, partisan::ConnectError::Timeout(_)), "{err:?}");
+    assert!(node.is_member(live.name()), "a failed join changes nothing");
+    node.shutdown().await;
+    live.shutdown().await;
+}
