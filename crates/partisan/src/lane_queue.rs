@@ -15,13 +15,59 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
-use partisan_core::wire::{encode_user_head, EncodeError, Message, UserHeader};
+use partisan_core::wire::{
+    encode_relay_head, encode_user_head, EncodeError, Message, RelayHeader, Target, UserHeader,
+};
 use tokio::sync::Notify;
 
 use crate::stats::ChannelStats;
 
 /// Payloads at least this large are queued by reference instead of copied.
 const ZERO_COPY_MIN: usize = 16 * 1024;
+
+/// The addressing part of a queued application frame.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum FrameHead<'a> {
+    /// A message for a process on the peer.
+    User(&'a UserHeader),
+    /// A message the peer relays (or delivers, when it is the destination).
+    Relay(&'a RelayHeader),
+}
+
+impl<'a> From<&'a UserHeader> for FrameHead<'a> {
+    fn from(h: &'a UserHeader) -> Self {
+        FrameHead::User(h)
+    }
+}
+
+impl FrameHead<'_> {
+    fn encode(self, out: &mut BytesMut, payload_len: usize, max: usize) -> Result<(), EncodeError> {
+        match self {
+            FrameHead::User(h) => encode_user_head(out, h, payload_len, max),
+            FrameHead::Relay(h) => encode_relay_head(out, h, payload_len, max),
+        }
+    }
+
+    /// Upper bound of the encoded head, for the capacity check.
+    fn max_len(self) -> usize {
+        match self {
+            FrameHead::User(h) => {
+                24 + match &h.to {
+                    Target::Name(n) => n.as_str().len(),
+                    _ => 0,
+                }
+            }
+            FrameHead::Relay(h) => {
+                64 + h.origin.as_str().len()
+                    + h.dest.as_str().len()
+                    + match &h.to {
+                        partisan_core::wire::RelayTarget::Name(n) => n.as_str().len(),
+                        _ => 0,
+                    }
+            }
+        }
+    }
+}
 
 /// What happens when a lane's queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,29 +151,29 @@ impl LaneQueue {
     }
 
     /// Queues a user message without waiting.
-    pub(crate) fn try_push(&self, header: &UserHeader, payload: &Bytes) -> Result<(), PushError> {
+    pub(crate) fn try_push(&self, head: FrameHead<'_>, payload: &Bytes) -> Result<(), PushError> {
         if self.overflow == Overflow::DropOldest {
-            return self.push_latest(header, payload);
+            return self.push_latest(head, payload);
         }
         let mut g = self.inner.lock();
         if g.closed {
             return Err(PushError::Closed);
         }
         // Upper bound of the encoded size, for the capacity check.
-        let approx = payload.len() + 24 + header_name_len(header);
+        let approx = payload.len() + head.max_len();
         if g.bytes > 0 && g.bytes + approx > self.capacity {
             g.senders_waiting = true;
             return Err(PushError::Full);
         }
         let before = g.tail.len();
         if payload.len() < ZERO_COPY_MIN {
-            encode_user_head(&mut g.tail, header, payload.len(), self.max_frame_len)
+            head.encode(&mut g.tail, payload.len(), self.max_frame_len)
                 .map_err(PushError::TooLarge)?;
             g.tail.extend_from_slice(payload);
             let len = g.tail.len() - before;
             self.account(&mut g, len);
         } else {
-            encode_user_head(&mut g.tail, header, payload.len(), self.max_frame_len)
+            head.encode(&mut g.tail, payload.len(), self.max_frame_len)
                 .map_err(PushError::TooLarge)?;
             let head = g.tail.split().freeze();
             let len = head.len() + payload.len();
@@ -141,9 +187,9 @@ impl LaneQueue {
     }
 
     /// Monotonic lanes: one chunk per frame; the oldest frames make room for the newest.
-    fn push_latest(&self, header: &UserHeader, payload: &Bytes) -> Result<(), PushError> {
-        let mut frame = BytesMut::with_capacity(payload.len() + 24 + header_name_len(header));
-        encode_user_head(&mut frame, header, payload.len(), self.max_frame_len)
+    fn push_latest(&self, head: FrameHead<'_>, payload: &Bytes) -> Result<(), PushError> {
+        let mut frame = BytesMut::with_capacity(payload.len() + head.max_len());
+        head.encode(&mut frame, payload.len(), self.max_frame_len)
             .map_err(PushError::TooLarge)?;
         frame.extend_from_slice(payload);
         let len = frame.len();
@@ -178,9 +224,9 @@ impl LaneQueue {
     }
 
     /// Queues a user message, waiting for room on an ordinary lane.
-    pub(crate) async fn push(&self, header: &UserHeader, payload: &Bytes) -> Result<(), PushError> {
+    pub(crate) async fn push(&self, head: FrameHead<'_>, payload: &Bytes) -> Result<(), PushError> {
         loop {
-            match self.try_push(header, payload) {
+            match self.try_push(head, payload) {
                 Err(PushError::Full) => {}
                 r => return r,
             }
@@ -188,7 +234,7 @@ impl LaneQueue {
             tokio::pin!(notified);
             notified.as_mut().enable();
             // Room may have appeared between the failed attempt and enabling the waiter.
-            match self.try_push(header, payload) {
+            match self.try_push(head, payload) {
                 Err(PushError::Full) => notified.await,
                 r => return r,
             }
@@ -264,13 +310,6 @@ impl LaneQueue {
     }
 }
 
-fn header_name_len(h: &UserHeader) -> usize {
-    match &h.to {
-        partisan_core::wire::Target::Name(n) => n.as_str().len(),
-        _ => 0,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,10 +352,12 @@ mod tests {
     #[tokio::test]
     async fn coalesces_small_and_large_frames_in_order() {
         let q = queue(1 << 20, Overflow::Block);
-        q.try_push(&header(1), &Bytes::from_static(b"a")).unwrap();
-        q.try_push(&header(2), &Bytes::from(vec![7u8; 20_000]))
+        q.try_push((&header(1)).into(), &Bytes::from_static(b"a"))
             .unwrap();
-        q.try_push(&header(3), &Bytes::from_static(b"c")).unwrap();
+        q.try_push((&header(2)).into(), &Bytes::from(vec![7u8; 20_000]))
+            .unwrap();
+        q.try_push((&header(3)).into(), &Bytes::from_static(b"c"))
+            .unwrap();
         let batch = q.take(Vec::new()).await.unwrap();
         assert_eq!(batch.frames, 3);
         assert_eq!(decode_all(batch), vec![1, 2, 3]);
@@ -325,14 +366,17 @@ mod tests {
     #[tokio::test]
     async fn full_ordinary_lane_holds_the_sender_back_until_drained() {
         let q = Arc::new(queue(100, Overflow::Block));
-        q.try_push(&header(1), &Bytes::from(vec![0u8; 90])).unwrap();
+        q.try_push((&header(1)).into(), &Bytes::from(vec![0u8; 90]))
+            .unwrap();
         assert_eq!(
-            q.try_push(&header(2), &Bytes::from(vec![0u8; 90])),
+            q.try_push((&header(2)).into(), &Bytes::from(vec![0u8; 90])),
             Err(PushError::Full)
         );
         let q2 = q.clone();
-        let pusher =
-            tokio::spawn(async move { q2.push(&header(2), &Bytes::from(vec![0u8; 90])).await });
+        let pusher = tokio::spawn(async move {
+            q2.push((&header(2)).into(), &Bytes::from(vec![0u8; 90]))
+                .await
+        });
         tokio::task::yield_now().await;
         assert!(!pusher.is_finished());
         assert_eq!(decode_all(q.take(Vec::new()).await.unwrap()), vec![1]);
@@ -344,7 +388,8 @@ mod tests {
     async fn monotonic_lane_keeps_the_latest_messages() {
         let q = queue(100, Overflow::DropOldest);
         for i in 0..10 {
-            q.try_push(&header(i), &Bytes::from(vec![0u8; 40])).unwrap();
+            q.try_push((&header(i)).into(), &Bytes::from(vec![0u8; 40]))
+                .unwrap();
         }
         assert_eq!(decode_all(q.take(Vec::new()).await.unwrap()), vec![8, 9]);
         assert_eq!(q.stats.dropped_count(), 8);
@@ -353,10 +398,10 @@ mod tests {
     #[tokio::test]
     async fn closed_queue_refuses_senders_and_ends_the_writer_after_flushing() {
         let q = queue(1000, Overflow::Block);
-        q.try_push(&header(1), &Bytes::new()).unwrap();
+        q.try_push((&header(1)).into(), &Bytes::new()).unwrap();
         q.close();
         assert_eq!(
-            q.try_push(&header(2), &Bytes::new()),
+            q.try_push((&header(2)).into(), &Bytes::new()),
             Err(PushError::Closed)
         );
         assert_eq!(decode_all(q.take(Vec::new()).await.unwrap()), vec![1]);

@@ -37,6 +37,7 @@ mod membership;
 mod node;
 mod process;
 mod registry;
+mod relay;
 mod send;
 mod stats;
 

@@ -31,6 +31,8 @@ pub(crate) struct Snapshot {
     pub(crate) member_specs: Vec<NodeSpec>,
     pub(crate) active: Vec<NodeName>,
     pub(crate) passive: Vec<NodeName>,
+    /// Nodes that relay for this one (client-server: a client's servers), sorted.
+    pub(crate) relays: Vec<NodeName>,
 }
 
 /// Computes up/down transitions from members and connectivity.

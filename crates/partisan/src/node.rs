@@ -53,7 +53,7 @@ pub(crate) struct Shared {
     pub(crate) membership: arc_swap::ArcSwap<crate::membership::Snapshot>,
     /// Up/down events (bounded ring; slow receivers see `Lagged`).
     pub(crate) events: tokio::sync::broadcast::Sender<crate::membership::MembershipEvent>,
-    default_channel: ChannelName,
+    pub(crate) default_channel: ChannelName,
     next_conn: AtomicU64,
     stopped: AtomicBool,
 }
@@ -120,8 +120,17 @@ impl Shared {
         // A lane being replaced may close between lookup and push: look up once more.
         for attempt in 0..2 {
             let route =
-                self.table
-                    .route(node, channel, opts.partition_key, self.cfg.channel_fallback)?;
+                match self
+                    .table
+                    .route(node, channel, opts.partition_key, self.cfg.channel_fallback)
+                {
+                    Ok(r) => r,
+                    // Not connected: a relay (a client's server) may reach it.
+                    Err(SendError::NotConnected(_)) if attempt == 0 => {
+                        return self.send_relayed(from, dest, payload, opts, wait).await;
+                    }
+                    Err(e) => return Err(e),
+                };
             let to = match dest {
                 Dest::Pid(p) if p.creation != route.creation => return self.stale(dest),
                 Dest::Ref(r) if r.creation != route.creation => return self.stale(dest),
@@ -131,9 +140,9 @@ impl Shared {
             };
             let header = UserHeader { to, from };
             let r = if wait {
-                route.lane.queue.push(&header, &payload).await
+                route.lane.queue.push((&header).into(), &payload).await
             } else {
-                route.lane.queue.try_push(&header, &payload)
+                route.lane.queue.try_push((&header).into(), &payload)
             };
             match r {
                 Ok(()) => return Ok(()),
@@ -214,16 +223,6 @@ impl Shared {
                 msg: c,
             })
             .await;
-    }
-
-    /// A relayed user message.
-    pub(crate) async fn on_relay(
-        &self,
-        ctx: &crate::connection::ConnCtx,
-        header: partisan_core::wire::RelayHeader,
-        _payload: Bytes,
-    ) {
-        tracing::debug!(peer = %ctx.peer, dest = %header.dest, "relay");
     }
 }
 

@@ -283,6 +283,40 @@ async fn client_server_two_servers_three_clients() {
         &inbox.recv_timeout(WAIT).await.unwrap().payload[..],
         b"from s2"
     );
+    // A message between two clients is relayed by a server; the answer finds its way back.
+    let mut c1_inbox = clients[1].process_named("peer").unwrap();
+    let c0 = clients[0].process();
+    for i in 0..20u8 {
+        c0.send(
+            &Node::name_on(clients[1].name(), "peer").unwrap(),
+            vec![i],
+            &SendOptions::default().with_key(7),
+        )
+        .await
+        .expect("relayed through a server");
+    }
+    for i in 0..20u8 {
+        let env = c1_inbox.recv_timeout(WAIT).await.unwrap();
+        assert_eq!(
+            env.payload[..],
+            [i],
+            "per-key order holds through the relay"
+        );
+        assert_eq!(
+            env.from.as_ref(),
+            Some(c0.pid()),
+            "the origin is the sender, not the relay"
+        );
+    }
+    assert!(!clients[0].is_connected(clients[1].name()));
+    let mut c0 = c0;
+    let req = c1_inbox.try_recv();
+    assert!(req.is_none());
+    clients[1]
+        .send(c0.pid(), "back", &SendOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(&c0.recv_timeout(WAIT).await.unwrap().payload[..], b"back");
     for n in all {
         n.shutdown().await;
     }
@@ -438,4 +472,132 @@ async fn an_unreachable_seed_times_out_and_the_node_keeps_trying_its_seeds() {
     assert!(node.is_member(live.name()), "a failed join changes nothing");
     node.shutdown().await;
     live.shutdown().await;
+}
+
+/// Completes a real handshake with `addr` as node `name` running `overlay`, on the membership
+/// channel, and returns the stream ready for frames.
+async fn raw_peer(
+    addr: std::net::SocketAddr,
+    name: &str,
+    overlay: partisan::OverlayKind,
+) -> tokio::net::TcpStream {
+    use partisan::partisan_core::auth::Cookie;
+    use partisan::partisan_core::bytes::BytesMut;
+    use partisan::partisan_core::wire::handshake::{DialParams, Dialer, DialerStep, Identity};
+    use partisan::partisan_core::wire::FrameDecoder;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let spec = partisan::NodeSpec::new(
+        NodeName::new(name).unwrap(),
+        vec!["127.0.0.1:9".parse().unwrap()],
+        Default::default(),
+    )
+    .unwrap();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut d, hello) = Dialer::start(
+        DialParams {
+            local: Identity {
+                spec,
+                creation: 1,
+                overlay,
+                tag: None,
+            },
+            expect: None,
+            channel: partisan::ChannelName::membership(),
+            lane: 0,
+        },
+        Cookie::new("overlay-tests").unwrap(),
+        [7; 32],
+    );
+    s.write_all(&hello).await.unwrap();
+    let dec = FrameDecoder::new(1 << 20);
+    let mut buf = BytesMut::new();
+    loop {
+        let frame = loop {
+            if let Some(f) = dec.decode(&mut buf).unwrap() {
+                break f;
+            }
+            assert!(
+                s.read_buf(&mut buf).await.unwrap() > 0,
+                "node closed the handshake"
+            );
+        };
+        match d.on_frame(&frame).unwrap() {
+            DialerStep::Send(f) => s.write_all(&f).await.unwrap(),
+            DialerStep::Established(_) => return s,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_or_inconsistent_overlay_messages_are_dropped_without_changing_state() {
+    use partisan::partisan_core::bytes::BytesMut;
+    use partisan::partisan_core::overlay::{HvMsg, OverlayMsg, PeerInfo};
+    use partisan::partisan_core::wire::{Control, Message};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = start("bad_hv_a", "hyparview", |_| {}).await;
+    let b = start("bad_hv_b", "hyparview", |_| {}).await;
+    b.join(a.listen_addrs()[0]).await.unwrap();
+    let (a2, bn) = (a.clone(), b.name().clone());
+    eventually("b active at a", move || {
+        a2.active_view() == vec![bn.clone()]
+    })
+    .await;
+    let before = (a.active_view(), a.passive_view());
+
+    let mut raw = raw_peer(
+        a.listen_addrs()[0],
+        "raw@127.0.0.1",
+        partisan::OverlayKind::HyParView,
+    )
+    .await;
+    let victim = PeerInfo {
+        spec: b.spec().clone(),
+        creation: b.creation(),
+        tag: None,
+    };
+    let frames = [
+        // A join claiming to come from someone else.
+        HvMsg::Join {
+            peer: victim.clone(),
+        },
+        // A shuffle reply far larger than any sample.
+        HvMsg::ShuffleReply {
+            sample: vec![victim; 300],
+        },
+    ];
+    let mut out = BytesMut::new();
+    for m in frames {
+        Message::Control(Control::Overlay(OverlayMsg::HyParView(m)))
+            .encode_frame(&mut out, 1 << 22)
+            .unwrap();
+    }
+    raw.write_all(&out).await.unwrap();
+    let a2 = a.clone();
+    eventually("both rejected", move || a2.stats().overlay_rejected == 2).await;
+    assert_eq!(
+        (a.active_view(), a.passive_view()),
+        before,
+        "state unchanged"
+    );
+
+    // A control frame that does not even decode closes that connection only.
+    raw.write_all(&[0, 0, 0, 3, 5, 0xff, 0xff]).await.unwrap();
+    let mut sink = [0u8; 256];
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            match raw.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok());
+    assert_eq!(a.stats().bad_frames, 1);
+    assert!(
+        a.is_fully_connected(b.name()),
+        "other connections unaffected"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
 }

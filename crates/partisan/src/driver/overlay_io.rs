@@ -258,6 +258,7 @@ impl Driver {
             member_specs: self.overlay.member_specs(),
             active: self.overlay.active_view(),
             passive: self.overlay.passive_view(),
+            relays: self.overlay.relays(),
             members,
         };
         self.shared.membership.store(Arc::new(snapshot));
