@@ -1,21 +1,25 @@
-//! `partisan demo`: a small cluster in one process, on loopback, over real TCP.
+//! `partisan demo`: a small cluster in one process, on loopback, over real TCP, formed through
+//! the chosen overlay; processes then message every overlay neighbour on every channel.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use partisan::{ChannelConfig, ChannelName, Node, NodeBuilder, SendOptions};
+use partisan::{ChannelConfig, ChannelName, Node, NodeBuilder, NodeName, OverlayKind, SendOptions};
 use serde::{Deserialize, Serialize};
 
 /// Options of `partisan demo`.
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
     /// Number of nodes.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(2..=64))]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(2..=256))]
     nodes: u16,
-    /// Messages each node sends to each other node on each channel.
+    /// Overlay: full-mesh, hyparview, client-server or static.
+    #[arg(long, default_value = "full-mesh")]
+    overlay: String,
+    /// Messages each node sends to each overlay neighbour on each channel.
     #[arg(long, default_value_t = 200)]
     messages: u64,
     /// Channels as NAME:PARALLELISM (repeatable); `default` and `membership` always exist.
@@ -24,8 +28,8 @@ pub struct DemoArgs {
     /// Print one JSON object instead of the summary.
     #[arg(long)]
     json: bool,
-    /// Seconds allowed for connecting and for delivery.
-    #[arg(long, default_value_t = 30)]
+    /// Seconds allowed for forming the cluster and for delivery.
+    #[arg(long, default_value_t = 60)]
     timeout: u64,
 }
 
@@ -38,14 +42,24 @@ struct DemoMsg {
 #[derive(Serialize)]
 struct Report {
     nodes: usize,
+    overlay: String,
     node_names: Vec<String>,
     channels: BTreeMap<String, u16>,
+    /// Lanes up, counted at both ends.
     lanes_up: usize,
+    /// Lanes every overlay edge calls for, counted at both ends.
     lanes_expected: usize,
+    /// Every overlay edge has all its lanes up.
     fully_connected: bool,
+    /// The graph of overlay edges over the live nodes is connected.
+    connected: bool,
+    /// Every overlay edge is mutual (a in b's view iff b in a's).
+    symmetric: bool,
+    members_min: usize,
+    members_max: usize,
     messages_sent: u64,
     messages_delivered: u64,
-    connect_ms: u128,
+    form_ms: u128,
     deliver_ms: u128,
     per_channel: BTreeMap<String, ChannelLine>,
 }
@@ -72,14 +86,88 @@ fn parse_channels(specs: &[String]) -> anyhow::Result<BTreeMap<String, u16>> {
     Ok(out)
 }
 
+/// Overlay edges as each node sees them.
+fn edges(nodes: &[Node]) -> BTreeMap<NodeName, Vec<NodeName>> {
+    nodes
+        .iter()
+        .map(|n| (n.name().clone(), n.active_view()))
+        .collect()
+}
+
+fn is_symmetric(e: &BTreeMap<NodeName, Vec<NodeName>>) -> bool {
+    e.iter().all(|(a, peers)| {
+        peers
+            .iter()
+            .all(|b| e.get(b).is_some_and(|bp| bp.contains(a)))
+    })
+}
+
+/// Whether the undirected graph of edges reaches every node (client-server clients are
+/// reached through servers, so edges are taken in both directions).
+fn is_connected(e: &BTreeMap<NodeName, Vec<NodeName>>) -> bool {
+    let Some(first) = e.keys().next() else {
+        return true;
+    };
+    let mut adj: BTreeMap<&NodeName, BTreeSet<&NodeName>> = BTreeMap::new();
+    for (a, peers) in e {
+        for b in peers {
+            adj.entry(a).or_default().insert(b);
+            adj.entry(b).or_default().insert(a);
+        }
+    }
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![first];
+    while let Some(x) = todo.pop() {
+        if seen.insert(x) {
+            todo.extend(adj.get(x).into_iter().flatten());
+        }
+    }
+    seen.len() == e.len()
+}
+
+fn settled(nodes: &[Node], overlay: OverlayKind) -> bool {
+    let e = edges(nodes);
+    let edges_up = e.iter().all(|(a, peers)| {
+        let node = nodes
+            .iter()
+            .find(|n| n.name() == a)
+            .expect("node of its own edge");
+        !peers.is_empty() && peers.iter().all(|p| node.is_fully_connected(p))
+    });
+    let members_ok = match overlay {
+        OverlayKind::FullMesh | OverlayKind::Static => {
+            nodes.iter().all(|n| n.members().len() == nodes.len())
+        }
+        _ => true,
+    };
+    edges_up && members_ok && is_symmetric(&e) && is_connected(&e)
+}
+
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let channels = parse_channels(&args.channels)?;
+    let overlay = OverlayKind::parse(&args.overlay).with_context(|| {
+        format!(
+            "--overlay {:?}: expected full-mesh, hyparview, client-server or static",
+            args.overlay
+        )
+    })?;
     let timeout = Duration::from_secs(args.timeout);
     let cookie = format!("demo-{}", std::process::id());
+    let n = args.nodes as usize;
+    let servers = (n / 4).max(1);
+    // Static members need addresses before start: bind listeners first to learn free ports.
+    let ports: Vec<u16> = (0..n)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+        })
+        .collect::<Result<_, _>>()
+        .context("choosing ports")?;
     let mut nodes = Vec::new();
-    for i in 0..args.nodes {
+    for (i, port) in ports.iter().enumerate() {
         let mut b = NodeBuilder::new(&format!("demo{i}@127.0.0.1"))
-            .listen("127.0.0.1:0")
+            .listen(&format!("127.0.0.1:{port}"))
             .cookie(&cookie);
         for (name, par) in &channels {
             b = b.configure(|c| {
@@ -92,33 +180,52 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 );
             });
         }
+        b = b.configure(|c| {
+            c.overlay = overlay.as_str().to_string();
+            // Demo timings: settle in seconds rather than Partisan's production periods.
+            c.periodic_interval = 500;
+            c.hyparview.shuffle_interval = 1_000;
+            c.hyparview.random_promotion_interval = 300;
+            if overlay == OverlayKind::ClientServer {
+                c.tag = Some(if i < servers { "server" } else { "client" }.into());
+            }
+            if overlay == OverlayKind::Static {
+                c.static_members = ports
+                    .iter()
+                    .enumerate()
+                    .map(|(j, p)| format!("demo{j}@127.0.0.1=127.0.0.1:{p}"))
+                    .collect();
+            }
+        });
         nodes.push(b.start().await.context("starting demo node")?);
     }
 
-    // Connect every pair once (either side may dial; connections carry both directions).
+    // Everyone joins through node 0 (Partisan's test layout); static needs no join.
     let t0 = Instant::now();
-    for (i, a) in nodes.iter().enumerate() {
-        for b in &nodes[i + 1..] {
-            a.connect_timeout(b.listen_addrs()[0], timeout)
+    if overlay != OverlayKind::Static {
+        let seed = nodes[0].listen_addrs()[0];
+        for node in &nodes[1..] {
+            node.join_timeout(seed, timeout)
                 .await
-                .with_context(|| format!("{} connecting to {}", a.name(), b.name()))?;
+                .with_context(|| format!("{} joining through demo0", node.name()))?;
         }
     }
     let deadline = tokio::time::Instant::now() + timeout;
-    let fully = |nodes: &[Node]| {
-        nodes.iter().all(|a| {
-            nodes
-                .iter()
-                .all(|b| a.name() == b.name() || a.is_fully_connected(b.name()))
-        })
-    };
-    while !fully(&nodes) {
+    let show_progress = !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    while !settled(&nodes, overlay) {
         if tokio::time::Instant::now() >= deadline {
-            bail!("cluster not fully connected within {timeout:?}");
+            bail!("overlay did not settle within {timeout:?}");
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        if show_progress {
+            let up: usize = nodes.iter().map(|n| n.active_view().len()).sum();
+            eprint!("\rforming {overlay} overlay: {up} directed edges...");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let connect_ms = t0.elapsed().as_millis();
+    if show_progress {
+        eprintln!();
+    }
+    let form_ms = t0.elapsed().as_millis();
 
     // One inbox per node counting what it receives, per channel name carried in the message.
     let mut send_channels: Vec<String> = vec![ChannelName::DEFAULT.to_string()];
@@ -142,16 +249,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         })?;
     }
 
-    // Every node sends to every other node on every channel; half of the messages carry a
-    // partition key (per-key order), half are spread over the lanes.
+    // Every node sends to each overlay neighbour on every channel; half of the messages carry
+    // a partition key (per-key order), half are spread over the lanes.
     let t1 = Instant::now();
     let mut sent = 0u64;
     let mut senders = Vec::new();
     for a in &nodes {
-        let targets: Vec<_> = nodes
+        let targets: Vec<_> = a
+            .active_view()
             .iter()
-            .filter(|b| b.name() != a.name())
-            .map(|b| Node::name_on(b.name(), "inbox"))
+            .map(|b| Node::name_on(b, "inbox"))
             .collect::<Result<_, _>>()?;
         let (a, chans, count) = (a.clone(), send_channels.clone(), args.messages);
         sent += count * targets.len() as u64 * chans.len() as u64;
@@ -181,21 +288,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         s.await??;
     }
     let total = |d: &BTreeMap<String, AtomicU64>| d.values().map(|c| c.load(Relaxed)).sum::<u64>();
-    while total(&delivered) < sent {
-        if tokio::time::Instant::now() >= deadline + timeout {
-            break;
-        }
+    let deliver_deadline = tokio::time::Instant::now() + timeout;
+    while total(&delivered) < sent && tokio::time::Instant::now() < deliver_deadline {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let deliver_ms = t1.elapsed().as_millis();
 
+    let e = edges(&nodes);
     let lanes_up: usize = nodes
         .iter()
         .map(|n| n.lanes().iter().map(|l| l.up).sum::<usize>())
         .sum();
     let lanes_expected: usize = nodes
         .iter()
-        .map(|n| n.spec().total_lanes() * (nodes.len() - 1))
+        .map(|n| n.spec().total_lanes() * e[n.name()].len())
         .sum();
     let mut per_channel = BTreeMap::new();
     for c in &send_channels {
@@ -213,8 +319,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             },
         );
     }
+    let member_counts: Vec<usize> = nodes.iter().map(|n| n.members().len()).collect();
     let report = Report {
         nodes: nodes.len(),
+        overlay: overlay.to_string(),
         node_names: nodes.iter().map(|n| n.name().to_string()).collect(),
         channels: nodes[0]
             .spec()
@@ -224,10 +332,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .collect(),
         lanes_up,
         lanes_expected,
-        fully_connected: fully(&nodes),
+        fully_connected: settled(&nodes, overlay),
+        connected: is_connected(&e),
+        symmetric: is_symmetric(&e),
+        members_min: member_counts.iter().copied().min().unwrap_or(0),
+        members_max: member_counts.iter().copied().max().unwrap_or(0),
         messages_sent: sent,
         messages_delivered: total(&delivered),
-        connect_ms,
+        form_ms,
         deliver_ms,
         per_channel,
     };
@@ -251,10 +363,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
 fn print_summary(r: &Report) {
     println!(
-        "partisan demo: {} nodes in one process, loopback TCP, cookie-authenticated",
-        r.nodes
+        "partisan demo: {} nodes, {} overlay, one process, loopback TCP, cookie-authenticated",
+        r.nodes, r.overlay
     );
-    println!("  nodes:     {}", r.node_names.join(", "));
+    if r.nodes <= 8 {
+        println!("  nodes:     {}", r.node_names.join(", "));
+    }
     let chans: Vec<String> = r
         .channels
         .iter()
@@ -262,17 +376,25 @@ fn print_summary(r: &Report) {
         .collect();
     println!("  channels:  {} (lanes per peer)", chans.join(", "));
     println!(
-        "  lanes up:  {}/{} counted at both ends ({} TCP connections, one per lane, each carrying both directions){}",
-        r.lanes_up,
-        r.lanes_expected,
-        r.lanes_up / 2,
-        if r.fully_connected {
-            "; fully connected"
+        "  overlay:   formed in {} ms; members per node {}..{}; graph {}; views {}",
+        r.form_ms,
+        r.members_min,
+        r.members_max,
+        if r.connected {
+            "connected"
         } else {
-            "; NOT fully connected"
+            "NOT connected"
+        },
+        if r.symmetric {
+            "symmetric"
+        } else {
+            "NOT symmetric"
         }
     );
-    println!("  connected in {} ms", r.connect_ms);
+    println!(
+        "  lanes up:  {} of {} expected, counted at both ends (one TCP connection per lane, both directions)",
+        r.lanes_up, r.lanes_expected
+    );
     let rate = r.messages_delivered as f64 / (r.deliver_ms.max(1) as f64 / 1000.0);
     println!(
         "  messages:  {} sent, {} delivered in {} ms ({:.0} msg/s)",

@@ -33,6 +33,18 @@ pub struct NodeArgs {
     /// File holding the cluster cookie.
     #[arg(long)]
     cookie_file: Option<PathBuf>,
+    /// Overlay: full-mesh, hyparview, client-server or static.
+    #[arg(long)]
+    overlay: Option<String>,
+    /// Join the cluster through the node at IP:PORT (repeatable: tried until one answers).
+    #[arg(long = "join")]
+    join: Vec<String>,
+    /// Tag of this node (client or server for client-server; HyParView reservations).
+    #[arg(long)]
+    tag: Option<String>,
+    /// Serve `GET /status` (JSON) on this IP:PORT.
+    #[arg(long)]
+    admin: Option<SocketAddr>,
 }
 
 fn parse_channel(s: &str) -> Result<(String, ChannelConfig), String> {
@@ -89,6 +101,15 @@ pub fn config_from(args: &NodeArgs) -> anyhow::Result<Config> {
         cfg.cookie_file = Some(f.clone());
         cfg.cookie = None;
     }
+    if let Some(o) = &args.overlay {
+        cfg.overlay = o.clone();
+    }
+    if !args.join.is_empty() {
+        cfg.seeds.extend(args.join.iter().cloned());
+    }
+    if let Some(t) = &args.tag {
+        cfg.tag = Some(t.clone());
+    }
     if cfg.name.is_none() {
         bail!("config key `name`: required (--name or name in --config)");
     }
@@ -103,8 +124,9 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         .await
         .context("starting node")?;
     eprintln!(
-        "node {} listening on {}",
+        "node {} ({} overlay) listening on {}",
         node.name(),
+        node.overlay(),
         node.listen_addrs()
             .iter()
             .map(|a| a.to_string())
@@ -121,8 +143,15 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             }
         });
     }
+    if let Some(addr) = args.admin {
+        let bound = crate::admin::serve(node.clone(), addr)
+            .await
+            .with_context(|| format!("admin endpoint on {addr}"))?;
+        eprintln!("admin endpoint: http://{bound}/status");
+    }
     wait_for_signal().await?;
-    tracing::info!("signal received, shutting down");
+    tracing::info!("signal received: leaving the cluster and shutting down");
+    node.leave().await;
     node.shutdown().await;
     Ok(())
 }

@@ -33,6 +33,48 @@ fn demo_json_reports_a_fully_connected_cluster_that_delivered_everything() {
     assert_eq!(v["fully_connected"], true);
 }
 
+fn demo_json(overlay: &str, nodes: &str) -> serde_json::Value {
+    let out = bin()
+        .args([
+            "demo",
+            "--json",
+            "--overlay",
+            overlay,
+            "--nodes",
+            nodes,
+            "--messages",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+#[test]
+fn demo_hyparview_and_full_mesh_sixteen_nodes_are_connected_and_symmetric() {
+    let v = demo_json("hyparview", "16");
+    assert_eq!(v["overlay"], "hyparview");
+    assert_eq!(v["connected"], true);
+    assert_eq!(v["symmetric"], true);
+    let (min, max) = (
+        v["members_min"].as_u64().unwrap(),
+        v["members_max"].as_u64().unwrap(),
+    );
+    // Self plus an active view of at least one and at most 6 (the default maximum).
+    assert!(min >= 2 && max <= 7 && min <= max, "{min}..{max}");
+    assert_eq!(v["messages_sent"], v["messages_delivered"]);
+    let v = demo_json("full-mesh", "16");
+    assert_eq!(v["members_min"], 16);
+    assert_eq!(v["members_max"], 16);
+    assert_eq!(v["connected"], true);
+    assert_eq!(v["symmetric"], true);
+}
+
 /// Reads a child's stderr lines on a thread.
 fn lines(child: &mut Child) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
@@ -115,6 +157,95 @@ fn two_node_processes_connect_and_stop_cleanly_on_sigterm() {
     wait_line(&a_lines, "peer up");
     assert!(sigterm_and_wait(&mut b).success());
     wait_line(&b_lines, "node stopped");
+    assert!(sigterm_and_wait(&mut a).success());
+}
+
+/// A plain HTTP GET on loopback.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn hyparview_nodes_join_and_serve_their_status_over_http() {
+    let admin = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let mut a = bin()
+        .args([
+            "node",
+            "--name",
+            "hv_a@127.0.0.1",
+            "--listen",
+            "127.0.0.1:0",
+            "--cookie",
+            "k",
+            "--overlay",
+            "hyparview",
+            "--admin",
+            &admin,
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let a_lines = lines(&mut a);
+    let l = wait_line(&a_lines, "listening on");
+    let addr = l.rsplit(' ').next().unwrap().to_string();
+    let mut b = bin()
+        .args([
+            "node",
+            "--name",
+            "hv_b@127.0.0.1",
+            "--listen",
+            "127.0.0.1:0",
+            "--cookie",
+            "k",
+            "--overlay",
+            "hyparview",
+            "--join",
+            &addr,
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let b_lines = lines(&mut b);
+    wait_line(&b_lines, "NodeUp");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let resp = http_get(&admin, "/status");
+        let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if v["active"].as_array().is_some_and(|a| a.len() == 1) {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "b never became active at a: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status["name"], "hv_a@127.0.0.1");
+    assert_eq!(status["overlay"], "hyparview");
+    assert_eq!(status["active"][0], "hv_b@127.0.0.1");
+    assert!(status["passive"].is_array());
+    assert_eq!(status["members"].as_array().unwrap().len(), 2);
+    assert!(status["connections"]["hv_b@127.0.0.1"]["membership"].as_u64() >= Some(1));
+    assert!(http_get(&admin, "/nope").starts_with("HTTP/1.1 404"));
+    // SIGTERM on b: it leaves gracefully, a learns at once and drops it from its views.
+    assert!(sigterm_and_wait(&mut b).success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let resp = http_get(&admin, "/status");
+        let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if v["active"].as_array().is_some_and(|a| a.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a kept b after it left: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(sigterm_and_wait(&mut a).success());
 }
 

@@ -41,12 +41,13 @@ impl HsFail {
         matches!(self, HsFail::Protocol(_))
     }
 
-    /// Whether this is the benign refusal of the losing side of a simultaneous dial.
+    /// Whether this is a benign refusal: the losing side of a simultaneous dial, or a peer
+    /// that is shutting down.
     pub(crate) fn is_race(&self) -> bool {
         matches!(
             self,
             HsFail::Protocol(HandshakeError::Refused {
-                code: RefuseCode::Simultaneous,
+                code: RefuseCode::Simultaneous | RefuseCode::ShuttingDown,
                 ..
             })
         )

@@ -58,7 +58,11 @@ async fn inbound(shared: Arc<Shared>, mut stream: TcpStream, permit: OwnedSemaph
                 &shared.stats.node.handshakes_failed
             };
             counter.fetch_add(1, Relaxed);
-            tracing::warn!(%from, reason = %e, "refused inbound connection");
+            if e.is_refusal() {
+                tracing::warn!(%from, reason = %e, "refused inbound connection");
+            } else {
+                tracing::debug!(%from, reason = %e, "inbound handshake failed");
+            }
             return;
         }
     };
