@@ -671,4 +671,64 @@ mod tests {
             .to_string()
             .contains("max_frame_size"));
     }
+
+    #[test]
+    fn overlay_keys_parse_and_bad_ones_are_named() {
+        let c = Config::from_toml_str(
+            r#"
+            name = "n1@127.0.0.1"
+            cookie = "s"
+            overlay = "hyparview"
+            seeds = ["127.0.0.1:4000"]
+            reservations = ["db"]
+            [hyparview]
+            active_max_size = 5
+            shuffle_interval = 2000
+            "#,
+        )
+        .unwrap();
+        let r = c.resolve().unwrap();
+        let OverlaySettings::HyParView(h) = r.overlay else {
+            panic!("hyparview expected")
+        };
+        assert_eq!((h.active_max, h.active_min, h.passive_max), (5, 3, 30));
+        assert_eq!(h.shuffle_interval, Duration::from_secs(2));
+        assert_eq!(h.reservations.len(), 1);
+        assert_eq!(r.seeds.len(), 1);
+
+        let named = |c: Config, key: &str| {
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(key), "{key} not named in: {e}");
+        };
+        let mut c = base();
+        c.overlay = "hyperview".into();
+        named(c, "`overlay`");
+        let mut c = base();
+        c.overlay = "client-server".into();
+        named(c, "`tag`");
+        let mut c = base();
+        c.overlay = "hyparview".into();
+        c.hyparview.active_min_size = 9;
+        named(c, "hyparview.active_min_size");
+        let mut c = base();
+        c.overlay = "static".into();
+        c.static_members = vec!["n2@127.0.0.1:4001".into(), "oops".into()];
+        named(c, "static_members[1]");
+        let mut c = base();
+        c.seeds = vec!["nowhere".into()];
+        named(c, "seeds[0]");
+        let e = Config::from_toml_str("[hyparview]\nactive_max = 3")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("active_max"), "{e}");
+        // Static members in both accepted forms.
+        let mut c = base();
+        c.overlay = "static".into();
+        c.static_members = vec!["n2@127.0.0.1:4001".into(), "n3@host=127.0.0.1:4002".into()];
+        let OverlaySettings::Static(m) = c.resolve().unwrap().overlay else {
+            panic!("static expected")
+        };
+        assert_eq!(m[1].name().as_str(), "n3@host");
+        assert_eq!(m[1].listen_addrs()[0].port(), 4002);
+    }
 }

@@ -22,6 +22,9 @@ use tokio::sync::Notify;
 
 use crate::stats::ChannelStats;
 
+/// Bound of a lane's queued control frames, in bytes.
+pub(crate) const CONTROL_CAPACITY: usize = 16 * 1024 * 1024;
+
 /// Payloads at least this large are queued by reference instead of copied.
 const ZERO_COPY_MIN: usize = 16 * 1024;
 
@@ -241,12 +244,17 @@ impl LaneQueue {
         }
     }
 
-    /// Queues a control frame (keepalive) ahead of queued user data, regardless of the bound:
-    /// these are tiny and must not wait behind a stalled peer or be dropped.
+    /// Queues a control frame (keepalive, overlay protocol) ahead of queued user data. Control
+    /// traffic has its own bound, [`CONTROL_CAPACITY`] bytes, independent of the user-data
+    /// bound so it never waits behind a stalled stream; beyond it the frame is refused with
+    /// [`PushError::Full`] (the caller keeps or drops it; overlay protocols tolerate loss).
     pub(crate) fn push_control(&self, msg: &Message) -> Result<(), PushError> {
         let mut g = self.inner.lock();
         if g.closed {
             return Err(PushError::Closed);
+        }
+        if g.control.len() >= CONTROL_CAPACITY {
+            return Err(PushError::Full);
         }
         msg.encode_frame(&mut g.control, self.max_frame_len)
             .map_err(PushError::TooLarge)?;
