@@ -6,6 +6,7 @@ mod admin;
 mod bench;
 mod demo;
 mod node_cmd;
+mod sim_cmd;
 
 /// partisan: a distributed runtime for Rust.
 #[derive(Parser, Debug)]
@@ -23,6 +24,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Transport benchmarks against a peer node run as a second process on loopback.
     Bench(bench::BenchArgs),
+    /// Deterministic simulations of the protocols at scale (virtual time, one process).
+    Sim(sim_cmd::SimArgs),
     /// The peer process of `partisan bench` (started by it).
     #[command(hide = true)]
     BenchPeer(bench::PeerArgs),
@@ -68,6 +71,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => {
             init_logging("warn");
             bench::run(args)
+        }
+        Command::Sim(args) => {
+            init_logging("warn");
+            sim_cmd::run(args)
         }
         Command::BenchPeer(args) => {
             init_logging("warn");
