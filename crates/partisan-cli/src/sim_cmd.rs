@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use partisan_core::time::Instant;
+use partisan_sim::full_mesh_exp::{self, FullMeshOpts};
 use partisan_sim::hyparview_exp::{self, HyParViewOpts, HyParViewReport};
 use partisan_sim::progress::Progress;
 
@@ -20,6 +21,27 @@ pub struct SimArgs {
 enum Experiment {
     /// HyParView resilience: join, settle, crash a fraction at once, measure floods per round.
     Hyparview(HvArgs),
+    /// Full-mesh membership: convergence after a join storm, then quiet traffic per node.
+    FullMesh(FmArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct FmArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 1000)]
+    nodes: u32,
+    /// Also run these cluster sizes and print how quiet traffic scales (e.g. 250,500,1000).
+    #[arg(long, value_delimiter = ',')]
+    sizes: Vec<u32>,
+    /// Seed of the run.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Draw quiet traffic per node against cluster size (needs --sizes) into this SVG file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -90,6 +112,7 @@ impl Progress for TermProgress {
 pub fn run(args: SimArgs) -> anyhow::Result<()> {
     match args.experiment {
         Experiment::Hyparview(a) => hyparview(a),
+        Experiment::FullMesh(a) => full_mesh(a),
     }
 }
 
@@ -158,6 +181,86 @@ fn hyparview(a: HvArgs) -> anyhow::Result<()> {
         );
         std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("plot written to {}", path.display());
+    }
+    Ok(())
+}
+
+fn full_mesh(a: FmArgs) -> anyhow::Result<()> {
+    if a.nodes < 2 || a.sizes.iter().any(|s| *s < 2) {
+        bail!("--nodes/--sizes: at least 2 nodes");
+    }
+    eprintln!("seed {}", a.seed);
+    let mut sizes = a.sizes.clone();
+    if !sizes.contains(&a.nodes) {
+        sizes.push(a.nodes);
+    }
+    sizes.sort_unstable();
+    let mut reports = Vec::new();
+    for n in &sizes {
+        let opts = FullMeshOpts {
+            nodes: *n,
+            seed: a.seed,
+            ..FullMeshOpts::default()
+        };
+        let mut progress = TermProgress::new(format!("full-mesh n={n}"));
+        let r = full_mesh_exp::run(&opts, &mut progress);
+        progress.done();
+        reports.push(r);
+    }
+    let main = reports
+        .iter()
+        .find(|r| r.nodes == a.nodes)
+        .expect("the main size was run")
+        .clone();
+    if a.json {
+        let mut v = serde_json::to_value(&main)?;
+        if a.sizes.len() > 1 || !a.sizes.is_empty() {
+            v["scaling"] = serde_json::to_value(&reports)?;
+        }
+        println!("{v}");
+    } else {
+        println!("seed {}", a.seed);
+        println!(
+            "  {:>6} {:>14} {:>16} {:>14} {:>10} {:>9}",
+            "nodes", "converge (ms)", "storm B/node", "quiet B/node/s", "msgs/n/s", "wall (s)"
+        );
+        for r in &reports {
+            println!(
+                "  {:>6} {:>14} {:>16.0} {:>14.2} {:>10.3} {:>9.1}",
+                r.nodes,
+                r.convergence_ms
+                    .map(|m| m.to_string())
+                    .unwrap_or_else(|| "never".into()),
+                r.storm_bytes_per_node,
+                r.bytes_per_node_per_sec,
+                r.messages_per_node_per_sec,
+                r.wall_secs
+            );
+        }
+        println!("  trace {} (n={})", main.trace_hash, main.nodes);
+    }
+    if let Some(path) = &a.plot {
+        let series = vec![(
+            "quiet membership traffic".to_string(),
+            reports
+                .iter()
+                .map(|r| (f64::from(r.nodes), r.bytes_per_node_per_sec))
+                .collect::<Vec<_>>(),
+        )];
+        let svg = partisan_sim::plot::line_chart(
+            &format!(
+                "Full mesh: background membership bytes per node (seed {})",
+                a.seed
+            ),
+            "cluster size (nodes)",
+            "bytes per node per second",
+            &series,
+        );
+        std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("plot written to {}", path.display());
+    }
+    if main.convergence_ms.is_none() {
+        bail!("membership did not converge");
     }
     Ok(())
 }

@@ -510,12 +510,37 @@ impl Sim {
         self.queue.peek().map(|Reverse(s)| s.at)
     }
 
-    /// Processes the next event; `None` when the queue is empty.
-    pub fn step(&mut self) -> Option<Stepped> {
+    /// Processes the next event; `None` when the queue is empty. Returns what kind of event
+    /// it was and the node whose state it may have changed.
+    pub fn step(&mut self) -> Option<(Stepped, Option<NodeId>)> {
         let Reverse(s) = self.queue.pop()?;
         self.now = self.now.max(s.at);
         self.events += 1;
-        Some(self.process(s.event))
+        let node = match &s.event {
+            Event::Deliver { to, .. } => Some(*to),
+            Event::PeerUp { node, .. }
+            | Event::PeerDown { node, .. }
+            | Event::Unreachable { node, .. }
+            | Event::Timer { node, .. } => Some(*node),
+            Event::LinkCheck { .. } => None,
+        };
+        Some((self.process(s.event), node))
+    }
+
+    /// Like [`Sim::run_until`], calling `check` after every event with the node it touched;
+    /// stops at the first error.
+    pub fn run_checked<E>(
+        &mut self,
+        until: Instant,
+        mut check: impl FnMut(&Sim, NodeId) -> Result<(), E>,
+    ) -> Result<(), E> {
+        while self.next_time().is_some_and(|t| t <= until) {
+            if let Some((_, Some(n))) = self.step() {
+                check(self, n)?;
+            }
+        }
+        self.now = self.now.max(until);
+        Ok(())
     }
 
     /// Processes every event due up to `until`, then sets the clock to `until`.

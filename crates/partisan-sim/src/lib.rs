@@ -10,8 +10,10 @@
 #![warn(missing_docs)]
 
 pub mod engine;
+pub mod full_mesh_exp;
 pub mod graph;
 pub mod hyparview_exp;
 pub mod plot;
 pub mod progress;
+pub mod swarm;
 pub mod trace;

@@ -112,6 +112,9 @@ pub struct HyParViewSection {
     pub random_promotion: bool,
     /// Milliseconds between promotion rounds.
     pub random_promotion_interval: u64,
+    /// Mean milliseconds between rewirings of a node with a full active view (merges
+    /// overlays after a partition heals; 0 disables).
+    pub rewire_interval: u64,
 }
 
 impl Default for HyParViewSection {
@@ -128,6 +131,7 @@ impl Default for HyParViewSection {
             shuffle_k_passive: d.shuffle_k_passive,
             random_promotion: d.random_promotion,
             random_promotion_interval: d.random_promotion_interval.as_millis() as u64,
+            rewire_interval: d.rewire_interval.as_millis() as u64,
         }
     }
 }
@@ -538,6 +542,7 @@ impl Config {
                     random_promotion: h.random_promotion,
                     random_promotion_interval: Duration::from_millis(h.random_promotion_interval),
                     reservations: reservations.clone(),
+                    rewire_interval: Duration::from_millis(h.rewire_interval),
                 })
             }
             OverlayKind::ClientServer => {

@@ -24,8 +24,14 @@
 //! - Symmetry (Partisan #13): neighbor requests are answered (accepted/rejected), and every
 //!   shuffle period each node sends KeepActive to its active peers; a peer that does not have
 //!   the sender in its active view adds it if it has room, else answers Disconnect.
-//! - Isolation: a node whose active and passive views are both empty rejoins through one of
-//!   the contacts it joined through.
+//! - Isolation: a node whose passive view is empty takes the contacts it joined through as
+//!   passive candidates again (tried once per promotion tick).
+//! - Lost connections (not in the paper): a neighbor whose connection drops stays a passive
+//!   candidate (it may have been cut off by a partition), dropped when found unreachable.
+//! - Filling and rewiring (not in the paper): between `active_min` and a full view, one
+//!   low-priority neighbor request per promotion tick; a full node, on average once per
+//!   `rewire_interval`, asks a random passive peer with high priority. Together they merge
+//!   two overlays after a partition heals, which plain HyParView never does.
 //! - Reservations (Partisan): `reserve(tag)` keeps an active slot for a peer with that tag;
 //!   open slots count as taken, reserved peers are never evicted.
 
@@ -69,6 +75,10 @@ pub struct HyParViewConfig {
     pub random_promotion_interval: Duration,
     /// Reserved active slots (`reservations`).
     pub reservations: Vec<Tag>,
+    /// Mean time between rewirings of a node whose active view is full: it asks a random
+    /// passive peer to become a neighbor with high priority (both sides evict a random peer
+    /// if needed). This is what merges two overlays after a partition heals; zero disables it.
+    pub rewire_interval: Duration,
 }
 
 impl Default for HyParViewConfig {
@@ -85,6 +95,7 @@ impl Default for HyParViewConfig {
             random_promotion: true,
             random_promotion_interval: Duration::from_secs(5),
             reservations: Vec::new(),
+            rewire_interval: Duration::from_secs(60),
         }
     }
 }
@@ -298,10 +309,13 @@ impl HyParView {
 
     /// Removes `node` from the active view; with `tell`, sends it a Disconnect and keeps it as
     /// a passive peer.
-    fn drop_active(&mut self, node: &NodeName, tell: bool, out: &mut Vec<OverlayOutput>) -> bool {
-        let Some(peer) = self.active.remove(node) else {
-            return false;
-        };
+    fn drop_active(
+        &mut self,
+        node: &NodeName,
+        tell: bool,
+        out: &mut Vec<OverlayOutput>,
+    ) -> Option<PeerInfo> {
+        let peer = self.active.remove(node)?;
         for holder in self.reserved.values_mut() {
             if holder.as_ref() == Some(node) {
                 *holder = None;
@@ -313,7 +327,7 @@ impl HyParView {
         }
         out.push(OverlayOutput::Disconnect(node.clone()));
         out.push(OverlayOutput::MembersChanged);
-        true
+        Some(peer)
     }
 
     fn add_passive(&mut self, peer: &PeerInfo) {
@@ -367,6 +381,7 @@ impl HyParView {
         }
         let want = self.cfg.active_min.max(1);
         let high = self.active.is_empty();
+        self.refill_from_contacts();
         while self.active.len() + self.pending.len() < want {
             let candidates: Vec<NodeName> = self
                 .passive
@@ -383,18 +398,56 @@ impl HyParView {
         }
     }
 
-    /// When both views are empty, rejoins through a random contact. Called from the promotion
-    /// timer only, so an unreachable contact is retried once per period, not in a loop.
-    fn rejoin_if_isolated(&mut self, out: &mut Vec<OverlayOutput>) {
-        if self.left || !self.active.is_empty() || !self.passive.is_empty() {
+    /// When the passive view is empty, the contacts this node joined through become passive
+    /// candidates again: the only knowledge left of the rest of the cluster (after long
+    /// partitions or many failures).
+    fn refill_from_contacts(&mut self) {
+        if self.passive.is_empty() {
+            let contacts: Vec<PeerInfo> = self
+                .contacts
+                .values()
+                .filter(|c| !self.active.contains_key(c.name()))
+                .cloned()
+                .collect();
+            self.integrate(&contacts, &BTreeSet::new());
+        }
+    }
+
+    /// Between `active_min` and a full view, one low-priority request per promotion tick to a
+    /// random passive peer: peers with room accept, full ones decline. Views thus fill up over
+    /// time (more paths, more resilience) and two overlays whose nodes have room find each
+    /// other once a partition heals.
+    fn fill(&mut self, out: &mut Vec<OverlayOutput>) {
+        self.refill_from_contacts();
+        let candidates: Vec<NodeName> = self
+            .passive
+            .keys()
+            .filter(|n| !self.pending.contains(*n) && !self.refused.contains(*n))
+            .cloned()
+            .collect();
+        if let Some(c) = self.pick(&candidates).cloned() {
+            let peer = self.passive[&c].clone();
+            self.pending.insert(c);
+            self.send(&peer, HvMsg::NeighborRequest { high: false }, out);
+        }
+    }
+
+    /// With probability shuffle_interval / rewire_interval per shuffle, a node whose active
+    /// view is full asks a random passive peer to become a neighbor with high priority.
+    fn maybe_rewire(&mut self, out: &mut Vec<OverlayOutput>) {
+        if self.cfg.rewire_interval.is_zero() || !self.is_full() || !self.pending.is_empty() {
             return;
         }
-        let contacts: Vec<NodeName> = self.contacts.keys().cloned().collect();
-        if let Some(c) = self.pick(&contacts).cloned() {
-            let contact = self.contacts[&c].clone();
-            self.add_active(&contact, out);
-            let me = self.local.clone();
-            self.send(&contact, HvMsg::Join { peer: me }, out);
+        let p = self.cfg.shuffle_interval.as_secs_f64() / self.cfg.rewire_interval.as_secs_f64();
+        if !self.rng.gen_bool(p.clamp(0.0, 1.0)) {
+            return;
+        }
+        self.refill_from_contacts();
+        let candidates: Vec<NodeName> = self.passive.keys().cloned().collect();
+        if let Some(c) = self.pick(&candidates).cloned() {
+            let peer = self.passive[&c].clone();
+            self.pending.insert(c);
+            self.send(&peer, HvMsg::NeighborRequest { high: true }, out);
         }
     }
 
@@ -523,7 +576,7 @@ impl HyParView {
                 }
             }
             HvMsg::Disconnect => {
-                if self.drop_active(from.name(), false, out) {
+                if self.drop_active(from.name(), false, out).is_some() {
                     self.add_passive(from);
                     if self.active.is_empty() {
                         self.promote(out);
@@ -533,7 +586,7 @@ impl HyParView {
             HvMsg::Leave => {
                 self.passive.remove(from.name());
                 self.contacts.remove(from.name());
-                if self.drop_active(from.name(), false, out) {
+                if self.drop_active(from.name(), false, out).is_some() {
                     self.promote(out);
                 }
             }
@@ -663,7 +716,7 @@ impl Overlay for HyParView {
         self.passive.remove(node);
         self.contacts.remove(node);
         self.pending.remove(node);
-        if self.drop_active(node, true, out) {
+        if self.drop_active(node, true, out).is_some() {
             self.passive.remove(node);
             self.promote(out);
         }
@@ -703,8 +756,14 @@ impl Overlay for HyParView {
     }
 
     fn on_peer_down(&mut self, node: &NodeName, _now: Instant, out: &mut Vec<OverlayOutput>) {
-        if self.drop_active(node, false, out) {
-            self.passive.remove(node);
+        // The paper forgets a failed neighbor. A lost connection may also be a partition, so
+        // the neighbor stays a passive candidate: if it is dead, the first attempt to promote
+        // it reports it unreachable and drops it; if it was cut off, it is how the two sides
+        // find each other again once the partition heals.
+        if let Some(peer) = self.drop_active(node, false, out) {
+            self.add_passive(&peer);
+            // Not asked again before the next promotion tick: it just failed.
+            self.refused.insert(node.clone());
             self.promote(out);
         }
     }
@@ -712,7 +771,10 @@ impl Overlay for HyParView {
     fn on_unreachable(&mut self, node: &NodeName, _now: Instant, out: &mut Vec<OverlayOutput>) {
         let was_pending = self.pending.remove(node);
         self.passive.remove(node);
-        let was_active = self.drop_active(node, false, out);
+        // Not tried again before the next promotion tick (a contact may be re-added to the
+        // passive view as a last resort; this keeps that from looping).
+        self.refused.insert(node.clone());
+        let was_active = self.drop_active(node, false, out).is_some();
         if was_pending || was_active {
             self.promote(out);
         }
@@ -727,6 +789,7 @@ impl Overlay for HyParView {
                     return;
                 }
                 self.shuffle(out);
+                self.maybe_rewire(out);
                 let active: Vec<PeerInfo> = self.active.values().cloned().collect();
                 for p in &active {
                     self.send(p, HvMsg::KeepActive, out);
@@ -739,10 +802,13 @@ impl Overlay for HyParView {
                 // ever comes, is undone by a Disconnect).
                 self.pending.clear();
                 self.refused.clear();
-                if self.cfg.random_promotion && self.active.len() < self.cfg.active_min {
-                    self.promote(out);
+                if self.cfg.random_promotion {
+                    if self.active.len() < self.cfg.active_min {
+                        self.promote(out);
+                    } else if !self.is_full() {
+                        self.fill(out);
+                    }
                 }
-                self.rejoin_if_isolated(out);
             }
             OverlayTimer::Periodic | OverlayTimer::Push => {}
         }
@@ -978,8 +1044,8 @@ mod tests {
         h.on_peer_down(peer("a10", 10).name(), Instant::ZERO, &mut out);
         assert!(!h.active.contains_key(peer("a10", 10).name()));
         assert!(
-            !h.passive.contains_key(peer("a10", 10).name()),
-            "failed nodes are not kept"
+            h.passive.contains_key(peer("a10", 10).name()),
+            "a lost neighbor stays a candidate (a partition may end) until found unreachable"
         );
         let reqs: Vec<_> = sends(&out)
             .into_iter()
@@ -1196,12 +1262,24 @@ mod tests {
         h.join(&c, Instant::ZERO, &mut out);
         out.clear();
         h.on_peer_down(c.name(), Instant::ZERO, &mut out);
-        assert!(h.active.is_empty() && h.passive.is_empty());
+        assert!(h.active.is_empty());
+        // The lost contact is a passive candidate: asked with high priority at the next tick.
         out.clear();
         h.on_timer(OverlayTimer::Promotion, Instant::ZERO, &mut out);
-        assert!(sends(&out)
-            .iter()
-            .any(|(to, m)| to == "contact" && matches!(m, HvMsg::Join { .. })));
+        assert_eq!(
+            sends(&out),
+            vec![("contact".into(), HvMsg::NeighborRequest { high: true })]
+        );
+        // Found unreachable, it leaves the passive view but, being the only contact, comes
+        // back as the last-resort candidate, tried again at the next tick (not in a loop).
+        out.clear();
+        h.on_unreachable(c.name(), Instant::ZERO, &mut out);
+        assert!(sends(&out).is_empty(), "no immediate retry: {out:?}");
+        h.on_timer(OverlayTimer::Promotion, Instant::ZERO, &mut out);
+        assert_eq!(
+            sends(&out),
+            vec![("contact".into(), HvMsg::NeighborRequest { high: true })]
+        );
     }
 
     #[test]
