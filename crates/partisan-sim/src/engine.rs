@@ -20,7 +20,6 @@ use partisan_core::overlay::{
     OverlayTimer, PeerInfo,
 };
 use partisan_core::time::Instant;
-use partisan_core::wire::Control;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -452,11 +451,11 @@ impl Sim {
         let node = &mut self.nodes[from as usize];
         node.messages_sent += 1;
         if self.count_bytes {
-            let body = postcard::to_allocvec(&Control::Overlay(msg.clone()))
-                .map(|v| v.len())
-                .unwrap_or(0);
-            // Length prefix and kind byte of the control frame.
-            node.bytes_sent += body as u64 + 5;
+            let body =
+                postcard::serialize_with_flavor(&msg, postcard::ser_flavors::Size::default())
+                    .unwrap_or(0);
+            // Length prefix, kind byte and `Control::Overlay` tag of the control frame.
+            node.bytes_sent += body as u64 + 6;
         }
         let linked = self.linked(from, to);
         let target = &self.nodes[to as usize];

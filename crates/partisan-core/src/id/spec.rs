@@ -148,12 +148,32 @@ impl ChannelOpts {
 /// Invariants (checked by [`NodeSpec::new`] and on decode): listen addresses are sorted and
 /// deduplicated (so two specs of the same node compare equal however they were built); the
 /// `default` and `membership` channels are present; every parallelism is within
-/// 1..=[`MAX_PARALLELISM`]; `membership` is never monotonic.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct NodeSpec {
+/// 1..=[`MAX_PARALLELISM`]; `membership` is never monotonic. A spec is immutable and shared:
+/// cloning it is a reference-count increment (membership tables hold thousands of them).
+#[derive(Clone, PartialEq, Eq)]
+pub struct NodeSpec(Arc<SpecInner>);
+
+#[derive(Debug, PartialEq, Eq, Serialize)]
+struct SpecInner {
     name: NodeName,
     listen_addrs: Vec<SocketAddr>,
     channels: BTreeMap<ChannelName, ChannelOpts>,
+}
+
+impl fmt::Debug for NodeSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeSpec")
+            .field("name", &self.0.name)
+            .field("listen_addrs", &self.0.listen_addrs)
+            .field("channels", &self.0.channels)
+            .finish()
+    }
+}
+
+impl Serialize for NodeSpec {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
 }
 
 impl NodeSpec {
@@ -179,48 +199,54 @@ impl NodeSpec {
                 return Err(IdError::Spec("channel parallelism must be 1 to 256"));
             }
         }
-        Ok(NodeSpec {
+        Ok(NodeSpec(Arc::new(SpecInner {
             name,
             listen_addrs,
             channels,
-        })
+        })))
     }
 
     /// The node's name.
     pub fn name(&self) -> &NodeName {
-        &self.name
+        &self.0.name
     }
 
     /// Sorted, deduplicated listen addresses.
     pub fn listen_addrs(&self) -> &[SocketAddr] {
-        &self.listen_addrs
+        &self.0.listen_addrs
     }
 
     /// Channels with their options, ordered by name.
     pub fn channels(&self) -> &BTreeMap<ChannelName, ChannelOpts> {
-        &self.channels
+        &self.0.channels
     }
 
     /// Options of one channel, if the node has it.
     pub fn channel(&self, name: &ChannelName) -> Option<&ChannelOpts> {
-        self.channels.get(name)
+        self.0.channels.get(name)
     }
 
     /// Total number of lanes over all channels: the connection count of a fully connected peer.
     pub fn total_lanes(&self) -> usize {
-        self.channels.values().map(|o| o.parallelism as usize).sum()
+        self.0
+            .channels
+            .values()
+            .map(|o| o.parallelism as usize)
+            .sum()
     }
 
     /// Every (channel, lane) slot this spec asks its peers to keep up, in order.
     pub fn lanes(&self) -> impl Iterator<Item = (&ChannelName, u16)> + '_ {
-        self.channels
+        self.0
+            .channels
             .iter()
             .flat_map(|(c, o)| (0..o.parallelism).map(move |l| (c, l)))
     }
 
     /// Whether (`channel`, `lane`) is a slot of this spec.
     pub fn has_lane(&self, channel: &ChannelName, lane: u16) -> bool {
-        self.channels
+        self.0
+            .channels
             .get(channel)
             .is_some_and(|o| lane < o.parallelism)
     }

@@ -454,11 +454,61 @@ impl FullMesh {
             self.end_isolation();
         }
         // A node that was alone learned everything from `from`, which spreads it itself.
+        let changed: Vec<NodeName> = changes
+            .added
+            .iter()
+            .map(|e| e.name().clone())
+            .chain(changes.removed.iter().cloned())
+            .collect();
         if had_others {
             self.note(changes.learned, Some(from), now, out);
         }
-        self.reconcile(out);
+        // Only the names the merge touched can change connections or members: the full
+        // reconcile is O(members) and deltas arrive by the thousand in a join storm.
+        self.reconcile_names(&changed, out);
         false
+    }
+
+    /// [`FullMesh::reconcile`] restricted to `names` (a merge's changes), while a member.
+    fn reconcile_names(&mut self, names: &[NodeName], out: &mut Vec<OverlayOutput>) {
+        if self.phase != Phase::Member {
+            return self.reconcile(out);
+        }
+        let mut members_changed = false;
+        for name in names {
+            if name == self.me() {
+                continue;
+            }
+            match self.state.get(name) {
+                Some(e) => {
+                    let (spec, c) = (e.spec.clone(), e.creation);
+                    self.contacts.remove(name);
+                    let same = self
+                        .connected
+                        .get(name)
+                        .is_some_and(|(s0, c0)| s0 == &spec && (*c0 == c || *c0 == 0 || c == 0));
+                    if !same {
+                        out.push(OverlayOutput::Connect(spec.clone()));
+                    }
+                    if self.connected.insert(name.clone(), (spec, c)).is_none() {
+                        members_changed = true;
+                    }
+                }
+                None => {
+                    if self.connected.remove(name).is_some() {
+                        out.push(OverlayOutput::Disconnect(name.clone()));
+                    }
+                    members_changed = true;
+                }
+            }
+        }
+        if members_changed {
+            let members = self.members();
+            if members != self.reported {
+                self.reported = members;
+                out.push(OverlayOutput::MembersChanged);
+            }
+        }
     }
 
     fn on_fm_message(
@@ -524,7 +574,7 @@ impl FullMesh {
             }
             FullMeshMsg::Delta { delta, reply } => {
                 // Any delta from a contact answers the join: stop retrying it.
-                self.contacts.remove(sender);
+                let was_contact = self.contacts.remove(sender).is_some();
                 let before = reply.then(|| self.state.context().clone());
                 let reset = self.absorb(sender, &delta, now, out);
                 if let (Some(before), false) = (before, reset) {
@@ -537,7 +587,9 @@ impl FullMesh {
                     }
                 }
                 // Dropping a contact may have to drop its connection too.
-                self.reconcile(out);
+                if was_contact {
+                    self.reconcile(out);
+                }
             }
             FullMeshMsg::Join { delta } => {
                 self.absorb(sender, &delta, now, out);
