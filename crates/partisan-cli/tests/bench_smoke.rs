@@ -126,7 +126,7 @@ fn hol_reports_idle_and_loaded_probe_latency_and_the_stream_rate() {
         "--stream-rate",
         "20",
         "--threads",
-        "0",
+        "2",
     ]);
     assert_eq!(lines.len(), 1);
     let v = &lines[0];

@@ -1,19 +1,27 @@
 //! The connection table: which lanes are up to which peer, readable without locks.
 //!
-//! Readers (every send, `is_connected`, `nodes`) load an immutable snapshot of the peer map
-//! (`arc-swap`) and the lane slot they need (`ArcSwapOption`): no lock, no call into a task.
-//! Only the driver task writes.
+//! Readers (every send, `is_connected`, `nodes`) load one immutable snapshot of the whole table
+//! (`arc-swap`): no lock, no call into a task, and a single atomic load per send. Only the
+//! driver task writes, replacing the snapshot (copy on write) when a lane comes up or goes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwap;
 use partisan_core::connection_plan::ConnId;
 use partisan_core::id::{ChannelName, Creation, NodeName, NodeSpec};
 
 use crate::error::SendError;
 use crate::lane_queue::LaneQueue;
+use crate::registry::KeyHash;
+
+type Map<K, V> = HashMap<K, V, KeyHash>;
+
+thread_local! {
+    /// Round-robin position of key-less sends from this thread (no shared counter to contend
+    /// on; each thread still spreads its messages over every lane).
+    static NEXT_LANE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
 
 /// One established connection as senders see it.
 pub(crate) struct LaneHandle {
@@ -21,67 +29,70 @@ pub(crate) struct LaneHandle {
     pub(crate) queue: Arc<LaneQueue>,
 }
 
+#[derive(Clone)]
 struct ChannelLinks {
-    lanes: Box<[ArcSwapOption<LaneHandle>]>,
+    lanes: Box<[Option<Arc<LaneHandle>>]>,
     /// Lanes the peer's spec declares for this channel: where our messages to it go.
     send_lanes: u16,
-    next: AtomicUsize,
+}
+
+impl ChannelLinks {
+    fn up(&self) -> usize {
+        self.lanes.iter().filter(|l| l.is_some()).count()
+    }
 }
 
 /// Every lane to one incarnation of a peer.
+#[derive(Clone)]
 pub(crate) struct PeerLinks {
     pub(crate) spec: NodeSpec,
     pub(crate) creation: Creation,
-    channels: HashMap<ChannelName, ChannelLinks>,
-    up: AtomicUsize,
+    channels: Map<ChannelName, ChannelLinks>,
+    /// Lanes up, over all channels.
+    up: usize,
 }
 
 impl PeerLinks {
     fn new(peer: &NodeSpec, local: &NodeSpec, creation: Creation) -> Self {
-        let mut channels = HashMap::new();
+        let mut channels = Map::default();
         for (name, opts) in peer.channels().iter().chain(local.channels()) {
             let ours = local.channel(name).map_or(0, |o| o.parallelism);
             let theirs = peer.channel(name).map_or(0, |o| o.parallelism);
             channels
                 .entry(name.clone())
                 .or_insert_with(|| ChannelLinks {
-                    lanes: (0..ours.max(theirs).max(opts.parallelism))
-                        .map(|_| ArcSwapOption::empty())
-                        .collect(),
+                    lanes: vec![None; usize::from(ours.max(theirs).max(opts.parallelism))]
+                        .into_boxed_slice(),
                     send_lanes: theirs,
-                    next: AtomicUsize::new(0),
                 });
         }
         PeerLinks {
             spec: peer.clone(),
             creation,
             channels,
-            up: AtomicUsize::new(0),
+            up: 0,
         }
-    }
-
-    fn lanes_up(&self, channel: &ChannelLinks) -> usize {
-        channel.lanes.iter().filter(|l| l.load().is_some()).count()
     }
 }
 
-/// A chosen lane for one send.
+/// A chosen lane for one send (see [`ConnTable::route`]).
 pub(crate) struct Route {
     pub(crate) lane: Arc<LaneHandle>,
-    pub(crate) creation: Creation,
 }
 
 /// See the module documentation.
 pub(crate) struct ConnTable {
     local: NodeSpec,
-    peers: ArcSwap<HashMap<NodeName, Arc<PeerLinks>>>,
+    default_channel: ChannelName,
+    peers: ArcSwap<Map<NodeName, Arc<PeerLinks>>>,
 }
 
 impl ConnTable {
     pub(crate) fn new(local: NodeSpec) -> Self {
         ConnTable {
             local,
-            peers: ArcSwap::from_pointee(HashMap::new()),
+            default_channel: ChannelName::default_channel(),
+            peers: ArcSwap::from_pointee(Map::default()),
         }
     }
 
@@ -97,26 +108,23 @@ impl ConnTable {
     ) {
         let name = spec.name();
         let current = self.peers.load();
-        let links = match current.get(name) {
-            Some(p) if p.creation == creation => p.clone(),
-            _ => {
-                let fresh = Arc::new(PeerLinks::new(spec, &self.local, creation));
-                let mut map = HashMap::clone(&current);
-                map.insert(name.clone(), fresh.clone());
-                self.peers.store(Arc::new(map));
-                fresh
-            }
+        let mut links = match current.get(name) {
+            Some(p) if p.creation == creation => PeerLinks::clone(p),
+            _ => PeerLinks::new(spec, &self.local, creation),
         };
         let Some(slot) = links
             .channels
-            .get(channel)
-            .and_then(|c| c.lanes.get(lane as usize))
+            .get_mut(channel)
+            .and_then(|c| c.lanes.get_mut(usize::from(lane)))
         else {
             return;
         };
-        if slot.swap(Some(handle)).is_none() {
-            links.up.fetch_add(1, Relaxed);
+        if slot.replace(handle).is_none() {
+            links.up += 1;
         }
+        let mut map = Map::clone(&current);
+        map.insert(name.clone(), Arc::new(links));
+        self.peers.store(Arc::new(map));
     }
 
     /// Clears (peer, channel, lane) if it still holds connection `conn`; drops the peer's entry
@@ -126,34 +134,46 @@ impl ConnTable {
         let Some(links) = current.get(node) else {
             return;
         };
-        let Some(slot) = links
+        let holds = links
             .channels
             .get(channel)
-            .and_then(|c| c.lanes.get(lane as usize))
-        else {
+            .and_then(|c| c.lanes.get(usize::from(lane)))
+            .is_some_and(|s| s.as_ref().is_some_and(|h| h.conn == conn));
+        if !holds {
             return;
-        };
-        if slot.load().as_ref().is_some_and(|h| h.conn == conn) {
-            slot.store(None);
-            if links.up.fetch_sub(1, Relaxed) == 1 {
-                let mut map = HashMap::clone(&current);
-                map.remove(node);
-                self.peers.store(Arc::new(map));
-            }
         }
+        let mut map = Map::clone(&current);
+        if links.up <= 1 {
+            map.remove(node);
+        } else {
+            let mut links = PeerLinks::clone(links);
+            if let Some(slot) = links
+                .channels
+                .get_mut(channel)
+                .and_then(|c| c.lanes.get_mut(usize::from(lane)))
+            {
+                *slot = None;
+            }
+            links.up -= 1;
+            map.insert(node.clone(), Arc::new(links));
+        }
+        self.peers.store(Arc::new(map));
     }
 
-    /// Picks the lane for a message to `node` on `channel`: lane `key % N` when a partition key
-    /// is given (N = the peer's lane count for the channel), otherwise the next lane that is up,
-    /// round robin. Falls back to the default channel when the peer lacks `channel` and
-    /// `fallback` is set.
-    pub(crate) fn route(
+    /// Picks the lane for a message to `node` on `channel` and runs `f` on it, with the peer
+    /// incarnation's creation, without taking a reference to the lane (the snapshot stays
+    /// loaded meanwhile, so `f` must not wait). Lane `key % N` when a partition key is given
+    /// (N = the peer's lane count for the channel), otherwise the next lane that is up, round
+    /// robin per sending thread. Falls back to the default channel when the peer lacks
+    /// `channel` and `fallback` is set.
+    pub(crate) fn with_route<R>(
         &self,
         node: &NodeName,
         channel: &ChannelName,
         key: Option<u64>,
         fallback: bool,
-    ) -> Result<Route, SendError> {
+        f: impl FnOnce(&Arc<LaneHandle>, Creation) -> R,
+    ) -> Result<R, SendError> {
         let peers = self.peers.load();
         let links = peers
             .get(node)
@@ -163,32 +183,50 @@ impl ConnTable {
             _ if fallback => {
                 let d = links
                     .channels
-                    .get_key_value(&ChannelName::default_channel())
+                    .get(&self.default_channel)
                     .ok_or_else(|| SendError::NotConnected(node.clone()))?;
-                (d.0, d.1)
+                (&self.default_channel, d)
             }
             _ => return Err(SendError::UnknownChannel(channel.clone())),
         };
-        let n = ch.send_lanes as usize;
+        let n = usize::from(ch.send_lanes);
         let lane = match key {
             Some(k) => {
                 let i = (k % n as u64) as usize;
-                ch.lanes[i].load_full().ok_or_else(|| SendError::LaneDown {
+                ch.lanes[i].as_ref().ok_or_else(|| SendError::LaneDown {
                     node: node.clone(),
                     channel: cname.clone(),
                     lane: i as u16,
                 })?
             }
+            None if n == 1 => ch.lanes[0]
+                .as_ref()
+                .ok_or_else(|| SendError::NotConnected(node.clone()))?,
             None => {
-                let start = ch.next.fetch_add(1, Relaxed);
-                (0..n)
-                    .find_map(|j| ch.lanes[(start + j) % n].load_full())
+                let start = NEXT_LANE.with(|c| {
+                    let v = c.get().wrapping_add(1);
+                    c.set(v);
+                    v as usize % n
+                });
+                (start..n)
+                    .chain(0..start)
+                    .find_map(|i| ch.lanes[i].as_ref())
                     .ok_or_else(|| SendError::NotConnected(node.clone()))?
             }
         };
-        Ok(Route {
-            lane,
-            creation: links.creation,
+        Ok(f(lane, links.creation))
+    }
+
+    /// [`ConnTable::with_route`] keeping a reference to the lane (for senders that may wait).
+    pub(crate) fn route(
+        &self,
+        node: &NodeName,
+        channel: &ChannelName,
+        key: Option<u64>,
+        fallback: bool,
+    ) -> Result<Route, SendError> {
+        self.with_route(node, channel, key, fallback, |lane, _| Route {
+            lane: lane.clone(),
         })
     }
 
@@ -198,7 +236,7 @@ impl ConnTable {
             .peers
             .load()
             .iter()
-            .filter(|(_, p)| p.up.load(Relaxed) > 0)
+            .filter(|(_, p)| p.up > 0)
             .map(|(n, _)| n.clone())
             .collect();
         v.sort();
@@ -207,10 +245,7 @@ impl ConnTable {
 
     /// Whether any lane to `node` is up.
     pub(crate) fn is_connected(&self, node: &NodeName) -> bool {
-        self.peers
-            .load()
-            .get(node)
-            .is_some_and(|p| p.up.load(Relaxed) > 0)
+        self.peers.load().get(node).is_some_and(|p| p.up > 0)
     }
 
     /// Whether any lane of `channel` to `node` is up.
@@ -218,7 +253,7 @@ impl ConnTable {
         self.peers.load().get(node).is_some_and(|p| {
             p.channels
                 .get(channel)
-                .is_some_and(|c| c.lanes.iter().any(|l| l.load().is_some()))
+                .is_some_and(|c| c.lanes.iter().any(Option::is_some))
         })
     }
 
@@ -229,7 +264,7 @@ impl ConnTable {
                 p.channels
                     .get(c)
                     .and_then(|ch| ch.lanes.get(l as usize))
-                    .is_some_and(|s| s.load().is_some())
+                    .is_some_and(Option::is_some)
             })
         })
     }
@@ -245,10 +280,83 @@ impl ConnTable {
         let mut out = Vec::new();
         for (n, p) in peers.iter() {
             for (c, ch) in &p.channels {
-                out.push((n.clone(), c.clone(), p.lanes_up(ch)));
+                out.push((n.clone(), c.clone(), ch.up()));
             }
         }
         out.sort();
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use partisan_core::id::ChannelOpts;
+
+    use super::*;
+    use crate::lane_queue::Overflow;
+    use crate::stats::ChannelStats;
+
+    fn spec(name: &str, data_lanes: u16) -> NodeSpec {
+        let mut channels = BTreeMap::new();
+        channels.insert(
+            ChannelName::new("data").unwrap(),
+            ChannelOpts::with_parallelism(data_lanes),
+        );
+        NodeSpec::new(NodeName::new(name).unwrap(), vec![], channels).unwrap()
+    }
+
+    fn handle(conn: u64) -> Arc<LaneHandle> {
+        let stats = Arc::new(ChannelStats::new("a@h", &ChannelName::default_channel()));
+        Arc::new(LaneHandle {
+            conn: ConnId(conn),
+            queue: Arc::new(LaneQueue::new(1024, Overflow::Block, 1 << 20, stats)),
+        })
+    }
+
+    fn conn_of(t: &ConnTable, node: &NodeName, key: Option<u64>) -> Result<u64, SendError> {
+        let data = ChannelName::new("data").unwrap();
+        t.with_route(node, &data, key, true, |l, _| l.conn.0)
+    }
+
+    #[test]
+    fn lanes_come_and_go_and_sends_spread_over_the_lanes_up() {
+        let t = ConnTable::new(spec("a@h", 1));
+        let b = spec("b@h", 3);
+        let data = ChannelName::new("data").unwrap();
+        for lane in 0..3 {
+            t.install(&b, 1, &data, lane, handle(10 + u64::from(lane)));
+        }
+        let name = b.name().clone();
+        let mut seen = BTreeMap::<u64, usize>::new();
+        for _ in 0..30 {
+            *seen.entry(conn_of(&t, &name, None).unwrap()).or_default() += 1;
+        }
+        assert_eq!(seen.into_values().collect::<Vec<_>>(), vec![10, 10, 10]);
+        assert_eq!(conn_of(&t, &name, Some(4)), Ok(11));
+
+        t.remove(&name, &data, 1, ConnId(99)); // another connection's slot: no change
+        assert_eq!(conn_of(&t, &name, Some(4)), Ok(11));
+        t.remove(&name, &data, 1, ConnId(11));
+        assert!(matches!(
+            conn_of(&t, &name, Some(4)),
+            Err(SendError::LaneDown { lane: 1, .. })
+        ));
+        assert!((0..10).all(|_| conn_of(&t, &name, None).unwrap() != 11));
+        assert!(t.is_connected(&name) && t.is_connected_on(&name, &data));
+        assert!(!t.is_fully_connected(&name));
+
+        // A newer incarnation starts afresh.
+        t.install(&b, 2, &data, 2, handle(20));
+        assert_eq!(t.creation_of(&name), Some(2));
+        assert_eq!(conn_of(&t, &name, None), Ok(20));
+        t.remove(&name, &data, 2, ConnId(20));
+        assert!(!t.is_connected(&name));
+        assert!(t.nodes().is_empty());
+        assert!(matches!(
+            conn_of(&t, &name, None),
+            Err(SendError::NotConnected(_))
+        ));
     }
 }

@@ -20,9 +20,18 @@ use crate::node::Shared;
 use crate::registry::{Envelope, LocalTarget};
 use crate::stats::ChannelStats;
 
-/// Read buffer growth step.
-const READ_CHUNK: usize = 64 * 1024;
-/// Most bytes handed to one vectored write.
+/// Smallest read: what the read buffer always has room for.
+const READ_MIN: usize = 64 * 1024;
+/// Largest read. A read that fills the room it had doubles the room for the next one (bulk
+/// traffic then takes few syscalls and drains the socket quickly, which keeps the peer's TCP
+/// window open); reads much smaller than the room halve it again.
+const READ_MAX: usize = 1024 * 1024;
+/// Bytes a connection's reader or writer moves before it lets the other tasks of its thread
+/// run (and the runtime poll for I/O), and the most one write syscall carries: a bulk stream
+/// on one lane then delays the messages of another lane by about that much work, not by a
+/// whole burst (which, on a single-threaded runtime, starved them for tens of milliseconds).
+const FAIR_SHARE: usize = 256 * 1024;
+/// Most buffers handed to one vectored write.
 const MAX_IOV: usize = 64;
 
 /// Everything a connection's tasks need.
@@ -117,31 +126,36 @@ async fn read_loop(ctx: &ConnCtx, mut rd: OwnedReadHalf, mut buf: BytesMut) -> E
     };
     let sleep = tokio::time::sleep_until(deadline(last_rx, attempts, last_probe));
     tokio::pin!(sleep);
+    let mut room = READ_MIN;
+    let mut moved = 0usize;
     loop {
+        // Counted once per read rather than once per frame (the counters are shared by every
+        // connection of the channel), but before any of these frames is delivered.
+        let (frames, bytes) = complete_frames(&buf, decoder.max_frame_len());
+        if frames > 0 {
+            ctx.stats.received(frames, bytes);
+        }
         // Frames already buffered (the handshake may leave some) are handled before reading.
         loop {
             match decoder.decode(&mut buf) {
-                Ok(Some(frame)) => {
-                    ctx.stats.received(1, (frame.len() + 4) as u64);
-                    match Message::decode(frame) {
-                        Ok(Message::User { header, payload }) => {
-                            deliver(ctx, header.to, header.from, payload).await;
-                        }
-                        Ok(Message::Ping(id)) => {
-                            let _ = ctx.queue.push_control(&Message::Pong(id));
-                        }
-                        Ok(Message::Pong(_)) => {}
-                        Ok(Message::Goodbye) => return End::PeerGoodbye,
-                        Ok(Message::Control(c)) => ctx.shared.on_control(ctx, c).await,
-                        Ok(Message::Relay { header, payload }) => {
-                            ctx.shared.on_relay(ctx, header, payload).await
-                        }
-                        Err(e) => {
-                            bad_frame(ctx);
-                            return End::BadFrame(e.to_string());
-                        }
+                Ok(Some(frame)) => match Message::decode(frame) {
+                    Ok(Message::User { header, payload }) => {
+                        deliver(ctx, header.to, header.from, payload).await;
                     }
-                }
+                    Ok(Message::Ping(id)) => {
+                        let _ = ctx.queue.push_control(&Message::Pong(id));
+                    }
+                    Ok(Message::Pong(_)) => {}
+                    Ok(Message::Goodbye) => return End::PeerGoodbye,
+                    Ok(Message::Control(c)) => ctx.shared.on_control(ctx, c).await,
+                    Ok(Message::Relay { header, payload }) => {
+                        ctx.shared.on_relay(ctx, header, payload).await
+                    }
+                    Err(e) => {
+                        bad_frame(ctx);
+                        return End::BadFrame(e.to_string());
+                    }
+                },
                 Ok(None) => break,
                 Err(e) => {
                     bad_frame(ctx);
@@ -150,15 +164,26 @@ async fn read_loop(ctx: &ConnCtx, mut rd: OwnedReadHalf, mut buf: BytesMut) -> E
             }
         }
         let want = decoder.wanted(&buf);
-        buf.reserve(want.saturating_sub(buf.len()).max(READ_CHUNK));
+        buf.reserve(want.saturating_sub(buf.len()).max(room));
+        let spare = buf.capacity() - buf.len();
         tokio::select! {
             biased;
             _ = ctx.cancel.cancelled() => return End::Local,
             r = rd.read_buf(&mut buf) => match r {
                 Ok(0) => return End::Eof,
-                Ok(_) => {
+                Ok(n) => {
+                    if n >= spare {
+                        room = (room * 2).min(READ_MAX);
+                    } else if n < room / 8 {
+                        room = (room / 2).max(READ_MIN);
+                    }
                     last_rx = Instant::now();
                     attempts = 0;
+                    moved += n;
+                    if moved >= FAIR_SHARE {
+                        moved = 0;
+                        tokio::task::yield_now().await;
+                    }
                 }
                 Err(e) => return End::Io(e),
             },
@@ -176,6 +201,29 @@ async fn read_loop(ctx: &ConnCtx, mut rd: OwnedReadHalf, mut buf: BytesMut) -> E
                 sleep.as_mut().reset(deadline(last_rx, attempts, last_probe));
             }
         }
+    }
+}
+
+/// Complete frames at the front of `buf` and their bytes (length prefixes included), stopping
+/// at the first partial or oversized one.
+fn complete_frames(buf: &[u8], max_frame_len: usize) -> (u64, u64) {
+    let (mut frames, mut at) = (0u64, 0usize);
+    while let Some(prefix) = buf.get(at..at + 4) {
+        let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+        if len > max_frame_len || buf.len() - at - 4 < len {
+            break;
+        }
+        frames += 1;
+        at += 4 + len;
+    }
+    (frames, at as u64)
+}
+
+fn target(to: &Target) -> LocalTarget<'_> {
+    match to {
+        Target::Pid(id) => LocalTarget::Pid(*id),
+        Target::Ref(r) => LocalTarget::Ref(*r),
+        Target::Name(n) => LocalTarget::Name(n),
     }
 }
 
@@ -204,18 +252,14 @@ async fn deliver(ctx: &ConnCtx, to: Target, from: Option<u64>, payload: Bytes) {
         },
         payload,
     };
-    let target = match &to {
-        Target::Pid(id) => LocalTarget::Pid(*id),
-        Target::Ref(r) => LocalTarget::Ref(*r),
-        Target::Name(n) => LocalTarget::Name(n),
-    };
-    if let Err(e) = ctx.shared.deliver_local(target, env).await {
+    if let Err(e) = ctx.shared.deliver_local(target(&to), env).await {
         tracing::debug!(peer = %ctx.peer, target = ?to, error = %e, "dropping undeliverable message");
     }
 }
 
 async fn write_loop(ctx: Arc<ConnCtx>, mut wr: OwnedWriteHalf) {
     let mut spare: Vec<Bytes> = Vec::new();
+    let mut moved = 0usize;
     loop {
         let batch = tokio::select! {
             biased;
@@ -233,7 +277,7 @@ async fn write_loop(ctx: Arc<ConnCtx>, mut wr: OwnedWriteHalf) {
         let r = tokio::select! {
             biased;
             _ = ctx.cancel.cancelled() => return,
-            r = write_chunks(&mut wr, &batch.chunks) => r,
+            r = write_chunks(&mut wr, &batch.chunks, &mut moved) => r,
         };
         if let Err(e) = r {
             tracing::debug!(peer = %ctx.peer, error = %e, "write failed");
@@ -246,23 +290,37 @@ async fn write_loop(ctx: Arc<ConnCtx>, mut wr: OwnedWriteHalf) {
     }
 }
 
-/// Writes every chunk, in order, with as few syscalls as the kernel allows.
-async fn write_chunks(wr: &mut OwnedWriteHalf, chunks: &[Bytes]) -> std::io::Result<()> {
-    if let [one] = chunks {
-        return wr.write_all(one).await;
-    }
+/// Writes every chunk, in order, with as few syscalls as the kernel allows, but at most
+/// [`FAIR_SHARE`] bytes per syscall; `moved` counts bytes since the writer last let the other
+/// tasks of its thread run.
+async fn write_chunks(
+    wr: &mut OwnedWriteHalf,
+    chunks: &[Bytes],
+    moved: &mut usize,
+) -> std::io::Result<()> {
     let (mut idx, mut off) = (0usize, 0usize);
     while idx < chunks.len() {
-        let slices: Vec<IoSlice<'_>> = chunks[idx..]
-            .iter()
-            .take(MAX_IOV)
-            .enumerate()
-            .map(|(i, c)| IoSlice::new(if i == 0 { &c[off..] } else { c }))
-            .collect();
-        let mut n = wr.write_vectored(&slices).await?;
+        if *moved >= FAIR_SHARE {
+            *moved = 0;
+            tokio::task::yield_now().await;
+        }
+        let mut slices = [IoSlice::new(&[]); MAX_IOV];
+        let (mut used, mut total) = (0, 0usize);
+        for (slot, c) in slices.iter_mut().zip(&chunks[idx..]) {
+            let start = if used == 0 { off } else { 0 };
+            let take = (c.len() - start).min(FAIR_SHARE - total);
+            *slot = IoSlice::new(&c[start..start + take]);
+            used += 1;
+            total += take;
+            if total >= FAIR_SHARE {
+                break;
+            }
+        }
+        let mut n = wr.write_vectored(&slices[..used]).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
+        *moved += n;
         while n > 0 {
             let left = chunks[idx].len() - off;
             if n >= left {
@@ -280,4 +338,22 @@ async fn write_chunks(wr: &mut OwnedWriteHalf, chunks: &[Bytes]) -> std::io::Res
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_complete_frames_within_the_limit_are_counted() {
+        let mut wire = Vec::new();
+        for body in [&b"abc"[..], b"", b"0123456789"] {
+            wire.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            wire.extend_from_slice(body);
+        }
+        assert_eq!(complete_frames(&wire, 64), (3, wire.len() as u64));
+        assert_eq!(complete_frames(&wire[..wire.len() - 1], 64), (2, 11));
+        assert_eq!(complete_frames(&wire[..2], 64), (0, 0));
+        assert_eq!(complete_frames(&wire, 5), (2, 11));
+    }
 }

@@ -104,6 +104,8 @@ struct Inner {
     frames: u64,
     closed: bool,
     senders_waiting: bool,
+    /// The writer is waiting for data and nobody has woken it yet: the next push must.
+    writer_idle: bool,
 }
 
 /// One lane's send queue. See the module documentation.
@@ -143,6 +145,7 @@ impl LaneQueue {
                 frames: 0,
                 closed: false,
                 senders_waiting: false,
+                writer_idle: false,
             }),
             writer: Notify::new(),
             space: Notify::new(),
@@ -184,8 +187,11 @@ impl LaneQueue {
             g.chunks.push_back(payload.clone());
             self.account(&mut g, len);
         }
+        let wake = std::mem::take(&mut g.writer_idle);
         drop(g);
-        self.writer.notify_one();
+        if wake {
+            self.writer.notify_one();
+        }
         Ok(())
     }
 
@@ -215,8 +221,11 @@ impl LaneQueue {
         }
         g.chunks.push_back(frame.freeze());
         self.account(&mut g, len);
+        let wake = std::mem::take(&mut g.writer_idle);
         drop(g);
-        self.writer.notify_one();
+        if wake {
+            self.writer.notify_one();
+        }
         Ok(())
     }
 
@@ -278,13 +287,22 @@ impl LaneQueue {
     }
 
     /// Waits for queued data and takes all of it; `None` once closed and empty.
+    ///
+    /// When it had to wait, the writer lets every other task that is ready to run go first, so
+    /// that senders woken together (say, by one read that delivered many messages) all queue
+    /// their frames before it takes them: one write for all instead of one each.
     pub(crate) async fn take(&self, chunks: Vec<Bytes>) -> Option<Batch> {
         let mut chunks = chunks;
+        let mut waited = false;
         loop {
+            if waited {
+                BackOfQueue(false).await;
+            }
             let notified = self.writer.notified();
             {
                 let mut g = self.inner.lock();
                 if g.bytes > 0 || !g.control.is_empty() {
+                    g.writer_idle = false;
                     let control = g.control.len();
                     if control > 0 {
                         chunks.push(g.control.split().freeze());
@@ -312,9 +330,32 @@ impl LaneQueue {
                 if g.closed {
                     return None;
                 }
+                g.writer_idle = true;
             }
             notified.await;
+            waited = true;
         }
+    }
+}
+
+/// Yields once by waking itself: the scheduler runs it again after the tasks already queued,
+/// without polling for I/O first (unlike `tokio::task::yield_now`).
+#[derive(Default)]
+pub(crate) struct BackOfQueue(bool);
+
+impl std::future::Future for BackOfQueue {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
     }
 }
 
@@ -369,6 +410,36 @@ mod tests {
         let batch = q.take(Vec::new()).await.unwrap();
         assert_eq!(batch.frames, 3);
         assert_eq!(decode_all(batch), vec![1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn senders_woken_together_go_out_in_one_batch() {
+        let q = Arc::new(queue(1 << 20, Overflow::Block));
+        let writer = {
+            let q = q.clone();
+            tokio::spawn(async move { decode_all(q.take(Vec::new()).await.unwrap()) })
+        };
+        tokio::task::yield_now().await; // the writer now waits on the empty queue
+        let go = Arc::new(tokio::sync::Notify::new());
+        let senders: Vec<_> = (2..=3)
+            .map(|id| {
+                let (q, go) = (q.clone(), go.clone());
+                tokio::spawn(async move {
+                    go.notified().await;
+                    q.try_push((&header(id)).into(), &Bytes::from_static(b"x"))
+                        .unwrap();
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await; // both senders wait for the signal
+                                        // Wake the writer first, then two more senders: all three frames make one batch.
+        q.try_push((&header(1)).into(), &Bytes::from_static(b"x"))
+            .unwrap();
+        go.notify_waiters();
+        assert_eq!(writer.await.unwrap(), vec![1, 2, 3]);
+        for s in senders {
+            s.await.unwrap();
+        }
     }
 
     #[tokio::test]

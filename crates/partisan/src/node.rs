@@ -29,6 +29,16 @@ use crate::registry::{DeliverFail, Envelope, LocalTarget, RegisterFail, Registry
 use crate::send::{Dest, Destination, SendOptions};
 use crate::stats::{Stats, StatsSnapshot};
 
+/// What a send does after looking its lane up.
+enum Step {
+    /// The destination names another incarnation of the peer.
+    Stale,
+    /// Queued, or refused for good.
+    Done(Result<(), PushError>),
+    /// The queue is full and the sender waits for room.
+    Wait(Arc<crate::lane_queue::LaneQueue>, UserHeader),
+}
+
 /// Bound of the driver's command queue (control events only; data never passes there).
 const DRIVER_QUEUE: usize = 4096;
 /// Membership events kept for slow subscribers before they see `Lagged`.
@@ -74,12 +84,16 @@ impl Shared {
         target: LocalTarget<'_>,
         env: Envelope,
     ) -> Result<(), SendError> {
-        let describe = |t: &LocalTarget<'_>| match t {
-            LocalTarget::Pid(id) => format!("pid {id}"),
-            LocalTarget::Ref(r) => format!("alias {r}"),
-            LocalTarget::Name(n) => format!("name {n}"),
+        // Described only on failure: formatting a name on every delivery cost more than the
+        // delivery itself.
+        let name = match &target {
+            LocalTarget::Name(n) => Some((*n).clone()),
+            _ => None,
         };
-        let desc = matches!(target, LocalTarget::Name(_)).then(|| describe(&target));
+        let describe = |name: Option<ProcessName>| match name {
+            Some(n) => format!("name {n}"),
+            None => "process".to_string(),
+        };
         match self.registry.try_deliver(target, env) {
             Ok(()) => {
                 self.stats.node.delivered.fetch_add(1, Relaxed);
@@ -90,11 +104,9 @@ impl Shared {
                     self.stats.node.delivered.fetch_add(1, Relaxed);
                     Ok(())
                 }
-                Err(_) => self.undeliverable(desc.unwrap_or_else(|| "process".into())),
+                Err(_) => self.undeliverable(describe(name)),
             },
-            Err(DeliverFail::NoProcess) => {
-                self.undeliverable(desc.unwrap_or_else(|| "process".into()))
-            }
+            Err(DeliverFail::NoProcess) => self.undeliverable(describe(name)),
         }
     }
 
@@ -119,30 +131,39 @@ impl Shared {
         let channel = opts.channel.as_ref().unwrap_or(&self.default_channel);
         // A lane being replaced may close between lookup and push: look up once more.
         for attempt in 0..2 {
-            let route =
-                match self
-                    .table
-                    .route(node, channel, opts.partition_key, self.cfg.channel_fallback)
-                {
-                    Ok(r) => r,
-                    // Not connected: a relay (a client's server) may reach it.
-                    Err(SendError::NotConnected(_)) if attempt == 0 => {
-                        return self.send_relayed(from, dest, payload, opts, wait).await;
+            // The common case (room in the queue) pushes while the table snapshot is loaded,
+            // without taking a reference to the lane; only a sender that must wait takes one.
+            let step = match self.table.with_route(
+                node,
+                channel,
+                opts.partition_key,
+                self.cfg.channel_fallback,
+                |lane, creation| {
+                    let to = match dest {
+                        Dest::Pid(p) if p.creation != creation => return Step::Stale,
+                        Dest::Ref(r) if r.creation != creation => return Step::Stale,
+                        Dest::Pid(p) => Target::Pid(p.id),
+                        Dest::Ref(r) => Target::Ref(r.id),
+                        Dest::Name(n) => Target::Name(n.name.clone()),
+                    };
+                    let header = UserHeader { to, from };
+                    match lane.queue.try_push((&header).into(), &payload) {
+                        Err(PushError::Full) if wait => Step::Wait(lane.queue.clone(), header),
+                        r => Step::Done(r),
                     }
-                    Err(e) => return Err(e),
-                };
-            let to = match dest {
-                Dest::Pid(p) if p.creation != route.creation => return self.stale(dest),
-                Dest::Ref(r) if r.creation != route.creation => return self.stale(dest),
-                Dest::Pid(p) => Target::Pid(p.id),
-                Dest::Ref(r) => Target::Ref(r.id),
-                Dest::Name(n) => Target::Name(n.name.clone()),
+                },
+            ) {
+                Ok(step) => step,
+                // Not connected: a relay (a client's server) may reach it.
+                Err(SendError::NotConnected(_)) if attempt == 0 => {
+                    return self.send_relayed(from, dest, payload, opts, wait).await;
+                }
+                Err(e) => return Err(e),
             };
-            let header = UserHeader { to, from };
-            let r = if wait {
-                route.lane.queue.push((&header).into(), &payload).await
-            } else {
-                route.lane.queue.try_push((&header).into(), &payload)
+            let r = match step {
+                Step::Stale => return self.stale(dest),
+                Step::Done(r) => r,
+                Step::Wait(queue, header) => queue.push((&header).into(), &payload).await,
             };
             match r {
                 Ok(()) => return Ok(()),

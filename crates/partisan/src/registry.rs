@@ -1,5 +1,6 @@
 //! Local processes: pid allocation, mailboxes, registered names and reference aliases.
 
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use bytes::Bytes;
@@ -38,13 +39,69 @@ pub(crate) enum LocalTarget<'a> {
     Name(&'a ProcessName),
 }
 
+/// A fast hasher for the runtime's own keys (pid and reference ids, process, node and channel
+/// names): a multiply-rotate mix over 8-byte words, as in rustc's FxHash. Every message looks
+/// up at least one such key, and SipHash cost more than the rest of a lookup. Not resistant to
+/// chosen collisions: its keys are minted locally or come from authenticated peers.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct KeyHasher(u64);
+
+const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl KeyHasher {
+    #[inline]
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(SEED);
+    }
+}
+
+impl Hasher for KeyHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.mix(u64::from_le_bytes(c.try_into().expect("8-byte chunk")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            self.mix(u64::from_le_bytes(last));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.mix(u64::from(i));
+    }
+
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.mix(i);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.mix(i as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        // Spread the low bits into the high ones, which pick buckets and shards.
+        self.0.rotate_left(26)
+    }
+}
+
+/// Builds [`KeyHasher`]s.
+pub(crate) type KeyHash = BuildHasherDefault<KeyHasher>;
+
 /// The process table of one node.
 pub(crate) struct Registry {
     next_pid: AtomicU64,
     next_ref: AtomicU64,
-    procs: DashMap<u64, Entry>,
-    names: DashMap<ProcessName, u64>,
-    aliases: DashMap<u64, u64>,
+    procs: DashMap<u64, Entry, KeyHash>,
+    names: DashMap<ProcessName, u64, KeyHash>,
+    aliases: DashMap<u64, u64, KeyHash>,
     capacity: usize,
 }
 
@@ -53,9 +110,9 @@ impl Registry {
         Registry {
             next_pid: AtomicU64::new(1),
             next_ref: AtomicU64::new(1),
-            procs: DashMap::new(),
-            names: DashMap::new(),
-            aliases: DashMap::new(),
+            procs: DashMap::default(),
+            names: DashMap::default(),
+            aliases: DashMap::default(),
             capacity,
         }
     }

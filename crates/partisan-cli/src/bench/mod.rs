@@ -80,10 +80,10 @@ pub struct NetArgs {
     /// Carry the workload on this channel, NAME:PARALLELISM, instead of `default`.
     #[arg(long, value_parser = parse_channel)]
     channel: Option<(String, u16)>,
-    /// Tokio worker threads of each node process; 0 runs each node on a single thread
-    /// (current-thread runtime) [default: one per CPU the process may use].
-    #[arg(long)]
-    threads: Option<usize>,
+    /// Tokio worker threads of each node process; 0 (the default) runs each node on one
+    /// thread with a current-thread runtime, so the two nodes take one vCPU each.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
     /// Bound of each lane's send queue in bytes [default: the node default, 4 MiB].
     #[arg(long)]
     queue_bytes: Option<usize>,
@@ -96,9 +96,7 @@ impl NetArgs {
         if let Some((name, par)) = &self.channel {
             cmd.arg("--channel").arg(format!("{name}:{par}"));
         }
-        if let Some(t) = self.threads {
-            cmd.arg("--threads").arg(t.to_string());
-        }
+        cmd.arg("--threads").arg(self.threads.to_string());
         if let Some(q) = self.queue_bytes {
             cmd.arg("--queue-bytes").arg(q.to_string());
         }
@@ -114,11 +112,8 @@ impl NetArgs {
     /// How the runtime is set up, for reports.
     fn threads_label(&self) -> String {
         match self.threads {
-            Some(0) => "1 (current-thread)".to_string(),
-            Some(n) => n.to_string(),
-            None => std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .to_string(),
+            0 => "1 (current-thread)".to_string(),
+            n => n.to_string(),
         }
     }
 }
@@ -135,16 +130,13 @@ fn parse_channel(s: &str) -> Result<(String, u16), String> {
 }
 
 /// The runtime a benchmark node runs on.
-fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     match threads {
-        Some(0) => tokio::runtime::Builder::new_current_thread()
+        0 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
-        Some(n) => tokio::runtime::Builder::new_multi_thread()
+        n => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(n)
-            .enable_all()
-            .build(),
-        None => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build(),
     }
