@@ -23,6 +23,30 @@ enum Experiment {
     Hyparview(HvArgs),
     /// Full-mesh membership: convergence after a join storm, then quiet traffic per node.
     FullMesh(FmArgs),
+    /// Random fault scenarios with invariants after every event and a healing bound.
+    Swarm(SwarmArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct SwarmArgs {
+    /// Number of scenarios, seeds FIRST..FIRST+N.
+    #[arg(long, default_value_t = 200)]
+    seeds: u64,
+    /// First seed.
+    #[arg(long, default_value_t = 1)]
+    first: u64,
+    /// Replay exactly this one seed (what a failing run prints).
+    #[arg(long, conflicts_with_all = ["seeds", "first"])]
+    seed: Option<u64>,
+    /// Fewest nodes per scenario.
+    #[arg(long, default_value_t = 10)]
+    min_nodes: u32,
+    /// Most nodes per scenario.
+    #[arg(long, default_value_t = 50)]
+    max_nodes: u32,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -113,6 +137,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
     match args.experiment {
         Experiment::Hyparview(a) => hyparview(a),
         Experiment::FullMesh(a) => full_mesh(a),
+        Experiment::Swarm(a) => swarm(a),
     }
 }
 
@@ -178,6 +203,11 @@ fn hyparview(a: HvArgs) -> anyhow::Result<()> {
             "rounds after the crash (shuffle periods; 0 = one second after)",
             "fraction of live nodes reached",
             &series,
+            partisan_sim::plot::Axes {
+                y_min: Some(0.0),
+                y_max: Some(1.0),
+                ..Default::default()
+            },
         );
         std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("plot written to {}", path.display());
@@ -221,12 +251,18 @@ fn full_mesh(a: FmArgs) -> anyhow::Result<()> {
     } else {
         println!("seed {}", a.seed);
         println!(
-            "  {:>6} {:>14} {:>16} {:>14} {:>10} {:>9}",
-            "nodes", "converge (ms)", "storm B/node", "quiet B/node/s", "msgs/n/s", "wall (s)"
+            "  {:>6} {:>14} {:>14} {:>14} {:>10} {:>18} {:>9}",
+            "nodes",
+            "converge (ms)",
+            "storm B/node",
+            "quiet B/node/s",
+            "msgs/n/s",
+            "Partisan-style B/s",
+            "wall (s)"
         );
         for r in &reports {
             println!(
-                "  {:>6} {:>14} {:>16.0} {:>14.2} {:>10.3} {:>9.1}",
+                "  {:>6} {:>14} {:>14.0} {:>14.2} {:>10.3} {:>18.0} {:>9.1}",
                 r.nodes,
                 r.convergence_ms
                     .map(|m| m.to_string())
@@ -234,33 +270,136 @@ fn full_mesh(a: FmArgs) -> anyhow::Result<()> {
                 r.storm_bytes_per_node,
                 r.bytes_per_node_per_sec,
                 r.messages_per_node_per_sec,
+                r.partisan_style_bytes_per_node_per_sec,
                 r.wall_secs
             );
         }
         println!("  trace {} (n={})", main.trace_hash, main.nodes);
     }
     if let Some(path) = &a.plot {
-        let series = vec![(
-            "quiet membership traffic".to_string(),
-            reports
-                .iter()
-                .map(|r| (f64::from(r.nodes), r.bytes_per_node_per_sec))
-                .collect::<Vec<_>>(),
-        )];
+        let series = vec![
+            (
+                "partisan: a digest to one member per period".to_string(),
+                reports
+                    .iter()
+                    .map(|r| (f64::from(r.nodes), r.bytes_per_node_per_sec))
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                "Partisan (Erlang): whole membership to every member".to_string(),
+                reports
+                    .iter()
+                    .map(|r| (f64::from(r.nodes), r.partisan_style_bytes_per_node_per_sec))
+                    .collect::<Vec<_>>(),
+            ),
+        ];
         let svg = partisan_sim::plot::line_chart(
             &format!(
-                "Full mesh: background membership bytes per node (seed {})",
+                "Full mesh, quiet cluster: membership bytes per node per second (seed {})",
                 a.seed
             ),
             "cluster size (nodes)",
-            "bytes per node per second",
+            "bytes per node per second (log scale)",
             &series,
+            partisan_sim::plot::Axes {
+                log_y: true,
+                ..Default::default()
+            },
         );
         std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("plot written to {}", path.display());
     }
     if main.convergence_ms.is_none() {
         bail!("membership did not converge");
+    }
+    Ok(())
+}
+
+fn swarm(a: SwarmArgs) -> anyhow::Result<()> {
+    use partisan_sim::swarm::{run_scenario, SwarmLimits};
+    let seeds: Vec<u64> = match a.seed {
+        Some(s) => vec![s],
+        None => (a.first..a.first.saturating_add(a.seeds)).collect(),
+    };
+    if a.min_nodes < 2 || a.max_nodes < a.min_nodes {
+        bail!("--min-nodes/--max-nodes: need 2 <= min <= max");
+    }
+    eprintln!(
+        "seeds {}..{}",
+        seeds[0],
+        seeds.last().copied().unwrap_or(seeds[0]) + 1
+    );
+    let limits = SwarmLimits {
+        min_nodes: a.min_nodes,
+        max_nodes: a.max_nodes,
+        ..SwarmLimits::default()
+    };
+    let started = std::time::Instant::now();
+    let tty = std::io::stderr().is_terminal() && !a.json;
+    let mut passed = Vec::new();
+    let mut failures = Vec::new();
+    for (k, seed) in seeds.iter().enumerate() {
+        match run_scenario(*seed, limits) {
+            Ok(r) => passed.push(r),
+            Err(f) => {
+                if !a.json {
+                    eprintln!("\r\x1b[2KFAILED {f}");
+                }
+                failures.push(f);
+            }
+        }
+        if tty {
+            eprint!(
+                "\r\x1b[2K[swarm] {}/{} seeds, {} failed, {:.1}s",
+                k + 1,
+                seeds.len(),
+                failures.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    if tty {
+        eprintln!();
+    }
+    let events: u64 = passed.iter().map(|r| r.events).sum();
+    if a.json {
+        let v = serde_json::json!({
+            "seeds": seeds.len(),
+            "first": seeds[0],
+            "passed": passed.len(),
+            "failures": failures,
+            "events": events,
+            "wall_secs": started.elapsed().as_secs_f64(),
+            "scenarios": if a.seed.is_some() { serde_json::to_value(&passed)? } else { serde_json::Value::Null },
+        });
+        println!("{v}");
+    } else {
+        let hv = passed.iter().filter(|r| r.overlay == "hyparview").count();
+        let worst = passed.iter().map(|r| r.heal_secs).fold(0.0f64, f64::max);
+        println!(
+            "swarm: {} seeds ({} hyparview, {} full-mesh passed), {} failed, {} events, longest heal {:.0}s virtual, {:.1}s wall",
+            seeds.len(),
+            hv,
+            passed.len() - hv,
+            failures.len(),
+            events,
+            worst,
+            started.elapsed().as_secs_f64()
+        );
+        if let (Some(s), [r]) = (a.seed, passed.as_slice()) {
+            println!("seed {s}: trace {}", r.trace_hash);
+        }
+        for f in &failures {
+            println!(
+                "FAILED seed {}: {}",
+                f.seed,
+                f.reason.lines().next().unwrap_or("")
+            );
+            println!("  reproduce: {}", f.command);
+        }
+    }
+    if !failures.is_empty() {
+        bail!("{} of {} scenarios failed", failures.len(), seeds.len());
     }
     Ok(())
 }

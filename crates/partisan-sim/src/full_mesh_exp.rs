@@ -60,6 +60,12 @@ pub struct FullMeshReport {
     pub bytes_per_node_per_sec: f64,
     /// Membership messages sent per node per second once quiet.
     pub messages_per_node_per_sec: f64,
+    /// Bytes of one message carrying the whole membership (what Partisan gossips).
+    pub full_state_bytes: u64,
+    /// What Partisan's full-state gossip would cost per node per second at this size: the
+    /// whole membership to every other member every period. Computed from `full_state_bytes`
+    /// measured in this run, as the baseline of `bytes_per_node_per_sec`.
+    pub partisan_style_bytes_per_node_per_sec: f64,
     /// Wall-clock seconds.
     pub wall_secs: f64,
     /// Events processed.
@@ -149,6 +155,18 @@ pub fn run(opts: &FullMeshOpts, progress: &mut dyn Progress) -> FullMeshReport {
     }
     let (b1, m1) = totals(&sim);
     let secs = (sim.now - t0).as_secs_f64();
+    let full_state_bytes = match &sim.nodes[0].overlay {
+        SimOverlay::FullMesh(fm) => {
+            let delta = fm
+                .membership()
+                .delta_for(&partisan_core::membership::CausalContext::new());
+            postcard::serialize_with_flavor(&delta, postcard::ser_flavors::Size::default())
+                .unwrap_or(0) as u64
+                + 8
+        }
+        SimOverlay::HyParView(_) => 0,
+    };
+    let period = opts.config.periodic_interval.as_secs_f64();
     FullMeshReport {
         seed: opts.seed,
         nodes: n,
@@ -156,6 +174,8 @@ pub fn run(opts: &FullMeshOpts, progress: &mut dyn Progress) -> FullMeshReport {
         storm_bytes_per_node: storm_bytes as f64 / f64::from(n),
         bytes_per_node_per_sec: (b1 - b0) as f64 / f64::from(n) / secs,
         messages_per_node_per_sec: (m1 - m0) as f64 / f64::from(n) / secs,
+        full_state_bytes,
+        partisan_style_bytes_per_node_per_sec: f64::from(n - 1) * full_state_bytes as f64 / period,
         wall_secs: wall.elapsed().as_secs_f64(),
         events: sim.events,
         trace_hash: format!("{:016x}", sim.trace.value()),
