@@ -39,12 +39,11 @@ fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
         .map(|m| m * mag)
         .find(|s| span / s <= n as f64)
         .unwrap_or(10.0 * mag);
-    let first = (lo / step).ceil() * step;
+    let (k0, k1) = ((lo / step - 1e-9).ceil() as i64, (hi / step + 1e-9).floor() as i64);
     let mut v = Vec::new();
-    let mut x = first;
-    while x <= hi + step * 1e-9 {
-        v.push(if x.abs() < step * 1e-9 { 0.0 } else { x });
-        x += step;
+    for k in k0..=k1 {
+        // Rounded so labels and comparisons see 0.6, not 0.6000000000000001.
+        v.push((k as f64 * step * 1e9).round() / 1e9);
     }
     v
 }
