@@ -18,7 +18,22 @@
 //!   answers with everything the joiner lacks (`Delta { reply: true }`, so the joiner can still
 //!   send what it learned meanwhile, e.g. from a second contact): both sides converge in one
 //!   round trip, and the contact's push spreads the joiner. The join is retried every period
-//!   until the contact answers.
+//!   until it goes through, i.e. until the contact is a member here (its answer carries its
+//!   entry). Nothing else from the contact ends the join: a push or a removal record it sent
+//!   before it knew of the join, or an answer computed for an earlier state of this node, says
+//!   nothing about whether the join went through. A contact that answers with the record of its
+//!   own removal has left: the join cannot go through it for now, and it is no longer kept
+//!   connected nor retried, unless this node is alone.
+//! * **Alone.** A member without any other member that was not removed (its contact left
+//!   before answering, or everyone it knew left) is known to nobody: nothing could ever bring
+//!   it back into a cluster. So it keeps sending a `Join` every period, over a temporary
+//!   connection, to every contact it joined through. A left contact answers each with the
+//!   record of its removal and merges nothing; once it is back in a cluster, the next retry
+//!   joins this node to it. Each retry is one small message each way (the state of a lone
+//!   node is its own entry). A node in a cluster does not retry a contact that left: it is
+//!   reachable through its cluster, and the contact may never come back. Contacts are
+//!   forgotten when this node leaves or removes them (also through
+//!   [`Overlay::update_members`]); those whose join went through, also when it is removed.
 //! * **Leave.** The node deletes its own entry and sends that removal at once to every member,
 //!   then disconnects from all of them and forgets the cluster; `members()` is empty until the
 //!   next `join`, which re-adds the node with a new dot. Until then it answers any membership
@@ -113,6 +128,37 @@ pub enum FullMeshMsg {
     },
 }
 
+/// Where a join through a contact stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Join {
+    /// Not answered yet: the contact is kept connected and the join retried every period.
+    Pending,
+    /// The contact answered that it has left: not connected, tried again only while this node
+    /// is alone.
+    Left,
+    /// The contact has been a member here since: tried again only while this node is alone.
+    Done,
+}
+
+/// A contact this node joined through.
+#[derive(Debug, Clone)]
+struct Contact {
+    /// Its last known spec and creation (kept up to date from its entry while a member).
+    info: PeerInfo,
+    join: Join,
+}
+
+impl Contact {
+    /// The contact is a member with this entry: its join went through.
+    fn joined(&mut self, entry: &Entry) {
+        self.join = Join::Done;
+        if self.info.spec != entry.spec || self.info.creation != entry.creation {
+            self.info.spec = entry.spec.clone();
+            self.info.creation = entry.creation;
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// In a cluster (possibly alone).
@@ -135,7 +181,7 @@ enum Source {
 /// The full-mesh overlay. See the module documentation.
 ///
 /// Guarantees: members other than this node are exactly the nodes it asks the driver to keep
-/// connected (plus contacts of a join still in progress); `members()` is sorted and includes
+/// connected (plus the contacts of joins not answered yet); `members()` is sorted and includes
 /// this node unless it has left; a message that fails validation changes no state. Given the
 /// same inputs and RNG seed, outputs are identical.
 pub struct FullMesh {
@@ -148,8 +194,9 @@ pub struct FullMesh {
     isolated: bool,
     /// While isolated: the removed dot, shown to non-members that still count this node in.
     dismissed: Option<Dot>,
-    /// Joins not answered yet, retried every period.
-    contacts: BTreeMap<NodeName, PeerInfo>,
+    /// Every contact this node joined through (since it last left or was removed), with its
+    /// last known spec and where its join stands.
+    contacts: BTreeMap<NodeName, Contact>,
     /// What the driver was last told to keep connected.
     connected: BTreeMap<NodeName, (NodeSpec, Creation)>,
     /// Members as last reported by `MembersChanged`.
@@ -301,12 +348,18 @@ impl FullMesh {
 
     /// Brings the driver's connections and the reported members in line with the state.
     fn reconcile(&mut self, out: &mut Vec<OverlayOutput>) {
-        let state = &self.state;
-        self.contacts.retain(|n, _| !state.contains(n));
+        for (name, c) in self.contacts.iter_mut() {
+            if let Some(e) = self.state.get(name) {
+                c.joined(e);
+            }
+        }
         let mut desired: BTreeMap<NodeName, (NodeSpec, Creation)> = BTreeMap::new();
         if self.phase == Phase::Member {
-            for c in self.contacts.values() {
-                desired.insert(c.name().clone(), (c.spec.clone(), c.creation));
+            for c in self.contacts.values().filter(|c| c.join == Join::Pending) {
+                desired.insert(
+                    c.info.name().clone(),
+                    (c.info.spec.clone(), c.info.creation),
+                );
             }
             for e in self.others() {
                 desired.insert(e.name().clone(), (e.spec.clone(), e.creation));
@@ -334,6 +387,13 @@ impl FullMesh {
         }
     }
 
+    /// Whether this node is a member with no other member, and was not removed: then nobody
+    /// else knows its current entry, and only the contacts it joined through can bring it back
+    /// into a cluster.
+    fn alone(&self) -> bool {
+        self.phase == Phase::Member && !self.isolated && !self.has_others()
+    }
+
     /// Back to a singleton after learning this node was removed by another.
     fn reset(&mut self, out: &mut Vec<OverlayOutput>) {
         let me = self.me().clone();
@@ -341,6 +401,9 @@ impl FullMesh {
         self.state.forget_all_but(&me);
         self.state.add(self.local.spec.clone(), self.local.creation);
         self.isolated = true;
+        // Removed by the cluster: coming back takes a join, not a retry of those that went
+        // through. Joins still under way stay so.
+        self.contacts.retain(|_, c| c.join != Join::Done);
         self.pending.clear();
         self.source = Source::Nothing;
         self.reconcile(out);
@@ -474,15 +537,20 @@ impl FullMesh {
         if self.phase != Phase::Member {
             return self.reconcile(out);
         }
+        // Compared with the members last reported, not with the connections: the contact of a
+        // join is connected before it is a member.
         let mut members_changed = false;
         for name in names {
             if name == self.me() {
                 continue;
             }
+            let was_reported = self.reported.binary_search(name).is_ok();
             match self.state.get(name) {
                 Some(e) => {
+                    if let Some(contact) = self.contacts.get_mut(name) {
+                        contact.joined(e);
+                    }
                     let (spec, c) = (e.spec.clone(), e.creation);
-                    self.contacts.remove(name);
                     let same = self
                         .connected
                         .get(name)
@@ -490,15 +558,14 @@ impl FullMesh {
                     if !same {
                         out.push(OverlayOutput::Connect(spec.clone()));
                     }
-                    if self.connected.insert(name.clone(), (spec, c)).is_none() {
-                        members_changed = true;
-                    }
+                    self.connected.insert(name.clone(), (spec, c));
+                    members_changed |= !was_reported;
                 }
                 None => {
                     if self.connected.remove(name).is_some() {
                         out.push(OverlayOutput::Disconnect(name.clone()));
                     }
-                    members_changed = true;
+                    members_changed |= was_reported;
                 }
             }
         }
@@ -573,9 +640,9 @@ impl FullMesh {
                 Self::send(out, &from.spec, FullMeshMsg::Delta { delta, reply: true });
             }
             FullMeshMsg::Delta { delta, reply } => {
-                // Any delta from a contact answers the join: stop retrying it.
-                let was_contact = self.contacts.remove(sender).is_some();
                 let before = reply.then(|| self.state.context().clone());
+                // Merging a contact's answer makes it a member, which ends its join
+                // (`reconcile_names` marks it done).
                 let reset = self.absorb(sender, &delta, now, out);
                 if let (Some(before), false) = (before, reset) {
                     if let Some(answer) = self.answer(&delta, &before) {
@@ -586,9 +653,18 @@ impl FullMesh {
                         Self::send(out, &from.spec, msg);
                     }
                 }
-                // Dropping a contact may have to drop its connection too.
-                if was_contact {
-                    self.reconcile(out);
+                // A contact that answers with the record of its own removal has left: the join
+                // cannot go through it now. It is no longer kept connected, and retried only
+                // while this node is alone. Anything else from a contact (a push, a removal
+                // record of another node, ...) does not answer the join, which stays pending.
+                if let Some(c) = self.contacts.get_mut(sender) {
+                    if c.join == Join::Pending
+                        && !self.state.contains(sender)
+                        && delta.removed.iter().any(|d| d.name() == sender)
+                    {
+                        c.join = Join::Left;
+                        self.reconcile(out);
+                    }
                 }
             }
             FullMeshMsg::Join { delta } => {
@@ -626,10 +702,14 @@ impl Overlay for FullMesh {
             self.state.add(self.local.spec.clone(), self.local.creation);
         }
         self.end_isolation();
-        if !self.state.contains(contact.name()) {
-            self.contacts
-                .insert(contact.name().clone(), contact.clone());
+        let mut c = Contact {
+            info: contact.clone(),
+            join: Join::Pending,
+        };
+        if let Some(e) = self.state.get(contact.name()) {
+            c.joined(e);
         }
+        self.contacts.insert(contact.name().clone(), c);
         let delta = self.full_state();
         Self::send(out, &contact.spec, FullMeshMsg::Join { delta });
         self.reconcile(out);
@@ -645,10 +725,12 @@ impl Overlay for FullMesh {
         self.state.remove(&me);
         names.insert(me.clone());
         let delta = self.state.delta_of(&names);
+        // Contacts of joins under way too: they may have merged a join whose answer was lost.
         let mut targets: BTreeMap<NodeName, NodeSpec> = self
             .contacts
             .values()
-            .map(|c| (c.name().clone(), c.spec.clone()))
+            .filter(|c| c.join != Join::Done)
+            .map(|c| (c.info.name().clone(), c.info.spec.clone()))
             .collect();
         targets.extend(self.others().map(|e| (e.name().clone(), e.spec.clone())));
         for spec in targets.values() {
@@ -709,6 +791,11 @@ impl Overlay for FullMesh {
             if name != me && !wanted.contains_key(&name) {
                 self.remove(&name, now, out);
             }
+        }
+        // Nor is a node that is not wanted joined through any more.
+        if self.contacts.keys().any(|n| !wanted.contains_key(n)) {
+            self.contacts.retain(|n, _| wanted.contains_key(n));
+            self.reconcile(out);
         }
         for (name, peer) in wanted {
             if self.phase == Phase::Left || !self.state.contains(name) {
@@ -776,13 +863,21 @@ impl Overlay for FullMesh {
                 if self.phase == Phase::Left {
                     return;
                 }
-                if !self.contacts.is_empty() {
+                // Joins not answered yet; alone, every contact this node joined through.
+                let alone = self.alone();
+                let targets: Vec<&NodeSpec> = self
+                    .contacts
+                    .values()
+                    .filter(|c| alone || c.join == Join::Pending)
+                    .map(|c| &c.info.spec)
+                    .collect();
+                if !targets.is_empty() {
                     let delta = self.full_state();
-                    for c in self.contacts.values() {
+                    for spec in targets {
                         let msg = FullMeshMsg::Join {
                             delta: delta.clone(),
                         };
-                        Self::send(out, &c.spec, msg);
+                        Self::send(out, spec, msg);
                     }
                 }
                 if let Some(peer) = self.pick(1, None).pop() {
@@ -885,6 +980,8 @@ mod tests {
         /// Per node: the peers it asks the driver to keep connected.
         wanted: Vec<BTreeMap<NodeName, NodeSpec>>,
         members_changed: Vec<usize>,
+        /// Per node: `members()` as of its last `MembersChanged` (what a driver would show).
+        reported: Vec<Vec<NodeName>>,
         sent: BTreeMap<&'static str, usize>,
         now: Instant,
     }
@@ -898,6 +995,7 @@ mod tests {
                 timers: BTreeMap::new(),
                 wanted: vec![BTreeMap::new(); n],
                 members_changed: vec![0; n],
+                reported: Vec::new(),
                 sent: BTreeMap::new(),
                 now: Instant::ZERO,
             };
@@ -910,6 +1008,7 @@ mod tests {
                     Box::new(rng),
                 ));
                 sim.infos.push(info);
+                sim.reported.push(names(&[i]));
                 let mut out = vec![];
                 sim.nodes[i].start(sim.now, &mut out);
                 sim.apply(i, out);
@@ -938,7 +1037,10 @@ mod tests {
                     OverlayOutput::SetTimer { timer, at } => {
                         self.timers.insert((i, timer), at);
                     }
-                    OverlayOutput::MembersChanged => self.members_changed[i] += 1,
+                    OverlayOutput::MembersChanged => {
+                        self.members_changed[i] += 1;
+                        self.reported[i] = self.nodes[i].members();
+                    }
                 }
             }
         }
@@ -1031,6 +1133,7 @@ mod tests {
             self.nodes[i] = FullMesh::new(info.clone(), FullMeshConfig::default(), Box::new(rng));
             self.infos[i] = info;
             self.wanted[i].clear();
+            self.reported[i] = names(&[i]);
             self.timers.retain(|(n, _), _| *n != i);
             let mut out = vec![];
             self.nodes[i].start(self.now, &mut out);
@@ -1051,6 +1154,7 @@ mod tests {
             let h = self.nodes[live[0]].membership().hash();
             for &i in live {
                 assert_eq!(self.nodes[i].members(), names(live), "members of n{i}");
+                assert_eq!(self.reported[i], names(live), "reported members of n{i}");
                 assert_eq!(self.nodes[i].membership().hash(), h, "hash of n{i}");
                 let others: Vec<NodeName> =
                     live.iter().filter(|&&j| j != i).map(|&j| name(j)).collect();
@@ -1109,6 +1213,7 @@ mod tests {
         sim.infos.push(info(5, 1, 1005));
         sim.wanted.push(BTreeMap::new());
         sim.members_changed.push(0);
+        sim.reported.push(names(&[5]));
         sim.sent.clear();
         sim.join(5, 2);
         sim.run();
@@ -1166,6 +1271,136 @@ mod tests {
         let new = sim.nodes[0].membership().live(&name(1)).unwrap().0.clone();
         assert_eq!(new.actor, old.actor);
         assert_eq!(new.counter, old.counter + 1);
+    }
+
+    #[test]
+    fn a_rejoin_through_a_contact_that_left_meanwhile_is_retried_until_it_is_back() {
+        // Swarm seed 189: n1 left and rejoins through n2, but the join is lost (a partition);
+        // n2 then leaves. The retried join reaches n2, which answers with the record of its
+        // own removal. That is no answer to the join: n1 must not end up alone for good.
+        let mut sim = Sim::cluster(3);
+        sim.leave(1);
+        sim.run();
+        sim.join(1, 2);
+        sim.queue.clear();
+        assert!(sim.wanted[1].contains_key(&name(2)));
+        sim.leave(2);
+        sim.run();
+        sim.assert_converged(&[0]);
+        sim.advance(Duration::from_secs(15));
+        // The retry was answered by n2's removal record: n2 is no longer kept connected, but
+        // the join stands and is retried.
+        assert!(sim.nodes[1]
+            .membership()
+            .context()
+            .max_dot_for(&name(2))
+            .is_some());
+        assert!(sim.wanted[1].is_empty());
+        assert_eq!(sim.nodes[1].members(), names(&[1]));
+        sim.join(2, 0);
+        sim.run();
+        sim.advance(Duration::from_secs(60));
+        sim.assert_converged(&[0, 1, 2]);
+    }
+
+    #[test]
+    fn a_stale_removal_record_from_the_contact_does_not_answer_the_join() {
+        let mut sim = Sim::cluster(4);
+        sim.remove(0, 3);
+        sim.run();
+        sim.assert_converged(&[0, 1, 2]);
+        // A push of n3's removal, still in flight from n2 to n1 when n1 leaves and rejoins
+        // through n2 (its join is lost).
+        let stale = FullMeshMsg::Delta {
+            delta: sim.nodes[2].membership().delta_of([&name(3)]),
+            reply: false,
+        };
+        sim.leave(1);
+        sim.run();
+        sim.join(1, 2);
+        sim.queue.clear();
+        sim.deliver(sim.infos[2].clone(), 1, stale);
+        assert!(sim.nodes[1]
+            .membership()
+            .context()
+            .max_dot_for(&name(3))
+            .is_some());
+        // Still joining: n2 is kept connected and the join is retried.
+        assert!(sim.wanted[1].contains_key(&name(2)));
+        sim.advance(Duration::from_secs(60));
+        sim.assert_converged(&[0, 1, 2]);
+    }
+
+    #[test]
+    fn a_contact_that_left_is_retried_only_while_alone() {
+        // n2's join through n1 is lost; n3 joins n2, so n2 is not alone. n1 leaves: n2's
+        // retry is answered with n1's removal record.
+        let mut sim = Sim::new(4);
+        sim.join(1, 0);
+        sim.run();
+        sim.join(2, 1);
+        sim.queue.clear();
+        sim.join(3, 2);
+        sim.run();
+        assert_eq!(sim.nodes[3].members(), names(&[2, 3]));
+        assert!(sim.wanted[2].contains_key(&name(1)), "joining through n1");
+        sim.leave(1);
+        sim.run();
+        sim.assert_converged(&[0]);
+        sim.advance(Duration::from_secs(15));
+        assert!(sim.nodes[2]
+            .membership()
+            .context()
+            .max_dot_for(&name(1))
+            .is_some());
+        // In a cluster, n2 neither keeps n1 connected nor retries it, even once n1 is back.
+        sim.assert_converged(&[2, 3]);
+        sim.join(1, 0);
+        sim.run();
+        sim.sent.clear();
+        sim.advance(Duration::from_secs(60));
+        assert_eq!(sim.sent.get("join"), None);
+        sim.assert_converged(&[0, 1]);
+        sim.assert_converged(&[2, 3]);
+        // Alone, it does: n1 is its only way back into a cluster.
+        sim.leave(3);
+        sim.run();
+        sim.advance(Duration::from_secs(60));
+        sim.assert_converged(&[0, 1, 2]);
+    }
+
+    #[test]
+    fn a_node_left_alone_retries_the_contact_it_joined_through() {
+        let mut sim = Sim::new(3);
+        sim.join(1, 0);
+        sim.run();
+        sim.assert_converged(&[0, 1]);
+        // n0 leaves: n1 is alone, nobody else knows it.
+        sim.leave(0);
+        sim.run();
+        sim.advance(Duration::from_secs(30));
+        assert_eq!(sim.nodes[1].members(), names(&[1]));
+        assert!(sim.wanted[1].is_empty());
+        assert!(sim.nodes[0].has_left());
+        // n0 joins another cluster: n1's next retry brings it in.
+        sim.join(0, 2);
+        sim.run();
+        sim.advance(Duration::from_secs(60));
+        sim.assert_converged(&[0, 1, 2]);
+        // A node removed by another is not alone by accident: it retries nobody.
+        sim.remove(2, 1);
+        sim.run();
+        sim.leave(0);
+        sim.run();
+        sim.advance(Duration::from_secs(60));
+        assert!(sim.nodes[1].is_isolated());
+        assert_eq!(sim.nodes[1].members(), names(&[1]));
+        assert_eq!(sim.nodes[2].members(), names(&[2]));
+        sim.join(0, 2);
+        sim.run();
+        sim.advance(Duration::from_secs(60));
+        sim.assert_converged(&[0, 2]);
+        assert_eq!(sim.nodes[1].members(), names(&[1]));
     }
 
     #[test]
