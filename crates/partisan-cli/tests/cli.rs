@@ -305,3 +305,87 @@ fn bad_flags_and_config_keys_exit_with_a_message_naming_them() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn sim_json(args: &[&str]) -> serde_json::Value {
+    let out = bin().arg("sim").args(args).arg("--json").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("seed"), "the seed is printed first: {err}");
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+#[test]
+fn sim_hyparview_reports_rounds_and_the_same_seed_gives_the_same_trace() {
+    let args = [
+        "hyparview",
+        "--nodes",
+        "300",
+        "--crash",
+        "0.5",
+        "--seed",
+        "7",
+        "--rounds",
+        "3",
+    ];
+    let v = sim_json(&args);
+    assert_eq!(v["seed"], 7);
+    assert_eq!(v["nodes"], 300);
+    assert_eq!(v["crash"], 0.5);
+    assert!(v["wall_secs"].as_f64().unwrap() > 0.0);
+    let rounds = v["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 4);
+    for r in rounds {
+        let rel = r["flood_reliability"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&rel));
+        assert!(r["largest_component"].as_u64().unwrap() <= 150);
+    }
+    assert!(v.get("rounds_to_full").is_some());
+    assert!(v["symmetric"].is_boolean());
+    let again = sim_json(&args);
+    assert_eq!(v["trace_hash"], again["trace_hash"]);
+}
+
+#[test]
+fn sim_full_mesh_and_swarm_report_their_fields() {
+    let v = sim_json(&["full-mesh", "--nodes", "40", "--seed", "3"]);
+    assert_eq!(v["nodes"], 40);
+    assert!(v["convergence_ms"].as_u64().is_some());
+    assert!(v["bytes_per_node_per_sec"].as_f64().unwrap() > 0.0);
+    let v = sim_json(&["swarm", "--seeds", "5", "--first", "11"]);
+    assert_eq!(v["seeds"], 5);
+    assert_eq!(v["failures"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn sim_plot_writes_an_svg() {
+    let dir = std::env::temp_dir().join(format!("partisan-plot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("fig.svg");
+    let out = bin()
+        .args([
+            "sim",
+            "hyparview",
+            "--nodes",
+            "100",
+            "--rounds",
+            "2",
+            "--fractions",
+            "0.3",
+        ])
+        .arg("--plot")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svg = std::fs::read_to_string(&file).unwrap();
+    assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() == 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,63 @@
+//! The swarm over many seeds, and determinism. Each failing seed prints the command that
+//! replays it.
+
+use partisan_sim::swarm::{run_scenario, SwarmLimits};
+
+#[test]
+fn swarm_of_two_hundred_seeds_keeps_every_invariant_and_heals() {
+    let first: u64 = std::env::var("PARTISAN_SWARM_FIRST")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let count: u64 = std::env::var("PARTISAN_SWARM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    println!("swarm seeds {first}..{}", first + count);
+    let seeds: Vec<u64> = (first..first + count).collect();
+    // Two threads: the machine has two cores.
+    let halves: Vec<Vec<u64>> = seeds
+        .chunks(seeds.len().div_ceil(2))
+        .map(|c| c.to_vec())
+        .collect();
+    let handles: Vec<_> = halves
+        .into_iter()
+        .map(|chunk| {
+            std::thread::spawn(move || {
+                chunk
+                    .into_iter()
+                    .filter_map(|s| run_scenario(s, SwarmLimits::default()).err())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let failures: Vec<_> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("swarm thread"))
+        .collect();
+    for f in &failures {
+        println!("FAILED {f}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {count} seeds failed",
+        failures.len()
+    );
+}
+
+#[test]
+fn the_same_seed_gives_the_same_trace() {
+    for seed in [3u64, 17, 4242] {
+        let a = run_scenario(seed, SwarmLimits::default());
+        let b = run_scenario(seed, SwarmLimits::default());
+        println!("seed {seed}");
+        match (a, b) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!(a.trace_hash, b.trace_hash);
+                assert_eq!(a.events, b.events);
+            }
+            (Err(a), Err(b)) => assert_eq!(a.reason, b.reason),
+            (a, b) => panic!("seed {seed} diverged: {a:?} vs {b:?}"),
+        }
+    }
+}
