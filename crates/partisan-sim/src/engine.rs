@@ -210,6 +210,8 @@ pub struct Sim {
     partitions: BTreeSet<(NodeId, NodeId)>,
     fifo: HashMap<(NodeId, NodeId), Instant>,
     count_bytes: bool,
+    /// Nodes whose events are printed to stderr (debugging a scenario).
+    watch: BTreeSet<NodeId>,
     /// Hash of every processed event, in order.
     pub trace: TraceHash,
     /// Events processed.
@@ -254,6 +256,14 @@ impl Sim {
             partitions: BTreeSet::new(),
             fifo: HashMap::new(),
             count_bytes: false,
+            watch: std::env::var("PARTISAN_SIM_WATCH")
+                .ok()
+                .map(|v| {
+                    v.split(',')
+                        .filter_map(|x| x.trim().trim_start_matches('n').parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default(),
             trace: TraceHash::new(),
             events: 0,
             rejected: 0,
@@ -515,6 +525,23 @@ impl Sim {
         let Reverse(s) = self.queue.pop()?;
         self.now = self.now.max(s.at);
         self.events += 1;
+        if !self.watch.is_empty() {
+            let touches = match &s.event {
+                Event::Deliver { from, to, .. } => {
+                    self.watch.contains(from) || self.watch.contains(to)
+                }
+                Event::PeerUp { node, peer, .. }
+                | Event::PeerDown { node, peer, .. }
+                | Event::Unreachable { node, peer, .. } => {
+                    self.watch.contains(node) || self.watch.contains(peer)
+                }
+                Event::Timer { node, .. } => self.watch.contains(node),
+                Event::LinkCheck { a, b } => self.watch.contains(a) || self.watch.contains(b),
+            };
+            if touches {
+                eprintln!("[{:>10.3}s] {:?}", s.at.0 as f64 / 1e6, s.event);
+            }
+        }
         let node = match &s.event {
             Event::Deliver { to, .. } => Some(*to),
             Event::PeerUp { node, .. }

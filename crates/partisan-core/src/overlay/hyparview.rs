@@ -24,8 +24,10 @@
 //! - Symmetry (Partisan #13): neighbor requests are answered (accepted/rejected), and every
 //!   shuffle period each node sends KeepActive to its active peers; a peer that does not have
 //!   the sender in its active view adds it if it has room, else answers Disconnect.
-//! - Isolation: a node whose passive view is empty takes the contacts it joined through as
-//!   passive candidates again (tried once per promotion tick).
+//! - Isolation: a node whose passive view is empty takes the contacts it joined through and
+//!   its last 8 active neighbors as passive candidates again (tried once per promotion tick).
+//! - Opportunistic requests (to fill a view that has room) never evict: if the view filled up
+//!   meanwhile, the acceptance is undone with a Disconnect, so fills cannot cascade into churn.
 //! - Lost connections (not in the paper): a neighbor whose connection drops stays a passive
 //!   candidate (it may have been cut off by a partition), dropped when found unreachable.
 //! - Filling and rewiring (not in the paper): between `active_min` and a full view, one
@@ -49,6 +51,9 @@ use crate::time::Instant;
 
 /// Most peers a shuffle sample may carry.
 pub const MAX_SAMPLE: usize = 256;
+
+/// Former active neighbors remembered as last-resort candidates.
+const RECENT_PEERS: usize = 8;
 
 /// HyParView parameters; defaults are Partisan's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,8 +188,14 @@ pub struct HyParView {
     reserved: BTreeMap<Tag, Option<NodeName>>,
     /// Nodes we joined through, for rejoining when isolated.
     contacts: BTreeMap<NodeName, PeerInfo>,
+    /// The last few peers that were active neighbors (most recent last): with the contacts,
+    /// the last resort of a node that lost every other trace of the cluster.
+    recent: std::collections::VecDeque<PeerInfo>,
     /// Outstanding neighbor requests.
     pending: BTreeSet<NodeName>,
+    /// The subset of `pending` sent to fill a view that had room: if the view is full when
+    /// the acceptance arrives, it is undone rather than evicting anyone (no churn cascades).
+    opportunistic: BTreeSet<NodeName>,
     /// Candidates that rejected us since the last promotion tick (not asked again before it).
     refused: BTreeSet<NodeName>,
     /// Names in the last shuffle sample we sent (evicted first from the passive view).
@@ -204,7 +215,9 @@ impl HyParView {
             passive: BTreeMap::new(),
             reserved,
             contacts: BTreeMap::new(),
+            recent: std::collections::VecDeque::new(),
             pending: BTreeSet::new(),
+            opportunistic: BTreeSet::new(),
             refused: BTreeSet::new(),
             last_sample: BTreeSet::new(),
             left: false,
@@ -303,6 +316,11 @@ impl HyParView {
             }
         }
         self.active.insert(name, peer.clone());
+        self.recent.retain(|p| p.name() != peer.name());
+        if self.recent.len() == RECENT_PEERS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(peer.clone());
         out.push(OverlayOutput::Connect(peer.spec.clone()));
         out.push(OverlayOutput::MembersChanged);
     }
@@ -398,14 +416,15 @@ impl HyParView {
         }
     }
 
-    /// When the passive view is empty, the contacts this node joined through become passive
-    /// candidates again: the only knowledge left of the rest of the cluster (after long
-    /// partitions or many failures).
+    /// When the passive view is empty, the contacts this node joined through and its last
+    /// few active neighbors become passive candidates again: the only knowledge left of the
+    /// rest of the cluster (after long partitions or many failures).
     fn refill_from_contacts(&mut self) {
         if self.passive.is_empty() {
             let contacts: Vec<PeerInfo> = self
                 .contacts
                 .values()
+                .chain(self.recent.iter())
                 .filter(|c| !self.active.contains_key(c.name()))
                 .cloned()
                 .collect();
@@ -427,7 +446,8 @@ impl HyParView {
             .collect();
         if let Some(c) = self.pick(&candidates).cloned() {
             let peer = self.passive[&c].clone();
-            self.pending.insert(c);
+            self.pending.insert(c.clone());
+            self.opportunistic.insert(c);
             self.send(&peer, HvMsg::NeighborRequest { high: false }, out);
         }
     }
@@ -563,10 +583,12 @@ impl HyParView {
             }
             HvMsg::NeighborReply { accepted } => {
                 let asked = self.pending.remove(from.name());
+                let opportunistic = self.opportunistic.remove(from.name());
                 if accepted {
-                    if asked && !self.left {
+                    let known = self.active.contains_key(from.name());
+                    if asked && !self.left && !(opportunistic && self.is_full() && !known) {
                         self.add_active(from, out);
-                    } else if !self.active.contains_key(from.name()) {
+                    } else if !known {
                         // An answer we no longer want: undo it on the other side.
                         self.send(from, HvMsg::Disconnect, out);
                     }
@@ -586,6 +608,7 @@ impl HyParView {
             HvMsg::Leave => {
                 self.passive.remove(from.name());
                 self.contacts.remove(from.name());
+                self.recent.retain(|p| p.name() != from.name());
                 if self.drop_active(from.name(), false, out).is_some() {
                     self.promote(out);
                 }
@@ -705,6 +728,7 @@ impl Overlay for HyParView {
         }
         self.passive.clear();
         self.pending.clear();
+        self.opportunistic.clear();
         self.left = true;
         out.push(OverlayOutput::MembersChanged);
     }
@@ -801,6 +825,7 @@ impl Overlay for HyParView {
                 // Requests unanswered for a whole period are forgotten (their answer, if it
                 // ever comes, is undone by a Disconnect).
                 self.pending.clear();
+                self.opportunistic.clear();
                 self.refused.clear();
                 if self.cfg.random_promotion {
                     if self.active.len() < self.cfg.active_min {
@@ -1279,6 +1304,53 @@ mod tests {
         assert_eq!(
             sends(&out),
             vec![("contact".into(), HvMsg::NeighborRequest { high: true })]
+        );
+    }
+
+    #[test]
+    fn an_opportunistic_acceptance_arriving_on_a_full_view_is_undone_not_evicting() {
+        let cfg = HyParViewConfig {
+            active_max: 2,
+            active_min: 1,
+            ..Default::default()
+        };
+        let mut h = with_views(&[10], &[20], cfg);
+        let mut out = vec![];
+        h.on_timer(OverlayTimer::Promotion, Instant::ZERO, &mut out);
+        assert_eq!(
+            sends(&out),
+            vec![("p20".into(), HvMsg::NeighborRequest { high: false })]
+        );
+        // Meanwhile another peer takes the last slot.
+        msg(
+            &mut h,
+            &peer("x", 30),
+            HvMsg::NeighborRequest { high: false },
+        );
+        assert_eq!(h.active.len(), 2);
+        let out = msg(
+            &mut h,
+            &peer("p20", 20),
+            HvMsg::NeighborReply { accepted: true },
+        );
+        assert_eq!(sends(&out), vec![("p20".into(), HvMsg::Disconnect)]);
+        assert_eq!(names(h.active_view()), vec!["a10", "x"], "nobody evicted");
+        assert!(h.passive.contains_key(peer("p20", 20).name()));
+    }
+
+    #[test]
+    fn a_node_that_lost_everything_falls_back_on_its_former_neighbors() {
+        let mut h = with_views(&[10], &[], HyParViewConfig::default());
+        let mut out = vec![];
+        let a10 = peer("a10", 10);
+        h.on_unreachable(a10.name(), Instant::ZERO, &mut out);
+        assert!(h.active.is_empty() && h.contacts.is_empty());
+        assert!(sends(&out).is_empty(), "not retried in the same tick");
+        out.clear();
+        h.on_timer(OverlayTimer::Promotion, Instant::ZERO, &mut out);
+        assert_eq!(
+            sends(&out),
+            vec![("a10".into(), HvMsg::NeighborRequest { high: true })]
         );
     }
 
