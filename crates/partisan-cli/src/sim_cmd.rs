@@ -197,8 +197,10 @@ fn hyparview(a: HvArgs) -> anyhow::Result<()> {
         }
         let svg = partisan_sim::plot::line_chart(
             &format!(
-                "HyParView, {} nodes: flood reliability after a crash (seed {})",
-                a.nodes, a.seed
+                "HyParView, {} nodes: flood reliability after a {}crash (seed {})",
+                a.nodes,
+                if a.silent { "silent " } else { "" },
+                a.seed
             ),
             "rounds after the crash (shuffle periods; 0 = one second after)",
             "fraction of live nodes reached",

@@ -6,7 +6,7 @@ const W: f64 = 800.0;
 const H: f64 = 460.0;
 const L: f64 = 80.0;
 const R: f64 = 30.0;
-const T: f64 = 50.0;
+const T: f64 = 70.0;
 const B: f64 = 60.0;
 const COLORS: [&str; 6] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
@@ -39,7 +39,10 @@ fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
         .map(|m| m * mag)
         .find(|s| span / s <= n as f64)
         .unwrap_or(10.0 * mag);
-    let (k0, k1) = ((lo / step - 1e-9).ceil() as i64, (hi / step + 1e-9).floor() as i64);
+    let (k0, k1) = (
+        (lo / step - 1e-9).ceil() as i64,
+        (hi / step + 1e-9).floor() as i64,
+    );
     let mut v = Vec::new();
     for k in k0..=k1 {
         // Rounded so labels and comparisons see 0.6, not 0.6000000000000001.
@@ -59,8 +62,8 @@ fn label(v: f64) -> String {
     }
 }
 
-/// An SVG chart of `series` (label, points (x, y)), with a legend in the top-left corner of
-/// the plot area.
+/// An SVG chart of `series` (label, points (x, y)), with the legend in one row between the
+/// title and the plot area.
 pub fn line_chart(
     title: &str,
     x_label: &str,
@@ -172,16 +175,18 @@ pub fn line_chart(
                 py(y)
             );
         }
-        let ly = T + 18.0 + 18.0 * k as f64;
+        // Legend in one row between the title and the plot area, so it never hides data.
+        let lx = L + series[..k]
+            .iter()
+            .map(|(n, _)| 40.0 + 7.0 * n.len() as f64)
+            .sum::<f64>();
+        let ly = 52.0;
         let _ = writeln!(
             s,
-            r#"<rect x="{}" y="{}" width="{}" height="16" fill="white" fill-opacity="0.85"/><line x1="{}" x2="{}" y1="{ly}" y2="{ly}" stroke="{c}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
-            L + 10.0,
-            ly - 9.0,
-            30.0 + 7.0 * name.len() as f64,
-            L + 14.0,
-            L + 36.0,
-            L + 42.0,
+            r#"<line x1="{}" x2="{}" y1="{ly}" y2="{ly}" stroke="{c}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
+            lx,
+            lx + 22.0,
+            lx + 28.0,
             ly + 4.0,
             esc(name)
         );
