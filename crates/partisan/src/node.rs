@@ -154,6 +154,12 @@ impl Shared {
                 },
             ) {
                 Ok(step) => step,
+                // A pid of another run is stale even while the new run's lanes come up.
+                Err(SendError::NotConnected(_) | SendError::LaneDown { .. })
+                    if self.is_stale_for_peer(dest) =>
+                {
+                    return self.stale(dest);
+                }
                 // Not connected: a relay (a client's server) may reach it.
                 Err(SendError::NotConnected(_)) if attempt == 0 => {
                     return self.send_relayed(from, dest, payload, opts, wait).await;
@@ -177,6 +183,18 @@ impl Shared {
             }
         }
         Err(SendError::NotConnected(node.clone()))
+    }
+
+    /// Whether `dest` is a pid or reference of another run than the peer's connected one.
+    fn is_stale_for_peer(&self, dest: Dest<'_>) -> bool {
+        let creation = match dest {
+            Dest::Pid(p) => p.creation,
+            Dest::Ref(r) => r.creation,
+            Dest::Name(_) => return false,
+        };
+        self.table
+            .creation_of(dest.node())
+            .is_some_and(|c| c != creation)
     }
 
     fn stale(&self, dest: Dest<'_>) -> Result<(), SendError> {
