@@ -69,6 +69,14 @@ pub struct NodeStatus {
 }
 
 impl Node {
+    /// Sends the driver a command built around a reply channel and waits for the reply;
+    /// `None` when the node is shutting down.
+    async fn ask_driver<T>(&self, cmd: impl FnOnce(oneshot::Sender<T>) -> DriverCmd) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.shared.driver.send(cmd(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
     /// The overlay this node runs.
     pub fn overlay(&self) -> OverlayKind {
         self.shared.identity.overlay
@@ -132,50 +140,23 @@ impl Node {
     /// Leaves the cluster gracefully: peers are told at once (before connections close), then
     /// every overlay connection is dropped. The node keeps running alone and may `join` again.
     pub async fn leave(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self
-            .shared
-            .driver
-            .send(DriverCmd::Leave { reply: tx })
-            .await
-            .is_ok()
-        {
-            let _ = rx.await;
-        }
+        self.ask_driver(|reply| DriverCmd::Leave { reply }).await;
     }
 
     /// Removes another node from the cluster (this node: same as [`Node::leave`]). Full mesh:
     /// removed everywhere, and the node learns it; HyParView: dropped from both views here;
     /// client-server: dropped here and at the servers; static: dropped from the list here.
     pub async fn remove(&self, node: &NodeName) {
-        let (tx, rx) = oneshot::channel();
-        if self
-            .shared
-            .driver
-            .send(DriverCmd::Remove {
-                node: node.clone(),
-                reply: tx,
-            })
-            .await
-            .is_ok()
-        {
-            let _ = rx.await;
-        }
+        let node = node.clone();
+        self.ask_driver(|reply| DriverCmd::Remove { node, reply })
+            .await;
     }
 
     /// Replaces the membership with `specs`: nodes not listed are removed, new ones joined
     /// (HyParView, as Partisan: they become passive candidates).
     pub async fn update_members(&self, specs: Vec<NodeSpec>) {
-        let (tx, rx) = oneshot::channel();
-        if self
-            .shared
-            .driver
-            .send(DriverCmd::UpdateMembers { specs, reply: tx })
-            .await
-            .is_ok()
-        {
-            let _ = rx.await;
-        }
+        self.ask_driver(|reply| DriverCmd::UpdateMembers { specs, reply })
+            .await;
     }
 
     /// Member names, this node included while it is a member, sorted. Reads the snapshot the
@@ -209,14 +190,9 @@ impl Node {
     /// every member connected, so the reservation always holds there).
     pub async fn reserve(&self, tag: &str) -> Result<(), OverlayError> {
         let tag = Tag::new(tag).map_err(OverlayError::Refused)?;
-        let (tx, rx) = oneshot::channel();
-        self.shared
-            .driver
-            .send(DriverCmd::Reserve { tag, reply: tx })
+        self.ask_driver(|reply| DriverCmd::Reserve { tag, reply })
             .await
-            .map_err(|_| OverlayError::Refused("node is shutting down".into()))?;
-        rx.await
-            .unwrap_or_else(|_| Err(OverlayError::Refused("node is shutting down".into())))
+            .unwrap_or_else(|| Err(OverlayError::Refused("node is shutting down".into())))
     }
 
     /// A stream of [`MembershipEvent`]s from now on. The stream is a bounded ring: a receiver

@@ -41,6 +41,16 @@ impl HsFail {
         matches!(self, HsFail::Protocol(_))
     }
 
+    /// Counts this failure in the node's stats: a refusal (either side) or a failure.
+    pub(crate) fn count(&self, stats: &crate::stats::Stats) {
+        let counter = if self.is_refusal() {
+            &stats.node.handshakes_refused
+        } else {
+            &stats.node.handshakes_failed
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Whether this is a benign refusal: the losing side of a simultaneous dial, or a peer
     /// that is shutting down.
     pub(crate) fn is_race(&self) -> bool {

@@ -359,6 +359,23 @@ impl std::future::Future for BackOfQueue {
     }
 }
 
+impl PushError {
+    /// The send error a caller sees for a push to a lane of `node` that failed this way.
+    pub(crate) fn into_send_error(
+        self,
+        node: &partisan_core::id::NodeName,
+    ) -> crate::error::SendError {
+        use crate::error::SendError;
+        match self {
+            PushError::Closed => SendError::NotConnected(node.clone()),
+            PushError::Full => SendError::Full(node.clone()),
+            PushError::TooLarge(EncodeError::TooLarge { len, max }) => {
+                SendError::TooLarge { len, max }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

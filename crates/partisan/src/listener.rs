@@ -52,12 +52,7 @@ async fn inbound(shared: Arc<Shared>, mut stream: TcpStream, permit: OwnedSemaph
     let (peer, leftover) = match accepted {
         Ok(x) => x,
         Err(e) => {
-            let counter = if e.is_refusal() {
-                &shared.stats.node.handshakes_refused
-            } else {
-                &shared.stats.node.handshakes_failed
-            };
-            counter.fetch_add(1, Relaxed);
+            e.count(&shared.stats);
             if e.is_refusal() {
                 tracing::warn!(%from, reason = %e, "refused inbound connection");
             } else {

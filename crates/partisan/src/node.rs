@@ -174,12 +174,7 @@ impl Shared {
             match r {
                 Ok(()) => return Ok(()),
                 Err(PushError::Closed) if attempt == 0 => continue,
-                Err(PushError::Closed) => return Err(SendError::NotConnected(node.clone())),
-                Err(PushError::Full) => return Err(SendError::Full(node.clone())),
-                Err(PushError::TooLarge(partisan_core::wire::EncodeError::TooLarge {
-                    len,
-                    max,
-                })) => return Err(SendError::TooLarge { len, max }),
+                Err(e) => return Err(e.into_send_error(node)),
             }
         }
         Err(SendError::NotConnected(node.clone()))

@@ -73,15 +73,11 @@ impl Shared {
             } else {
                 route.lane.queue.try_push(head, &payload)
             };
-            return match r {
-                Ok(()) => Ok(()),
-                Err(PushError::Closed) => Err(SendError::NotConnected(node)),
-                Err(PushError::Full) => Err(SendError::Full(relay.clone())),
-                Err(PushError::TooLarge(partisan_core::wire::EncodeError::TooLarge {
-                    len,
-                    max,
-                })) => Err(SendError::TooLarge { len, max }),
-            };
+            return r.map_err(|e| match e {
+                // The relay's lane closed: the destination is not reachable through it.
+                PushError::Closed => SendError::NotConnected(node.clone()),
+                other => other.into_send_error(relay),
+            });
         }
         Err(SendError::NotConnected(node))
     }

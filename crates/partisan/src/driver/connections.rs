@@ -353,12 +353,7 @@ impl Driver {
                     }
                 }
                 Err(e) => {
-                    let counter = if e.is_refusal() {
-                        &shared.stats.node.handshakes_refused
-                    } else {
-                        &shared.stats.node.handshakes_failed
-                    };
-                    counter.fetch_add(1, Relaxed);
+                    e.count(&shared.stats);
                     tracing::debug!(target = ?req.target, channel = %req.channel, lane = req.lane, error = %e, "dial failed");
                     if e.is_refusal() && !e.is_race() {
                         tracing::warn!(target = ?req.target, error = %e, "connection refused at handshake");
