@@ -171,6 +171,9 @@ pub struct Config {
     pub send_queue_bytes: usize,
     /// Bound of each process mailbox, in messages.
     pub mailbox_capacity: usize,
+    /// Bound of each process mailbox, in payload bytes (a larger single message is admitted
+    /// into an empty mailbox).
+    pub mailbox_bytes: usize,
     /// Overlay: `full-mesh` (default), `hyparview`, `client-server` or `static`.
     pub overlay: String,
     /// Addresses (`IP:PORT`) to join at start, tried until one answers.
@@ -209,6 +212,7 @@ impl Default for Config {
             max_frame_size: DEFAULT_MAX_FRAME_LEN,
             send_queue_bytes: 4 * 1024 * 1024,
             mailbox_capacity: 4096,
+            mailbox_bytes: 64 * 1024 * 1024,
             overlay: OverlayKind::FullMesh.as_str().to_string(),
             seeds: Vec::new(),
             tag: None,
@@ -279,6 +283,7 @@ pub(crate) struct Resolved {
     pub(crate) max_frame_len: usize,
     pub(crate) send_queue_bytes: usize,
     pub(crate) mailbox_capacity: usize,
+    pub(crate) mailbox_bytes: usize,
     pub(crate) overlay: OverlaySettings,
     pub(crate) seeds: Vec<SocketAddr>,
     pub(crate) tag: Option<Tag>,
@@ -447,6 +452,7 @@ impl Config {
             1 << 40,
         )?;
         check_range("mailbox_capacity", self.mailbox_capacity as u64, 1, 1 << 24)?;
+        check_range("mailbox_bytes", self.mailbox_bytes as u64, 1024, 1 << 40)?;
         let tag = match &self.tag {
             Some(t) => Some(Tag::new(t).map_err(|e| invalid("tag", e))?),
             None => None,
@@ -578,6 +584,7 @@ impl Config {
             max_frame_len: self.max_frame_size,
             send_queue_bytes: self.send_queue_bytes,
             mailbox_capacity: self.mailbox_capacity,
+            mailbox_bytes: self.mailbox_bytes,
             overlay,
             seeds,
             tag,

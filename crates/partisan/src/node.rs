@@ -99,13 +99,26 @@ impl Shared {
                 self.stats.node.delivered.fetch_add(1, Relaxed);
                 Ok(())
             }
-            Err(DeliverFail::Full(tx, env)) => match tx.send(env).await {
-                Ok(()) => {
-                    self.stats.node.delivered.fetch_add(1, Relaxed);
-                    Ok(())
+            Err(DeliverFail::Full {
+                tx,
+                env,
+                bytes,
+                reserved,
+            }) => {
+                if !reserved {
+                    bytes.reserve(&env.payload).await;
                 }
-                Err(_) => self.undeliverable(describe(name)),
-            },
+                match tx.send(env).await {
+                    Ok(()) => {
+                        self.stats.node.delivered.fetch_add(1, Relaxed);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        bytes.unreserve(&e.0.payload);
+                        self.undeliverable(describe(name))
+                    }
+                }
+            }
             Err(DeliverFail::NoProcess) => self.undeliverable(describe(name)),
         }
     }
@@ -231,7 +244,18 @@ impl Shared {
                 self.stats.node.delivered.fetch_add(1, Relaxed);
                 Ok(())
             }
-            Err(DeliverFail::Full(..)) => Err(SendError::Full(self.spec.name().clone())),
+            Err(DeliverFail::Full {
+                env,
+                bytes,
+                reserved,
+                ..
+            }) => {
+                // Not queued: give back the bytes reserved for it, if any.
+                if reserved {
+                    bytes.unreserve(&env.payload);
+                }
+                Err(SendError::Full(self.spec.name().clone()))
+            }
             Err(DeliverFail::NoProcess) => {
                 self.stats.node.undeliverable.fetch_add(1, Relaxed);
                 Err(SendError::NoProcess(dest.to_remote_ref().to_string()))
@@ -393,7 +417,7 @@ impl NodeBuilder {
             identity,
             stats: Stats::new(spec.name().as_str(), spec.channels().keys()),
             table: ConnTable::new(spec.clone()),
-            registry: Registry::new(cfg.mailbox_capacity),
+            registry: Registry::new(cfg.mailbox_capacity, cfg.mailbox_bytes),
             spec,
             creation,
             cfg,
@@ -601,7 +625,7 @@ impl Node {
     /// A new process with a mailbox, not registered under any name. The process ends (its pid
     /// stops receiving) when the returned handle is dropped.
     pub fn process(&self) -> Process {
-        let (id, rx) = self.shared.registry.create();
+        let (id, rx, bytes) = self.shared.registry.create();
         Process::new(
             self.clone(),
             Pid {
@@ -610,6 +634,7 @@ impl Node {
                 id,
             },
             rx,
+            bytes,
         )
     }
 

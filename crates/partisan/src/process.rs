@@ -1,5 +1,6 @@
 //! Processes: a pid with a bounded mailbox.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,7 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{RegisterError, SendError};
 use crate::node::Node;
-use crate::registry::Envelope;
+use crate::registry::{Envelope, MailboxBytes};
 use crate::send::{Destination, SendOptions};
 
 /// A process: owns a pid and its mailbox. Messages it sends carry its pid, so receivers can
@@ -18,6 +19,7 @@ pub struct Process {
     node: Node,
     pid: Pid,
     rx: mpsc::Receiver<Envelope>,
+    bytes: Arc<MailboxBytes>,
 }
 
 /// Why [`Process::recv_timeout`] returned without a message.
@@ -38,8 +40,24 @@ impl std::fmt::Debug for Process {
 }
 
 impl Process {
-    pub(crate) fn new(node: Node, pid: Pid, rx: mpsc::Receiver<Envelope>) -> Self {
-        Process { node, pid, rx }
+    pub(crate) fn new(
+        node: Node,
+        pid: Pid,
+        rx: mpsc::Receiver<Envelope>,
+        bytes: Arc<MailboxBytes>,
+    ) -> Self {
+        Process {
+            node,
+            pid,
+            rx,
+            bytes,
+        }
+    }
+
+    /// A message left the mailbox: its bytes are room again.
+    fn took(&self, env: Envelope) -> Envelope {
+        self.bytes.release(&env.payload);
+        env
     }
 
     /// This process's pid.
@@ -54,18 +72,20 @@ impl Process {
 
     /// The next message; `None` once the node has shut down and the mailbox is drained.
     pub async fn recv(&mut self) -> Option<Envelope> {
-        self.rx.recv().await
+        let env = self.rx.recv().await?;
+        Some(self.took(env))
     }
 
     /// The next message if one is waiting.
     pub fn try_recv(&mut self) -> Option<Envelope> {
-        self.rx.try_recv().ok()
+        let env = self.rx.try_recv().ok()?;
+        Some(self.took(env))
     }
 
     /// The next message, waiting at most `timeout`.
     pub async fn recv_timeout(&mut self, timeout: Duration) -> Result<Envelope, RecvError> {
         match tokio::time::timeout(timeout, self.rx.recv()).await {
-            Ok(Some(e)) => Ok(e),
+            Ok(Some(e)) => Ok(self.took(e)),
             Ok(None) => Err(RecvError::Closed),
             Err(_) => Err(RecvError::Timeout),
         }
@@ -74,7 +94,12 @@ impl Process {
     /// Receives up to `limit` waiting messages into `buf` (at least one, waiting for it);
     /// returns how many, 0 once the mailbox is closed.
     pub async fn recv_many(&mut self, buf: &mut Vec<Envelope>, limit: usize) -> usize {
-        self.rx.recv_many(buf, limit).await
+        let start = buf.len();
+        let n = self.rx.recv_many(buf, limit).await;
+        for env in &buf[start..] {
+            self.bytes.release(&env.payload);
+        }
+        n
     }
 
     /// Sends from this process (the receiver sees this pid as `from`). See [`Node::send`].

@@ -1,12 +1,13 @@
 //! Local processes: pid allocation, mailboxes, registered names and reference aliases.
 
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use dashmap::DashMap;
 use partisan_core::id::{Pid, ProcessName, Ref};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 /// A message as delivered to a process.
 #[derive(Debug, Clone)]
@@ -26,8 +27,77 @@ impl Envelope {
     }
 }
 
+/// The byte bound of one mailbox: payload bytes queued and not yet received.
+///
+/// Cheaper than a semaphore on the hot path: one atomic add when a message is queued, one
+/// subtract when it is received; senders that find no room register and are woken on receipt.
+#[derive(Debug)]
+pub(crate) struct MailboxBytes {
+    used: AtomicUsize,
+    cap: usize,
+    waiting: AtomicBool,
+    room: Notify,
+}
+
+impl MailboxBytes {
+    fn new(cap: usize) -> Self {
+        MailboxBytes {
+            used: AtomicUsize::new(0),
+            cap,
+            waiting: AtomicBool::new(false),
+            room: Notify::new(),
+        }
+    }
+
+    fn cost(payload: &Bytes) -> usize {
+        payload.len().max(1)
+    }
+
+    /// Reserves room for `payload`: always into an empty mailbox, else only within the cap.
+    fn try_reserve(&self, payload: &Bytes) -> bool {
+        let len = Self::cost(payload);
+        let prev = self.used.fetch_add(len, Relaxed);
+        if prev > 0 && prev + len > self.cap {
+            self.used.fetch_sub(len, Relaxed);
+            self.waiting.store(true, Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Gives back what [`MailboxBytes::try_reserve`] took, when the message was not queued.
+    pub(crate) fn unreserve(&self, payload: &Bytes) {
+        self.release(payload);
+    }
+
+    /// Waits until `payload` fits, then reserves it.
+    pub(crate) async fn reserve(&self, payload: &Bytes) {
+        loop {
+            if self.try_reserve(payload) {
+                return;
+            }
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.try_reserve(payload) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// A message of `payload` left the mailbox.
+    pub(crate) fn release(&self, payload: &Bytes) {
+        self.used.fetch_sub(Self::cost(payload), Relaxed);
+        if self.waiting.load(Relaxed) && self.waiting.swap(false, Relaxed) {
+            self.room.notify_waiters();
+        }
+    }
+}
+
 struct Entry {
     tx: mpsc::Sender<Envelope>,
+    bytes: Arc<MailboxBytes>,
     names: Vec<ProcessName>,
     aliases: Vec<u64>,
 }
@@ -103,10 +173,13 @@ pub(crate) struct Registry {
     names: DashMap<ProcessName, u64, KeyHash>,
     aliases: DashMap<u64, u64, KeyHash>,
     capacity: usize,
+    bytes: usize,
 }
 
 impl Registry {
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// Mailboxes hold at most `capacity` messages and `bytes` bytes of payload (a single
+    /// larger message is admitted into an empty mailbox).
+    pub(crate) fn new(capacity: usize, bytes: usize) -> Self {
         Registry {
             next_pid: AtomicU64::new(1),
             next_ref: AtomicU64::new(1),
@@ -114,22 +187,25 @@ impl Registry {
             names: DashMap::default(),
             aliases: DashMap::default(),
             capacity,
+            bytes,
         }
     }
 
     /// Creates a mailbox and returns its id and receiving end.
-    pub(crate) fn create(&self) -> (u64, mpsc::Receiver<Envelope>) {
+    pub(crate) fn create(&self) -> (u64, mpsc::Receiver<Envelope>, Arc<MailboxBytes>) {
         let id = self.next_pid.fetch_add(1, Relaxed);
         let (tx, rx) = mpsc::channel(self.capacity);
+        let bytes = Arc::new(MailboxBytes::new(self.bytes));
         self.procs.insert(
             id,
             Entry {
                 tx,
+                bytes: bytes.clone(),
                 names: Vec::new(),
                 aliases: Vec::new(),
             },
         );
-        (id, rx)
+        (id, rx, bytes)
     }
 
     /// A fresh reference id.
@@ -229,12 +305,27 @@ impl Registry {
         let Some(entry) = self.procs.get(&id) else {
             return Err(DeliverFail::NoProcess);
         };
+        if !entry.bytes.try_reserve(&env.payload) {
+            return Err(DeliverFail::Full {
+                tx: entry.tx.clone(),
+                env,
+                bytes: entry.bytes.clone(),
+                reserved: false,
+            });
+        }
         match entry.tx.try_send(env) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(env)) => {
-                Err(DeliverFail::Full(entry.tx.clone(), env))
+            // Room in bytes, not in messages: the waiting sender keeps its reservation.
+            Err(mpsc::error::TrySendError::Full(env)) => Err(DeliverFail::Full {
+                tx: entry.tx.clone(),
+                env,
+                bytes: entry.bytes.clone(),
+                reserved: true,
+            }),
+            Err(mpsc::error::TrySendError::Closed(env)) => {
+                entry.bytes.unreserve(&env.payload);
+                Err(DeliverFail::NoProcess)
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(DeliverFail::NoProcess),
         }
     }
 
@@ -261,6 +352,12 @@ pub(crate) enum RegisterFail {
 pub(crate) enum DeliverFail {
     /// No such process, alias or name.
     NoProcess,
-    /// The mailbox is full: wait on this sender.
-    Full(mpsc::Sender<Envelope>, Envelope),
+    /// The mailbox is full: reserve room in `bytes` unless `reserved`, then wait for a slot
+    /// on `tx` (or give the reservation back when not waiting).
+    Full {
+        tx: mpsc::Sender<Envelope>,
+        env: Envelope,
+        bytes: Arc<MailboxBytes>,
+        reserved: bool,
+    },
 }

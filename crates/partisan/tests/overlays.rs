@@ -451,11 +451,9 @@ async fn joining_another_overlay_is_refused_on_both_sides() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_seed_times_out_and_the_node_keeps_trying_its_seeds() {
-    // A port nothing listens on: bind, note the port, close.
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    // An address nothing listens on, and no other test binds (they all use 127.0.0.1), so a
+    // freed port cannot be taken by a parallel test's node.
+    let dead: std::net::SocketAddr = "127.0.0.77:9".parse().unwrap();
     let live = start("sd_live", "full-mesh", |_| {}).await;
     let live_addr = live.listen_addrs()[0].to_string();
     let node = start("sd_node", "full-mesh", |c| {

@@ -520,3 +520,48 @@ async fn another_protocol_version_is_refused_with_a_reason() {
     assert_eq!(a.stats().handshakes_refused, 1);
     a.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mailboxes_are_bounded_in_bytes_as_well_as_messages() {
+    init_tracing();
+    let a = NodeBuilder::new("mb_a@127.0.0.1")
+        .cookie("c")
+        .configure(|c| c.mailbox_bytes = 1 << 20)
+        .start()
+        .await
+        .unwrap();
+    let mut inbox = a.process_named("big").unwrap();
+    let to = Node::name_on(a.name(), "big").unwrap();
+    let chunk = Bytes::from(vec![0u8; 300 * 1024]);
+    for _ in 0..3 {
+        a.try_send(&to, chunk.clone(), &SendOptions::default())
+            .unwrap();
+    }
+    assert!(matches!(
+        a.try_send(&to, chunk.clone(), &SendOptions::default()),
+        Err(SendError::Full(_))
+    ));
+    // A waiting send completes once the process receives (bytes are given back on receipt).
+    let (a2, to2, c2) = (a.clone(), to.clone(), chunk.clone());
+    let waiting = tokio::spawn(async move { a2.send(&to2, c2, &SendOptions::default()).await });
+    tokio::task::yield_now().await;
+    assert!(!waiting.is_finished());
+    inbox.recv_timeout(WAIT).await.unwrap();
+    waiting.await.unwrap().unwrap();
+    // One message larger than the whole bound still gets into an empty mailbox.
+    for _ in 0..3 {
+        inbox.recv_timeout(WAIT).await.unwrap();
+    }
+    a.send(
+        &to,
+        Bytes::from(vec![1u8; 3 << 20]),
+        &SendOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        inbox.recv_timeout(WAIT).await.unwrap().payload.len(),
+        3 << 20
+    );
+    a.shutdown().await;
+}
