@@ -105,8 +105,9 @@ impl Shared {
                 bytes,
                 reserved,
             }) => {
-                if !reserved {
-                    bytes.reserve(&env.payload).await;
+                if !reserved && !bytes.reserve(&env.payload).await {
+                    // The process ended while we waited for room.
+                    return self.undeliverable(describe(name));
                 }
                 match tx.send(env).await {
                     Ok(()) => {

@@ -1,7 +1,7 @@
 //! Local processes: pid allocation, mailboxes, registered names and reference aliases.
 
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -36,6 +36,8 @@ pub(crate) struct MailboxBytes {
     used: AtomicUsize,
     cap: usize,
     waiting: AtomicBool,
+    /// Set when the process ended: waiting senders give up.
+    closed: AtomicBool,
     room: Notify,
 }
 
@@ -45,6 +47,7 @@ impl MailboxBytes {
             used: AtomicUsize::new(0),
             cap,
             waiting: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             room: Notify::new(),
         }
     }
@@ -56,10 +59,10 @@ impl MailboxBytes {
     /// Reserves room for `payload`: always into an empty mailbox, else only within the cap.
     fn try_reserve(&self, payload: &Bytes) -> bool {
         let len = Self::cost(payload);
-        let prev = self.used.fetch_add(len, Relaxed);
+        let prev = self.used.fetch_add(len, SeqCst);
         if prev > 0 && prev + len > self.cap {
-            self.used.fetch_sub(len, Relaxed);
-            self.waiting.store(true, Relaxed);
+            self.used.fetch_sub(len, SeqCst);
+            self.waiting.store(true, SeqCst);
             return false;
         }
         true
@@ -70,17 +73,23 @@ impl MailboxBytes {
         self.release(payload);
     }
 
-    /// Waits until `payload` fits, then reserves it.
-    pub(crate) async fn reserve(&self, payload: &Bytes) {
+    /// Waits until `payload` fits, then reserves it; `false` if the process ended meanwhile.
+    pub(crate) async fn reserve(&self, payload: &Bytes) -> bool {
         loop {
+            if self.closed.load(SeqCst) {
+                return false;
+            }
             if self.try_reserve(payload) {
-                return;
+                return true;
             }
             let notified = self.room.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            if self.closed.load(SeqCst) {
+                return false;
+            }
             if self.try_reserve(payload) {
-                return;
+                return true;
             }
             notified.await;
         }
@@ -88,10 +97,16 @@ impl MailboxBytes {
 
     /// A message of `payload` left the mailbox.
     pub(crate) fn release(&self, payload: &Bytes) {
-        self.used.fetch_sub(Self::cost(payload), Relaxed);
-        if self.waiting.load(Relaxed) && self.waiting.swap(false, Relaxed) {
+        self.used.fetch_sub(Self::cost(payload), SeqCst);
+        if self.waiting.load(SeqCst) && self.waiting.swap(false, SeqCst) {
             self.room.notify_waiters();
         }
+    }
+
+    /// The process ended: wakes every waiting sender, which then gives up.
+    fn close(&self) {
+        self.closed.store(true, SeqCst);
+        self.room.notify_waiters();
     }
 }
 
@@ -216,6 +231,7 @@ impl Registry {
     /// Removes a process with its names and aliases.
     pub(crate) fn remove(&self, id: u64) {
         if let Some((_, e)) = self.procs.remove(&id) {
+            e.bytes.close();
             for n in e.names {
                 self.names.remove_if(&n, |_, v| *v == id);
             }
@@ -333,6 +349,9 @@ impl Registry {
     pub(crate) fn clear(&self) {
         self.names.clear();
         self.aliases.clear();
+        for e in self.procs.iter() {
+            e.bytes.close();
+        }
         self.procs.clear();
     }
 

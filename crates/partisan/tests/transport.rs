@@ -563,5 +563,19 @@ async fn mailboxes_are_bounded_in_bytes_as_well_as_messages() {
         inbox.recv_timeout(WAIT).await.unwrap().payload.len(),
         3 << 20
     );
+    // A sender waiting for room is released with an error when the process ends.
+    for _ in 0..4 {
+        let _ = a.try_send(&to, chunk.clone(), &SendOptions::default());
+    }
+    let (a3, to3, c3) = (a.clone(), to.clone(), chunk.clone());
+    let blocked = tokio::spawn(async move { a3.send(&to3, c3, &SendOptions::default()).await });
+    tokio::task::yield_now().await;
+    assert!(!blocked.is_finished());
+    drop(inbox);
+    let res = tokio::time::timeout(WAIT, blocked)
+        .await
+        .expect("the waiting send ends with the process")
+        .unwrap();
+    assert!(res.is_err(), "{res:?}");
     a.shutdown().await;
 }
