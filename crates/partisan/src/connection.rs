@@ -140,16 +140,26 @@ async fn read_loop(ctx: &ConnCtx, mut rd: OwnedReadHalf, mut buf: BytesMut) -> E
             match decoder.decode(&mut buf) {
                 Ok(Some(frame)) => match Message::decode(frame) {
                     Ok(Message::User { header, payload }) => {
-                        deliver(ctx, header.to, header.from, payload).await;
+                        let work = deliver(ctx, header.to, header.from, payload);
+                        if blocking(ctx, work).await.is_none() {
+                            return End::Local;
+                        }
                     }
                     Ok(Message::Ping(id)) => {
                         let _ = ctx.queue.push_control(&Message::Pong(id));
                     }
                     Ok(Message::Pong(_)) => {}
                     Ok(Message::Goodbye) => return End::PeerGoodbye,
-                    Ok(Message::Control(c)) => ctx.shared.on_control(ctx, c).await,
+                    Ok(Message::Control(c)) => {
+                        if blocking(ctx, ctx.shared.on_control(ctx, c)).await.is_none() {
+                            return End::Local;
+                        }
+                    }
                     Ok(Message::Relay { header, payload }) => {
-                        ctx.shared.on_relay(ctx, header, payload).await
+                        let work = ctx.shared.on_relay(ctx, header, payload);
+                        if blocking(ctx, work).await.is_none() {
+                            return End::Local;
+                        }
                     }
                     Err(e) => {
                         bad_frame(ctx);
@@ -199,6 +209,44 @@ async fn read_loop(ctx: &ConnCtx, mut rd: OwnedReadHalf, mut buf: BytesMut) -> E
                     let _ = ctx.queue.push_control(&Message::Ping(u64::from(attempts)));
                 }
                 sleep.as_mut().reset(deadline(last_rx, attempts, last_probe));
+            }
+        }
+    }
+}
+
+/// Runs `work`, which may wait (for room in a full mailbox, or in the driver's queue): the
+/// reader then stops reading, so TCP pushes back on the peer. While it waits, the connection
+/// keeps telling the peer it is alive (the peer's keepalive would otherwise count the silence
+/// as a dead link and drop the connection with whatever it carries), and a local close still
+/// ends it. `None` when the connection closed meanwhile.
+async fn blocking<F: std::future::Future>(ctx: &ConnCtx, work: F) -> Option<F::Output> {
+    let mut work = std::pin::pin!(work);
+    // Most work completes at once: skip the timer and the cancel wait for it.
+    let first = std::future::poll_fn(|cx| match work.as_mut().poll(cx) {
+        std::task::Poll::Ready(out) => std::task::Poll::Ready(Some(out)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await;
+    if first.is_some() {
+        return first;
+    }
+    let every = ctx
+        .shared
+        .cfg
+        .ping
+        .map(|p| (p.idle / 2).max(std::time::Duration::from_millis(10)))
+        .unwrap_or(std::time::Duration::from_secs(86_400));
+    let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut probe = 0u64;
+    loop {
+        tokio::select! {
+            biased;
+            _ = ctx.cancel.cancelled() => return None,
+            out = work.as_mut() => return Some(out),
+            _ = tick.tick() => {
+                probe += 1;
+                let _ = ctx.queue.push_control(&Message::Ping(u64::MAX - probe));
             }
         }
     }
@@ -280,7 +328,11 @@ async fn write_loop(ctx: Arc<ConnCtx>, mut wr: OwnedWriteHalf) {
             r = write_chunks(&mut wr, &batch.chunks, &mut moved) => r,
         };
         if let Err(e) = r {
-            tracing::debug!(peer = %ctx.peer, error = %e, "write failed");
+            tracing::info!(
+                peer = %ctx.peer, channel = %ctx.channel, lane = ctx.lane, error = %e,
+                "connection lost: write failed"
+            );
+            ctx.queue.close();
             ctx.cancel.cancel();
             return;
         }

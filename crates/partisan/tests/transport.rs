@@ -579,3 +579,52 @@ async fn mailboxes_are_bounded_in_bytes_as_well_as_messages() {
     assert!(res.is_err(), "{res:?}");
     a.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_blocked_on_a_full_mailbox_keeps_its_connection_alive() {
+    init_tracing();
+    // Keepalive declares a silent link dead after about 150 ms.
+    let quick = |c: &mut partisan::Config| {
+        c.connection_ping.idle_timeout = 50;
+        c.connection_ping.timeout = 50;
+        c.connection_ping.max_attempts = 2;
+        c.mailbox_capacity = 4;
+    };
+    let start = |name: &str| {
+        NodeBuilder::new(&format!("{name}@127.0.0.1"))
+            .listen("127.0.0.1:0")
+            .cookie("slow")
+            .configure(quick)
+            .start()
+    };
+    let (a, b) = (
+        start("slow_a").await.unwrap(),
+        start("slow_b").await.unwrap(),
+    );
+    a.connect(b.listen_addrs()[0]).await.unwrap();
+    let mut inbox = b.process_named("slow").unwrap();
+    let to = Node::name_on(b.name(), "slow").unwrap();
+    let total = 64u32;
+    let (a2, to2) = (a.clone(), to.clone());
+    let sender = tokio::spawn(async move {
+        for i in 0..total {
+            let body = Bytes::copy_from_slice(&i.to_be_bytes());
+            a2.send(&to2, body, &SendOptions::default()).await.unwrap();
+        }
+    });
+    // The receiver does not read for many keepalive periods; its reader waits for mailbox
+    // room meanwhile. This sleep is the condition under test, not a wait for one.
+    let first = inbox.recv_timeout(WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut got = vec![u32::from_be_bytes(first.payload[..].try_into().unwrap())];
+    while got.len() < total as usize {
+        let m = inbox.recv_timeout(WAIT).await.unwrap();
+        got.push(u32::from_be_bytes(m.payload[..].try_into().unwrap()));
+    }
+    sender.await.unwrap();
+    assert_eq!(got, (0..total).collect::<Vec<_>>());
+    assert_eq!(a.stats().connections_closed, 0, "{:?}", a.stats());
+    assert_eq!(b.stats().connections_closed, 0, "{:?}", b.stats());
+    a.shutdown().await;
+    b.shutdown().await;
+}
