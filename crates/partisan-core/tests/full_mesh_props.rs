@@ -4,9 +4,11 @@
 //!   removes, restarts (new creation and address), out-of-order / duplicated / lost messages and
 //!   timer firings. Then a healing phase (no loss; every node still meant to be in the cluster
 //!   joins one seed if it does not know it; periodic timers fire) must end, at a fixed point
-//!   (a whole period changes nothing), with every such node holding the identical membership
-//!   (same hash) made of exactly those nodes, connected to all the others, and no node that left
-//!   (and did not join again) a member anywhere.
+//!   (a whole probe cycle of periods changes nothing), with every such node holding the
+//!   identical membership (same hash) made of exactly those nodes, connected to all the others,
+//!   and no node that left (and did not join again) a member anywhere. Once healed, the cluster
+//!   is quiet: another probe cycle changes no state and sends only digests, the answers of left
+//!   nodes to probes (the record of their removal), and a lone survivor's join retries.
 //! * Merging the same deltas in any order, with repetitions, gives the same replica.
 //!
 //! Every message crosses the network encoded with postcard, as on the wire.
@@ -17,12 +19,17 @@ use std::net::SocketAddr;
 use partisan_core::id::{Creation, NodeName, NodeSpec};
 use partisan_core::membership::{CausalContext, Delta, Membership};
 use partisan_core::overlay::{
-    FullMesh, FullMeshConfig, Overlay, OverlayMsg, OverlayOutput, OverlayTimer, PeerInfo,
+    FullMesh, FullMeshConfig, FullMeshMsg, Overlay, OverlayMsg, OverlayOutput, OverlayTimer,
+    PeerInfo,
 };
 use partisan_core::time::Instant;
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+
+/// Periods within which every member probes its stalled contacts at least once (a node probes
+/// every 8 to 12 periods).
+const PROBE_CYCLE: usize = 13;
 
 fn name(i: usize) -> NodeName {
     NodeName::new(&format!("node{i}@sim")).unwrap()
@@ -84,6 +91,8 @@ struct Net {
     now: Instant,
     seed: u64,
     restarts: u64,
+    /// When set, every message sent: (sender, destination, message).
+    log: Option<Vec<(usize, usize, FullMeshMsg)>>,
 }
 
 impl Net {
@@ -99,6 +108,7 @@ impl Net {
             now: Instant::ZERO,
             seed,
             restarts: 0,
+            log: None,
         };
         for i in 0..n {
             let info = info(i, 1, 4000);
@@ -126,9 +136,14 @@ impl Net {
                     self.wanted[i].remove(&n);
                 }
                 OverlayOutput::Send { to, msg } => {
-                    assert!(matches!(msg, OverlayMsg::FullMesh(_)));
                     let j = self.infos.iter().position(|p| p.name() == to.name());
                     let bytes = postcard::to_stdvec(&msg).unwrap();
+                    let OverlayMsg::FullMesh(msg) = msg else {
+                        panic!("not a full-mesh message: {msg:?}")
+                    };
+                    if let Some(log) = &mut self.log {
+                        log.push((i, j.unwrap(), msg));
+                    }
                     self.queue.push((self.infos[i].clone(), j.unwrap(), bytes));
                 }
                 OverlayOutput::SetTimer { timer, at } => {
@@ -316,11 +331,13 @@ impl Net {
             self.flush();
             return self.check();
         };
-        // Healed: the cluster checks out and a whole period changed no node's state. A period
-        // may still teach a node alone (which retries the contacts it joined through) the
-        // latest removal record of a contact that left, joined and left again meanwhile.
+        // Healed: the cluster checks out and a whole probe cycle changed no node's state. A
+        // period may still teach a node alone (which retries the contacts it joined through)
+        // or a probe (of a stalled contact) the latest removal record of a contact that left,
+        // joined and left again meanwhile.
         let mut last: Option<Vec<[u8; 16]>> = None;
-        for _ in 0..200 {
+        let mut stable = 0;
+        for _ in 0..300 {
             self.flush();
             for &i in &live {
                 if i != seed && !self.nodes[i].members().contains(&name(seed)) {
@@ -333,7 +350,12 @@ impl Net {
             self.flush();
             let hashes: Vec<[u8; 16]> = self.nodes.iter().map(|m| m.membership().hash()).collect();
             if self.check().is_ok() && last.as_ref() == Some(&hashes) {
-                return Ok(());
+                stable += 1;
+                if stable >= PROBE_CYCLE {
+                    return Ok(());
+                }
+            } else {
+                stable = 0;
             }
             last = Some(hashes);
             for i in 0..self.nodes.len() {
@@ -362,15 +384,46 @@ proptest! {
         if let Err(e) = net.heal() {
             prop_assert!(false, "not healed: {e}");
         }
-        // Healed means quiet: one more period changes nothing.
+        // Healed means quiet: one more probe cycle changes nothing, and sends nothing but
+        // digests (anti-entropy, and probes of stalled contacts, all of which left), the
+        // removal records left nodes answer them with, and a lone survivor's join retries.
         let hashes: Vec<[u8; 16]> = net.nodes.iter().map(|m| m.membership().hash()).collect();
-        for i in 0..n {
-            net.fire(i, OverlayTimer::Periodic);
+        net.log = Some(Vec::new());
+        for _ in 0..PROBE_CYCLE {
+            for i in 0..n {
+                net.fire(i, OverlayTimer::Periodic);
+            }
+            net.flush();
         }
-        net.flush();
         let after: Vec<[u8; 16]> = net.nodes.iter().map(|m| m.membership().hash()).collect();
         prop_assert_eq!(hashes, after);
         prop_assert!(net.check().is_ok());
+        let live = net.live();
+        let mut digests = vec![0usize; n];
+        for (from, to, msg) in net.log.take().unwrap() {
+            match msg {
+                FullMeshMsg::Digest { .. } => {
+                    prop_assert!(!net.left[from], "node{from} left but sends digests");
+                    digests[from] += 1;
+                }
+                FullMeshMsg::Delta { delta, reply: false } => {
+                    prop_assert!(net.left[from] && !net.left[to], "node{from} sends a delta");
+                    prop_assert!(delta.entries.is_empty() && delta.removed.len() == 1);
+                    prop_assert_eq!(delta.removed[0].name(), &name(from));
+                }
+                FullMeshMsg::Join { .. } => {
+                    prop_assert!(live.len() == 1 && net.left[to], "node{from} joins node{to}");
+                }
+                other => prop_assert!(false, "node{from} sends {other:?} to node{to}"),
+            }
+        }
+        // One digest per period, plus at most two probe rounds of at most n - 1 contacts.
+        for (i, &d) in digests.iter().enumerate() {
+            prop_assert!(d <= PROBE_CYCLE + 2 * (n - 1), "node{i} sent {d} digests");
+            if live.len() > 1 && live.contains(&i) {
+                prop_assert!(d >= PROBE_CYCLE, "node{i} sent {d} digests");
+            }
+        }
     }
 
     #[test]

@@ -23,27 +23,46 @@
 //!   before it knew of the join, or an answer computed for an earlier state of this node, says
 //!   nothing about whether the join went through. A contact that answers with the record of its
 //!   own removal has left: the join cannot go through it for now, and it is no longer kept
-//!   connected nor retried, unless this node is alone.
+//!   connected nor retried; the join is *stalled* (contact state `Left`).
 //! * **Alone.** A member without any other member that was not removed (its contact left
 //!   before answering, or everyone it knew left) is known to nobody: nothing could ever bring
 //!   it back into a cluster. So it keeps sending a `Join` every period, over a temporary
-//!   connection, to every contact it joined through. A left contact answers each with the
-//!   record of its removal and merges nothing; once it is back in a cluster, the next retry
-//!   joins this node to it. Each retry is one small message each way (the state of a lone
-//!   node is its own entry). A node in a cluster does not retry a contact that left: it is
-//!   reachable through its cluster, and the contact may never come back. Contacts are
-//!   forgotten when this node leaves or removes them (also through
-//!   [`Overlay::update_members`]); those whose join went through, also when it is removed.
-//! * **Leave.** The node deletes its own entry and sends that removal at once to every member,
-//!   then disconnects from all of them and forgets the cluster; `members()` is empty until the
-//!   next `join`, which re-adds the node with a new dot. Until then it answers any membership
-//!   message with the record of its removal, so a peer that missed the leave learns it from the
-//!   first digest it sends.
+//!   connection, to every contact it joined through (or was handed, below). A left contact
+//!   answers each with the record of its removal and merges nothing; once it is back in a
+//!   cluster, the next retry joins this node to it. Each retry is one small message each way
+//!   (the state of a lone node is its own entry).
+//! * **Stalled joins in a cluster.** A node in a cluster may be the only link between that
+//!   cluster and the one its stalled join aimed at (others joined through it meanwhile). So
+//!   every 10 periods (`PROBE_PERIODS`, ±25 %) it sends an 18-byte [`FullMeshMsg::Digest`] to
+//!   each stalled contact, over a temporary connection. A contact still away answers with the
+//!   record of its removal, which changes nothing (or teaches a newer removal record once); a
+//!   contact back in some cluster answers with a `Sync`, and the two clusters merge through the
+//!   ordinary anti-entropy exchange; the contact is then a member and the join done. A left
+//!   node merges nothing, so a probe never pulls it back in. Joins that went through are never
+//!   probed: such a contact left this very cluster (or was removed) and may have joined another
+//!   one since, which chasing it would merge into this one.
+//! * **Contacts** are forgotten when this node leaves (after the handover below) or removes
+//!   them (also through [`Overlay::update_members`]); when it is removed itself, all but its
+//!   own joins still under way.
+//! * **Leave.** The node deletes its own entry and sends that removal at once to every member
+//!   (and to the contacts of its joins under way). If some of its joins have not gone through
+//!   (pending, left, or handed to it), it then sends each member a [`FullMeshMsg::Handover`]
+//!   of up to [`MAX_HANDOVER`] of those contacts (its own first): their joins may have been the
+//!   only link to another cluster, and members that joined through it depend on them. A member
+//!   that has seen the removed dot adopts the contacts it does not know as stalled (`Handed`,
+//!   probed like `Left` but by about 4 members per round (`PROBERS`), since every member holds
+//!   them), up to [`MAX_HANDOVER`] unfinished joins in all; a handover arriving after its
+//!   receiver left that cluster, or reached another one, is ignored. Then the node disconnects
+//!   from all of them and forgets the cluster; `members()` is empty until the next `join`,
+//!   which re-adds the node with a new dot. Until then it answers every membership message
+//!   (answers and handovers excepted) with the record of its removal, so a peer that missed
+//!   the leave learns it from the first digest it sends, and a probe learns it is still away.
 //! * **Removed by another node.** A node that merges the removal of its own live entry resets to
 //!   a singleton (a new dot of its own, every connection dropped, like Partisan restarting its
 //!   manager). Until an explicit `join` (its own, or a peer's `Join`) it merges nothing from
 //!   non-members, so gossip still in flight cannot pull it back in, and answers them only with
-//!   the record of its removal, so a peer that missed the removal drops the old entry.
+//!   the record of its removal, so a peer that missed the removal drops the old entry. It
+//!   neither probes nor adopts contacts.
 //!
 //! A failed member stays a member (failure is not leave, as in Partisan); the driver keeps
 //! redialing it.
@@ -54,14 +73,24 @@
 //! `Delta { reply: true }`: the context (~33 n) plus ~95 bytes per entry the receiver lacks
 //! and ~30 bytes per removed name. Join: the whole state, ~130 n. A push: ~125 bytes per
 //! changed name (~65 for a removal), sent once by each node that learns it, to `fanout` peers.
+//! Handover: ~30 bytes plus ~95 per contact, once per member when a node with unfinished joins
+//! leaves.
+//!
+//! A quiet healthy cluster sends one digest per node per period: 18 bytes every 10 s, 1.8
+//! bytes/node/s at the default period (plus framing), whatever n. Stalled contacts add, while
+//! they stay away, one 18-byte probe every ~10 periods per contact and prober (0.18 bytes/s
+//! each at the default period), answered by a ~65-byte removal record; a cluster without
+//! stalled contacts sends no probe at all.
 //!
 //! # Validation
 //!
 //! A message is refused whole, with no state change, when it belongs to another overlay, claims
 //! to come from this node's own name, carries a malformed delta ([`Delta::validate`]), claims a
-//! newer incarnation of this node or a write of its current incarnation it never made, or gives
-//! this node's own live dot another value. Stale messages are not errors: an answer computed
-//! for a context this node no longer has (see [`Membership::can_merge`]) is dropped silently.
+//! newer incarnation of this node or a write of its current incarnation it never made, gives
+//! this node's own live dot another value, or is a handover of more than [`MAX_HANDOVER`]
+//! contacts or with a dot that is not the sender's. Stale messages are not errors: an answer
+//! computed for a context this node no longer has (see [`Membership::can_merge`]) is dropped
+//! silently, and so is a handover from a node this one was never in a cluster with.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -126,18 +155,57 @@ pub enum FullMeshMsg {
         /// The sender's whole state (its context is the sender's whole context).
         delta: Delta,
     },
+    /// "I have left; these joins of mine have not gone through, carry them on": sent by a
+    /// leaving node to each member, after the record of its removal. Never answered. Appended
+    /// last: postcard encodes a variant by its index.
+    Handover {
+        /// The dot of the sender's entry it removed by leaving. Only a member that has seen it
+        /// adopts the contacts (a late handover reaching a node that has since left that
+        /// cluster changes nothing).
+        dot: Dot,
+        /// At most [`MAX_HANDOVER`] contacts; a longer list is rejected.
+        contacts: Vec<PeerInfo>,
+    },
 }
+
+/// Most contacts a [`FullMeshMsg::Handover`] may carry, and most unfinished joins (pending,
+/// left or handed over) a node adopts from handovers.
+pub const MAX_HANDOVER: usize = 16;
+
+/// A member of a cluster probes its stalled contacts (see [`Join::Left`], [`Join::Handed`])
+/// every this many periods, ±25 %.
+const PROBE_PERIODS: u32 = 10;
+
+/// How many members of a cluster probe a handed-over contact per probe round, on average:
+/// a handover reaches every member, so each probes it with probability
+/// `PROBERS / members` (always when the cluster has at most `PROBERS` members).
+const PROBERS: usize = 4;
 
 /// Where a join through a contact stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Join {
     /// Not answered yet: the contact is kept connected and the join retried every period.
     Pending,
-    /// The contact answered that it has left: not connected, tried again only while this node
-    /// is alone.
+    /// The contact answered that it has left, so the join cannot go through it for now. Not
+    /// connected. Stalled: while this node is alone the join is retried every period;
+    /// while it is in a cluster, the contact is probed with a digest every
+    /// [`PROBE_PERIODS`] periods, which merges the two clusters once the contact is back in one.
     Left,
-    /// The contact has been a member here since: tried again only while this node is alone.
+    /// An unfinished join (pending, left or handed over) of a member that left, handed over in
+    /// its [`FullMeshMsg::Handover`]. Stalled, like `Left` (probed by about [`PROBERS`] members
+    /// per round rather than by each holder).
+    Handed,
+    /// The contact has been a member here since: tried again only while this node is alone,
+    /// never probed (it left this cluster, or was removed, and may have joined another one
+    /// since: chasing it would merge that cluster into this one).
     Done,
+}
+
+impl Join {
+    /// Whether the join is unfinished but not retried by `Join` messages while in a cluster.
+    fn stalled(self) -> bool {
+        matches!(self, Join::Left | Join::Handed)
+    }
 }
 
 /// A contact this node joined through.
@@ -207,6 +275,8 @@ pub struct FullMesh {
     push_armed: bool,
     /// Members whose connection was lost; a digest goes to them when they come back.
     lost: BTreeSet<NodeName>,
+    /// Periods to skip before the next probe of the stalled contacts.
+    probe_in: u32,
 }
 
 impl FullMesh {
@@ -232,6 +302,7 @@ impl FullMesh {
             source: Source::Nothing,
             push_armed: false,
             lost: BTreeSet::new(),
+            probe_in: 0,
         }
     }
 
@@ -402,8 +473,10 @@ impl FullMesh {
         self.state.add(self.local.spec.clone(), self.local.creation);
         self.isolated = true;
         // Removed by the cluster: coming back takes a join, not a retry of those that went
-        // through. Joins still under way stay so.
-        self.contacts.retain(|_, c| c.join != Join::Done);
+        // through, nor of those the cluster handed over. This node's own joins still under
+        // way stay so.
+        self.contacts
+            .retain(|_, c| matches!(c.join, Join::Pending | Join::Left));
         self.pending.clear();
         self.source = Source::Nothing;
         self.reconcile(out);
@@ -469,12 +542,97 @@ impl FullMesh {
         self.check_claims(what, &delta.context, &delta.entries)
     }
 
-    fn check(&self, msg: &FullMeshMsg) -> Result<(), OverlayError> {
+    fn check(&self, from: &NodeName, msg: &FullMeshMsg) -> Result<(), OverlayError> {
         match msg {
             FullMeshMsg::Digest { .. } => Ok(()),
             FullMeshMsg::Sync { context } => self.check_context("full-mesh sync", context),
             FullMeshMsg::Delta { delta, .. } => self.check_delta("full-mesh delta", delta),
             FullMeshMsg::Join { delta } => self.check_delta("full-mesh join", delta),
+            FullMeshMsg::Handover { dot, contacts } => {
+                let what = "full-mesh handover";
+                if contacts.len() > MAX_HANDOVER {
+                    return Err(OverlayError::rejected(
+                        what,
+                        format!("{} contacts, more than {MAX_HANDOVER}", contacts.len()),
+                    ));
+                }
+                if dot.name() != from || dot.counter == 0 {
+                    return Err(OverlayError::rejected(
+                        what,
+                        format!("dot {dot} is not an entry of the sender"),
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Unfinished joins (pending, left or handed over).
+    fn unfinished(&self) -> impl Iterator<Item = &Contact> + '_ {
+        self.contacts.values().filter(|c| c.join != Join::Done)
+    }
+
+    /// Takes over the unfinished joins a member that left handed over, if this node was in a
+    /// cluster with it (it has seen the dot of the entry it removed). Contacts that are members
+    /// here or already contacts are skipped; at most [`MAX_HANDOVER`] unfinished joins are
+    /// kept. Handed contacts are probed, never connected: adopting changes no connection.
+    fn adopt(&mut self, from: &NodeName, dot: &Dot, contacts: Vec<PeerInfo>) {
+        if self.isolated || !self.state.context().contains(dot) {
+            return;
+        }
+        let mut room = MAX_HANDOVER.saturating_sub(self.unfinished().count());
+        for info in contacts {
+            if room == 0 {
+                break;
+            }
+            let name = info.name();
+            if name == self.me()
+                || name == from
+                || self.contacts.contains_key(name)
+                || self.state.contains(name)
+            {
+                continue;
+            }
+            self.contacts.insert(
+                name.clone(),
+                Contact {
+                    info,
+                    join: Join::Handed,
+                },
+            );
+            room -= 1;
+        }
+    }
+
+    /// Every [`PROBE_PERIODS`] periods (±25 %), while in a cluster, sends a digest to each
+    /// stalled contact (about [`PROBERS`] members of the cluster probe a handed-over one). A
+    /// contact still away answers with the record of its removal; one back in a cluster, with
+    /// a `Sync`, and the two clusters merge through the usual digest/sync/delta exchange.
+    fn probe(&mut self, out: &mut Vec<OverlayOutput>) {
+        if self.isolated || !self.contacts.values().any(|c| c.join.stalled()) {
+            return;
+        }
+        if self.probe_in > 0 {
+            self.probe_in -= 1;
+            return;
+        }
+        let k = PROBE_PERIODS;
+        self.probe_in = self.rng.gen_range(k - k / 4..=k + k / 4) - 1;
+        let members = self.state.len();
+        let mut targets = Vec::new();
+        for c in self.contacts.values() {
+            let probe = match c.join {
+                Join::Left => true,
+                Join::Handed => members <= PROBERS || self.rng.gen_range(0..members) < PROBERS,
+                Join::Pending | Join::Done => false,
+            };
+            if probe && !self.state.contains(c.info.name()) {
+                targets.push(c.info.spec.clone());
+            }
+        }
+        let hash = self.state.hash();
+        for spec in &targets {
+            Self::send(out, spec, FullMeshMsg::Digest { hash });
         }
     }
 
@@ -586,9 +744,12 @@ impl FullMesh {
         out: &mut Vec<OverlayOutput>,
     ) {
         if self.phase == Phase::Left {
-            // Tell whoever still counts this node as a member that it left; never answer an
-            // answer, so two left nodes cannot ping-pong.
-            let answer = !matches!(msg, FullMeshMsg::Delta { reply: false, .. });
+            // Tell whoever still counts this node as a member (or probes it) that it left;
+            // never answer an answer, so two left nodes cannot ping-pong, nor a handover.
+            let answer = !matches!(
+                msg,
+                FullMeshMsg::Delta { reply: false, .. } | FullMeshMsg::Handover { .. }
+            );
             let tombstone = self.state.delta_of([self.me()]);
             if answer && !tombstone.is_empty() {
                 let msg = FullMeshMsg::Delta {
@@ -606,7 +767,10 @@ impl FullMesh {
             // an answer.
             if let (Some(dot), false) = (
                 &self.dismissed,
-                matches!(msg, FullMeshMsg::Delta { reply: false, .. }),
+                matches!(
+                    msg,
+                    FullMeshMsg::Delta { reply: false, .. } | FullMeshMsg::Handover { .. }
+                ),
             ) {
                 let mut delta = Delta {
                     removed: vec![dot.clone()],
@@ -680,6 +844,7 @@ impl FullMesh {
                 };
                 Self::send(out, &from.spec, msg);
             }
+            FullMeshMsg::Handover { dot, contacts } => self.adopt(sender, &dot, contacts),
         }
     }
 }
@@ -720,6 +885,17 @@ impl Overlay for FullMesh {
             return;
         }
         let me = self.me().clone();
+        // The joins of this node that have not gone through are the cluster's too (members
+        // may have joined through this node meanwhile): its members carry them on. Its own
+        // first, then those it was handed.
+        let own = self.state.live(&me).map(|(d, _)| d.clone());
+        let mut unfinished: Vec<&Contact> = self.unfinished().collect();
+        unfinished.sort_by_key(|c| c.join == Join::Handed);
+        let handover: Vec<PeerInfo> = unfinished
+            .into_iter()
+            .take(MAX_HANDOVER)
+            .map(|c| c.info.clone())
+            .collect();
         let mut names = std::mem::take(&mut self.pending);
         self.source = Source::Nothing;
         self.state.remove(&me);
@@ -739,6 +915,16 @@ impl Overlay for FullMesh {
                 reply: false,
             };
             Self::send(out, spec, msg);
+        }
+        if let (Some(dot), false) = (own, handover.is_empty()) {
+            let members: Vec<NodeSpec> = self.others().map(|e| e.spec.clone()).collect();
+            for spec in &members {
+                let msg = FullMeshMsg::Handover {
+                    dot: dot.clone(),
+                    contacts: handover.clone(),
+                };
+                Self::send(out, spec, msg);
+            }
         }
         self.phase = Phase::Left;
         self.end_isolation();
@@ -823,7 +1009,7 @@ impl Overlay for FullMesh {
                 "sent by a node with this node's own name",
             ));
         }
-        self.check(&msg)?;
+        self.check(from.name(), &msg)?;
         self.on_fm_message(from, msg, now, out);
         Ok(())
     }
@@ -879,6 +1065,9 @@ impl Overlay for FullMesh {
                         };
                         Self::send(out, spec, msg);
                     }
+                }
+                if !alone {
+                    self.probe(out);
                 }
                 if let Some(peer) = self.pick(1, None).pop() {
                     let hash = self.state.hash();
@@ -968,6 +1157,7 @@ mod tests {
             FullMeshMsg::Delta { reply: true, .. } => "delta-reply",
             FullMeshMsg::Delta { reply: false, .. } => "delta",
             FullMeshMsg::Join { .. } => "join",
+            FullMeshMsg::Handover { .. } => "handover",
         }
     }
 
@@ -983,6 +1173,8 @@ mod tests {
         /// Per node: `members()` as of its last `MembersChanged` (what a driver would show).
         reported: Vec<Vec<NodeName>>,
         sent: BTreeMap<&'static str, usize>,
+        /// Messages sent, by kind and destination.
+        sent_to: BTreeMap<(&'static str, usize), usize>,
         now: Instant,
     }
 
@@ -997,6 +1189,7 @@ mod tests {
                 members_changed: vec![0; n],
                 reported: Vec::new(),
                 sent: BTreeMap::new(),
+                sent_to: BTreeMap::new(),
                 now: Instant::ZERO,
             };
             for i in 0..n {
@@ -1031,6 +1224,7 @@ mod tests {
                         };
                         *self.sent.entry(kind_of(&msg)).or_default() += 1;
                         let j = self.infos.iter().position(|p| p.name() == to.name());
+                        *self.sent_to.entry((kind_of(&msg), j.unwrap())).or_default() += 1;
                         self.queue
                             .push_back((self.infos[i].clone(), j.unwrap(), msg));
                     }
@@ -1332,9 +1526,10 @@ mod tests {
     }
 
     #[test]
-    fn a_contact_that_left_is_retried_only_while_alone() {
-        // n2's join through n1 is lost; n3 joins n2, so n2 is not alone. n1 leaves: n2's
-        // retry is answered with n1's removal record.
+    fn a_contact_that_left_is_probed_while_in_a_cluster() {
+        // Swarm seeds 6644 and 9919: n2's join through n1 is lost; n3 joins n2, so n2 is not
+        // alone. n1 leaves: n2's retry is answered with n1's removal record. n2's stalled join
+        // is then the only link between {n2, n3} and the cluster n1 comes back to.
         let mut sim = Sim::new(4);
         sim.join(1, 0);
         sim.run();
@@ -1353,20 +1548,152 @@ mod tests {
             .context()
             .max_dot_for(&name(1))
             .is_some());
-        // In a cluster, n2 neither keeps n1 connected nor retries it, even once n1 is back.
+        // In a cluster, n2 neither keeps n1 connected nor retries the join: it probes n1 with
+        // a digest every ~10 periods, answered with n1's removal record, which changes nothing.
         sim.assert_converged(&[2, 3]);
+        sim.sent.clear();
+        sim.sent_to.clear();
+        let hashes: Vec<[u8; 16]> = sim.nodes.iter().map(|n| n.membership().hash()).collect();
+        sim.advance(Duration::from_secs(1000));
+        assert_eq!(sim.sent.get("join"), None);
+        let probes = sim.sent_to.get(&("digest", 1)).copied().unwrap_or(0);
+        assert!(
+            (6..=14).contains(&probes),
+            "{probes} probes in ~100 periods"
+        );
+        // Besides the digests between n2 and n3, only the probes and their answers.
+        let digests = sim.sent_to[&("digest", 2)] + sim.sent_to[&("digest", 3)];
+        assert!((160..=240).contains(&digests), "{digests}");
+        assert_eq!(sim.sent.get("digest"), Some(&(digests + probes)));
+        assert_eq!(sim.sent_to.get(&("delta", 2)), Some(&probes));
+        assert_eq!(sim.sent.values().sum::<usize>(), digests + 2 * probes);
+        let after: Vec<[u8; 16]> = sim.nodes.iter().map(|n| n.membership().hash()).collect();
+        assert_eq!(hashes, after);
+        assert!(sim.nodes[1].has_left() && sim.nodes[1].members().is_empty());
+        sim.assert_converged(&[2, 3]);
+        // n1 is back in a cluster: the next probe merges the two clusters.
         sim.join(1, 0);
         sim.run();
-        sim.sent.clear();
-        sim.advance(Duration::from_secs(60));
-        assert_eq!(sim.sent.get("join"), None);
         sim.assert_converged(&[0, 1]);
-        sim.assert_converged(&[2, 3]);
-        // Alone, it does: n1 is its only way back into a cluster.
-        sim.leave(3);
+        sim.advance(Duration::from_secs(130));
+        sim.assert_converged(&[0, 1, 2, 3]);
+        // The join went through: no more probes, back to one digest per node per period.
+        assert!(sim.nodes[2].contacts.values().all(|c| c.join == Join::Done));
+        sim.sent.clear();
+        let fired = sim.advance(Duration::from_secs(300));
+        assert_eq!(sim.sent.get("digest"), Some(&fired));
+        assert_eq!(sim.sent.values().sum::<usize>(), fired);
+    }
+
+    #[test]
+    fn a_leaver_hands_its_stalled_join_over_to_its_members() {
+        // Swarm seed 1958: n9's join through n3 is lost, and n3 leaves before the retry while
+        // n21, n17 and n14 join through n9. n9 then leaves and rejoins through n21: the only
+        // link between those nodes and the main cluster was n9's stalled join. Here n2, n1,
+        // n3 and n4 play n9, n3, n21 and n14.
+        let mut sim = Sim::new(5);
+        sim.join(1, 0);
         sim.run();
-        sim.advance(Duration::from_secs(60));
-        sim.assert_converged(&[0, 1, 2]);
+        sim.join(2, 1);
+        sim.queue.clear(); // the join is lost
+        sim.join(3, 2);
+        sim.run();
+        sim.join(4, 2);
+        sim.run();
+        sim.leave(1);
+        sim.run();
+        sim.advance(Duration::from_secs(15));
+        assert!(
+            !sim.wanted[2].contains_key(&name(1)),
+            "n1 answered that it left"
+        );
+        sim.assert_converged(&[2, 3, 4]);
+        // n2 leaves: its members take its stalled join over; it rejoins through n3.
+        sim.sent.clear();
+        sim.leave(2);
+        assert_eq!(sim.sent.get("handover"), Some(&2));
+        sim.run();
+        sim.join(2, 3);
+        sim.run();
+        sim.assert_converged(&[2, 3, 4]);
+        // While n1 stays away, the probes change nothing and do not pull it back in.
+        sim.sent_to.clear();
+        sim.advance(Duration::from_secs(300));
+        assert!(sim.sent_to.get(&("digest", 1)).is_some_and(|&p| p >= 2));
+        assert!(sim.nodes[1].has_left() && sim.nodes[1].members().is_empty());
+        assert!(sim.wanted[1].is_empty());
+        sim.assert_converged(&[0]);
+        sim.assert_converged(&[2, 3, 4]);
+        // n1 comes back to the main cluster: the next probe merges the two clusters.
+        sim.join(1, 0);
+        sim.run();
+        sim.advance(Duration::from_secs(130));
+        sim.assert_converged(&[0, 1, 2, 3, 4]);
+        for i in [3, 4] {
+            assert!(sim.nodes[i].contacts.values().all(|c| c.join == Join::Done));
+        }
+    }
+
+    #[test]
+    fn a_handover_is_heeded_only_from_a_known_leaver() {
+        let mut sim = Sim::cluster(3);
+        let mut other = Sim::new(6);
+        other.join(4, 3);
+        other.run();
+        let contacts = vec![sim.infos[0].clone(), info(5, 1, 1005)];
+        // n4 of another cluster, which n1 never heard of, "leaves": nothing is adopted.
+        let dot = other.nodes[4]
+            .membership()
+            .live(&name(4))
+            .unwrap()
+            .0
+            .clone();
+        let stale = FullMeshMsg::Handover {
+            dot,
+            contacts: contacts.clone(),
+        };
+        sim.deliver(other.infos[4].clone(), 1, stale);
+        assert!(sim.queue.is_empty());
+        assert_eq!(
+            sim.nodes[1].contacts.keys().collect::<Vec<_>>(),
+            vec![&name(0)]
+        );
+        // A left node ignores a handover and does not answer it.
+        sim.leave(2);
+        sim.run();
+        let dot = sim.nodes[0].membership().live(&name(0)).unwrap().0.clone();
+        let handover = FullMeshMsg::Handover { dot, contacts };
+        sim.deliver(sim.infos[0].clone(), 2, handover.clone());
+        assert!(sim.queue.is_empty());
+        assert!(sim.nodes[2].contacts.is_empty() && sim.nodes[2].has_left());
+        // A member that has seen the leaver's dot adopts the contacts it does not know: not
+        // its members (n0), nor itself.
+        sim.deliver(sim.infos[0].clone(), 1, handover);
+        assert!(sim.queue.is_empty());
+        let adopted: Vec<&NodeName> = sim.nodes[1].contacts.keys().collect();
+        assert_eq!(adopted, vec![&name(0), &name(5)]);
+        assert_eq!(sim.nodes[1].contacts[&name(5)].join, Join::Handed);
+        assert_eq!(
+            sim.wanted[1].keys().cloned().collect::<Vec<_>>(),
+            names(&[0])
+        );
+        // At most MAX_HANDOVER unfinished joins are adopted in all.
+        let many: Vec<PeerInfo> = (10..40).map(|i| info(i, 1, 2000 + i as u16)).collect();
+        let dot = sim.nodes[0].membership().live(&name(0)).unwrap().0.clone();
+        for chunk in many.chunks(MAX_HANDOVER) {
+            let msg = FullMeshMsg::Handover {
+                dot: dot.clone(),
+                contacts: chunk.to_vec(),
+            };
+            sim.deliver(sim.infos[0].clone(), 1, msg);
+        }
+        assert_eq!(sim.nodes[1].unfinished().count(), MAX_HANDOVER);
+        // Removed by another node, it forgets what it was handed (and its joins that went
+        // through).
+        sim.remove(0, 1);
+        sim.run();
+        assert!(sim.nodes[1].is_isolated());
+        assert!(sim.nodes[1].contacts.is_empty());
     }
 
     #[test]
@@ -1523,6 +1850,30 @@ mod tests {
     }
 
     #[test]
+    fn handover_is_appended_after_the_older_variants() {
+        // postcard encodes the variant index: the older messages keep their encoding.
+        let sim = Sim::cluster(2);
+        let dot = sim.nodes[0].membership().live(&name(0)).unwrap().0.clone();
+        let msg = |contacts: Vec<PeerInfo>| {
+            postcard::to_stdvec(&OverlayMsg::FullMesh(FullMeshMsg::Handover {
+                dot: dot.clone(),
+                contacts,
+            }))
+            .unwrap()
+        };
+        let none = msg(vec![]);
+        assert_eq!(none[..2], [0, 4]);
+        let one = msg(vec![sim.infos[1].clone()]);
+        let two = msg(vec![sim.infos[1].clone(), sim.infos[0].clone()]);
+        eprintln!(
+            "handover: {} + {} per contact",
+            none.len(),
+            two.len() - one.len()
+        );
+        assert!(none.len() < 40 && two.len() - one.len() < 120);
+    }
+
+    #[test]
     fn peer_up_of_a_member_compares_digests_once() {
         let mut sim = Sim::cluster(3);
         let mut out = vec![];
@@ -1604,6 +1955,27 @@ mod tests {
             &mut sim,
             OverlayMsg::FullMesh(FullMeshMsg::Sync { context: ctx }),
         );
+        // A handover of too many contacts, or with a dot that is not the sender's.
+        let dot = sim.nodes[0].membership().live(&name(0)).unwrap().0.clone();
+        let many: Vec<PeerInfo> = (10..=10 + MAX_HANDOVER)
+            .map(|i| info(i, 1, 2000 + i as u16))
+            .collect();
+        reject(
+            &mut sim,
+            OverlayMsg::FullMesh(FullMeshMsg::Handover {
+                dot: dot.clone(),
+                contacts: many,
+            }),
+        );
+        let foreign = sim.nodes[2].membership().live(&name(2)).unwrap().0.clone();
+        reject(
+            &mut sim,
+            OverlayMsg::FullMesh(FullMeshMsg::Handover {
+                dot: foreign,
+                contacts: vec![info(7, 1, 1007)],
+            }),
+        );
+        assert!(sim.nodes[1].unfinished().next().is_none());
         // A message claiming to come from the receiver's own name.
         let mut out = vec![];
         let own_info = sim.infos[1].clone();
