@@ -155,19 +155,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let cookie = format!("demo-{}", std::process::id());
     let n = args.nodes as usize;
     let servers = (n / 4).max(1);
-    // Static members need addresses before start: bind listeners first to learn free ports.
-    let ports: Vec<u16> = (0..n)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-        })
-        .collect::<Result<_, _>>()
-        .context("choosing ports")?;
     let mut nodes = Vec::new();
-    for (i, port) in ports.iter().enumerate() {
+    // Every node binds port 0 (no port is chosen ahead and raced for).
+    for i in 0..n {
         let mut b = NodeBuilder::new(&format!("demo{i}@127.0.0.1"))
-            .listen(&format!("127.0.0.1:{port}"))
+            .listen("127.0.0.1:0")
             .cookie(&cookie);
         for (name, par) in &channels {
             b = b.configure(|c| {
@@ -189,20 +181,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             if overlay == OverlayKind::ClientServer {
                 c.tag = Some(if i < servers { "server" } else { "client" }.into());
             }
-            if overlay == OverlayKind::Static {
-                c.static_members = ports
-                    .iter()
-                    .enumerate()
-                    .map(|(j, p)| format!("demo{j}@127.0.0.1=127.0.0.1:{p}"))
-                    .collect();
-            }
         });
         nodes.push(b.start().await.context("starting demo node")?);
     }
 
-    // Everyone joins through node 0 (Partisan's test layout); static needs no join.
+    // Everyone joins through node 0 (Partisan's test layout). Static membership is handed the
+    // specs the nodes actually bound, as an operator's list would be.
     let t0 = Instant::now();
-    if overlay != OverlayKind::Static {
+    if overlay == OverlayKind::Static {
+        let specs: Vec<_> = nodes.iter().map(|n| n.spec().clone()).collect();
+        for node in &nodes {
+            node.update_members(specs.clone()).await;
+        }
+    } else {
         let seed = nodes[0].listen_addrs()[0];
         for node in &nodes[1..] {
             node.join_timeout(seed, timeout)

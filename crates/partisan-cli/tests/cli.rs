@@ -172,10 +172,6 @@ fn http_get(addr: &str, path: &str) -> String {
 
 #[test]
 fn hyparview_nodes_join_and_serve_their_status_over_http() {
-    let admin = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().to_string()
-    };
     let mut a = bin()
         .args([
             "node",
@@ -188,7 +184,7 @@ fn hyparview_nodes_join_and_serve_their_status_over_http() {
             "--overlay",
             "hyparview",
             "--admin",
-            &admin,
+            "127.0.0.1:0",
         ])
         .stderr(Stdio::piped())
         .spawn()
@@ -196,6 +192,14 @@ fn hyparview_nodes_join_and_serve_their_status_over_http() {
     let a_lines = lines(&mut a);
     let l = wait_line(&a_lines, "listening on");
     let addr = l.rsplit(' ').next().unwrap().to_string();
+    // The admin endpoint binds port 0 too and prints the address it got.
+    let admin_line = wait_line(&a_lines, "admin endpoint:");
+    let admin = admin_line
+        .rsplit("http://")
+        .next()
+        .and_then(|s| s.strip_suffix("/status"))
+        .unwrap()
+        .to_string();
     let mut b = bin()
         .args([
             "node",

@@ -1,7 +1,8 @@
 //! The shared cookie and the challenge-response proofs built from it.
 //!
 //! Each side proves it holds the cookie by sending `HMAC-SHA256(cookie, transcript)` where the
-//! transcript binds a role label, both fresh nonces, both node names and creations, and the
+//! transcript binds a role label, both fresh nonces, both identities exactly as each side
+//! presented itself (name, creation, addresses, channels, overlay, tag, frame limit), and the
 //! channel and lane of the connection. The cookie itself never crosses the wire, a proof cannot
 //! be replayed on another connection (the peer's nonce is fresh), and a proof for one role can
 //! not be reflected back as the other role's.
@@ -11,7 +12,7 @@ use std::fmt;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::id::{ChannelName, Creation, NodeName};
+use crate::id::ChannelName;
 
 /// Bytes in a handshake nonce.
 pub const NONCE_LEN: usize = 32;
@@ -73,10 +74,10 @@ pub enum Role {
 /// Everything a proof is bound to.
 #[derive(Debug, Clone)]
 pub struct Transcript<'a> {
-    /// Dialing node and its creation.
-    pub dialer: (&'a NodeName, Creation),
-    /// Accepting node and its creation.
-    pub acceptor: (&'a NodeName, Creation),
+    /// The dialer's identity as it presented it (canonical bytes).
+    pub dialer: &'a [u8],
+    /// The acceptor's identity as it presented it (canonical bytes).
+    pub acceptor: &'a [u8],
     /// Channel of the connection.
     pub channel: &'a ChannelName,
     /// Lane of the connection.
@@ -95,16 +96,10 @@ impl Transcript<'_> {
             Role::Dialer => b"partisan/v1/dialer\0",
             Role::Acceptor => b"partisan/v1/acceptor",
         });
-        for part in [
-            self.dialer.0.as_str().as_bytes(),
-            self.acceptor.0.as_str().as_bytes(),
-            self.channel.as_str().as_bytes(),
-        ] {
+        for part in [self.dialer, self.acceptor, self.channel.as_str().as_bytes()] {
             mac.update(&(part.len() as u32).to_be_bytes());
             mac.update(part);
         }
-        mac.update(&self.dialer.1.to_be_bytes());
-        mac.update(&self.acceptor.1.to_be_bytes());
         mac.update(&self.lane.to_be_bytes());
         mac.update(self.dialer_nonce);
         mac.update(self.acceptor_nonce);
@@ -128,13 +123,12 @@ mod tests {
 
     #[test]
     fn proofs_depend_on_cookie_role_and_nonces() {
-        let a = NodeName::new("a@h").unwrap();
-        let b = NodeName::new("b@h").unwrap();
+        let (a, b) = (b"dialer identity", b"acceptor identity");
         let ch = ChannelName::default_channel();
         let (n1, n2) = ([1u8; 32], [2u8; 32]);
         let t = Transcript {
-            dialer: (&a, 1),
-            acceptor: (&b, 2),
+            dialer: a,
+            acceptor: b,
             channel: &ch,
             lane: 0,
             dialer_nonce: &n1,
@@ -152,6 +146,14 @@ mod tests {
         assert!(
             !t2.verify(&c, Role::Dialer, &p),
             "replay under a new nonce must fail"
+        );
+        let t3 = Transcript {
+            acceptor: b"acceptor identiTy",
+            ..t.clone()
+        };
+        assert!(
+            !t3.verify(&c, Role::Dialer, &p),
+            "an altered identity must fail"
         );
         assert_eq!(format!("{c:?}"), "Cookie(<redacted>)");
         assert!(Cookie::new("").is_err());

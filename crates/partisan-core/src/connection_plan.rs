@@ -506,7 +506,13 @@ impl ConnectionPlan {
             }
             DialTarget::Node(name) => {
                 let key = (channel.clone(), lane);
-                if let DialFailure::Permanent(reason) = failure {
+                // A node we have reached before is a member whose address answers wrongly for
+                // now (it restarted elsewhere, another process holds its port): it may come
+                // back there, so it is redialed with backoff like any lost peer. Only a node
+                // never reached is given up on.
+                let known = self.peers.get(name).is_some_and(|p| p.creation.is_some());
+                if let (DialFailure::Permanent(reason), false) = (&failure, known) {
+                    let reason = reason.clone();
                     if self.peers.contains_key(name) {
                         self.drop_peer(name, out);
                         out.push(PlanOutput::GaveUp {
@@ -826,6 +832,7 @@ mod tests {
                 creation,
                 overlay: crate::overlay::OverlayKind::FullMesh,
                 tag: None,
+                max_frame: 1 << 20,
             },
             channel: ChannelName::new(channel).unwrap(),
             lane,
@@ -988,6 +995,47 @@ mod tests {
     }
 
     #[test]
+    fn a_permanent_failure_gives_up_only_on_a_node_never_reached() {
+        let (b_spec, c_spec) = (spec("b@h", 2, 1), spec("c@h", 3, 1));
+        let mut a = plan(spec("a@h", 1, 1));
+        let mut out = vec![];
+        let data = ChannelName::new("data").unwrap();
+        let wrong = || DialFailure::Permanent("another node answered".into());
+        // c was never reached: a permanent failure gives it up.
+        a.want(c_spec.clone(), Want::User, Instant::ZERO, &mut out);
+        let tc = DialTarget::Node(c_spec.name().clone());
+        out.clear();
+        a.on_dial_failed(&tc, &data, 0, wrong(), Instant::ZERO, &mut out);
+        assert!(matches!(out[0], PlanOutput::GaveUp { .. }), "{out:?}");
+        assert!(!a.is_wanted(c_spec.name()));
+        // b was connected, then lost; its address now answers with another node: redialed.
+        a.want(b_spec.clone(), Want::User, Instant::ZERO, &mut out);
+        let tb = DialTarget::Node(b_spec.name().clone());
+        a.on_established(
+            ConnId(1),
+            &tb,
+            &hello(&b_spec, 1, "data", 0),
+            Instant::ZERO,
+            &mut out,
+        )
+        .unwrap();
+        a.on_closed(ConnId(1), b_spec.name(), &data, 0, Instant::ZERO, &mut out);
+        let at = a.next_deadline().unwrap();
+        a.on_tick(at, &mut out);
+        out.clear();
+        a.on_dial_failed(&tb, &data, 0, wrong(), at, &mut out);
+        assert!(
+            !out.iter().any(|o| matches!(o, PlanOutput::GaveUp { .. })),
+            "{out:?}"
+        );
+        assert!(a.is_wanted(b_spec.name()));
+        let next = a.next_deadline().unwrap();
+        assert!(next > at);
+        a.on_tick(next, &mut out);
+        assert_eq!(dials(&out), vec![("data".into(), 0)]);
+    }
+
+    #[test]
     fn lost_lanes_are_redialed_with_growing_backoff_while_wanted() {
         let b_spec = spec("b@h", 2, 1);
         let mut a = plan(spec("a@h", 1, 1));
@@ -1111,6 +1159,7 @@ mod want_tests {
                 creation: 1,
                 overlay: crate::overlay::OverlayKind::HyParView,
                 tag: None,
+                max_frame: 1 << 20,
             },
             channel: ChannelName::new(channel).unwrap(),
             lane,

@@ -263,18 +263,10 @@ fn handshake_msg() -> impl Strategy<Value = HandshakeMsg> {
                     nonce,
                 }
             }),
-        (
-            identity(),
-            any::<[u8; NONCE_LEN]>(),
-            any::<[u8; PROOF_LEN]>(),
-        )
-            .prop_map(|(identity, nonce, proof)| HandshakeMsg::Challenge {
-                identity,
-                nonce,
-                proof,
-            }),
+        (identity(), any::<[u8; NONCE_LEN]>())
+            .prop_map(|(identity, nonce)| HandshakeMsg::Challenge { identity, nonce }),
         any::<[u8; PROOF_LEN]>().prop_map(|proof| HandshakeMsg::Response { proof }),
-        Just(HandshakeMsg::Welcome),
+        any::<[u8; PROOF_LEN]>().prop_map(|proof| HandshakeMsg::Welcome { proof }),
     ]
 }
 
@@ -361,12 +353,14 @@ fn identity() -> impl Strategy<Value = Identity> {
         any::<u64>(),
         overlay_kind(),
         proptest::option::of("[a-z0-9_.-]{1,12}"),
+        any::<u32>(),
     )
-        .prop_map(|(spec, creation, overlay, tag)| Identity {
+        .prop_map(|(spec, creation, overlay, tag, max_frame)| Identity {
             spec,
             creation,
             overlay,
             tag: tag.map(|t| Tag::new(&t).unwrap()),
+            max_frame,
         })
 }
 
@@ -376,6 +370,7 @@ fn local_identity() -> Identity {
         creation: 7,
         overlay: OverlayKind::FullMesh,
         tag: None,
+        max_frame: 1 << 20,
     }
 }
 

@@ -63,6 +63,26 @@ impl HsFail {
         )
     }
 
+    /// Whether another address of the same node may succeed where this one failed.
+    fn next_address_may_help(&self) -> bool {
+        matches!(
+            self,
+            HsFail::Io(_)
+                | HsFail::Timeout
+                | HsFail::Eof
+                | HsFail::Frame(_)
+                | HsFail::Protocol(
+                    HandshakeError::WrongName { .. }
+                        | HandshakeError::NotPartisan
+                        | HandshakeError::Malformed(_)
+                        | HandshakeError::Refused {
+                            code: RefuseCode::WrongName,
+                            ..
+                        }
+                )
+        )
+    }
+
     /// How the connection planner should treat this failure of a dial.
     pub(crate) fn as_dial_failure(&self) -> DialFailure {
         match self {
@@ -110,22 +130,30 @@ pub(crate) struct Dialed {
     pub(crate) leftover: BytesMut,
 }
 
-/// Connects to the first reachable address of `req` and runs the dialer handshake.
+/// Runs the dialer handshake at each address of `req` in turn until one reaches the node it
+/// names. An address that does not answer, answers with another node (a stale address, a
+/// port reused by another process) or does not speak partisan is skipped; a refusal by the
+/// node itself (cookie, overlay, admission) ends the dial.
 pub(crate) async fn dial(shared: &Shared, req: &DialRequest) -> Result<Dialed, HsFail> {
-    let cfg = &shared.cfg;
     let mut last = HsFail::Eof;
-    let mut stream = None;
     for addr in &req.addrs {
-        match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => {
-                stream = Some(s);
-                break;
+        match dial_addr(shared, req, *addr).await {
+            Ok(d) => return Ok(d),
+            Err(e) if e.next_address_may_help() => {
+                tracing::debug!(%addr, reason = %e, "address did not reach the node; trying the next");
+                last = e;
             }
-            Ok(Err(e)) => last = HsFail::Io(e),
-            Err(_) => last = HsFail::Timeout,
+            Err(e) => return Err(e),
         }
     }
-    let mut stream = stream.ok_or(last)?;
+    Err(last)
+}
+
+async fn dial_addr(shared: &Shared, req: &DialRequest, addr: SocketAddr) -> Result<Dialed, HsFail> {
+    let cfg = &shared.cfg;
+    let mut stream = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| HsFail::Timeout)??;
     stream.set_nodelay(true)?;
     let params = DialParams {
         local: shared.identity.clone(),
@@ -164,12 +192,13 @@ pub(crate) async fn dial(shared: &Shared, req: &DialRequest) -> Result<Dialed, H
     })
 }
 
-/// Runs the acceptor side up to an authenticated dialer; admission is the caller's.
+/// Runs the acceptor side up to an authenticated dialer; admission is the caller's, who sends
+/// the returned Welcome frame (our proof) if it admits the dialer.
 pub(crate) async fn accept(
     shared: &Shared,
     stream: &mut TcpStream,
     timeout: Duration,
-) -> Result<(PeerHello, BytesMut), HsFail> {
+) -> Result<(PeerHello, Bytes, BytesMut), HsFail> {
     let run = async {
         let decoder = FrameDecoder::new(MAX_HANDSHAKE_FRAME);
         let mut buf = BytesMut::with_capacity(4096);
@@ -183,7 +212,7 @@ pub(crate) async fn accept(
         stream.write_all(&challenge).await?;
         let response = read_frame(stream, &mut buf, &decoder).await?;
         match acceptor.on_response(shared.identity.overlay, &response) {
-            Ok(peer) => Ok((peer, buf)),
+            Ok((peer, welcome)) => Ok((peer, welcome, buf)),
             Err(e) => Err(refuse(stream, e).await),
         }
     };

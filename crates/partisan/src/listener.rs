@@ -49,7 +49,7 @@ async fn inbound(shared: Arc<Shared>, mut stream: TcpStream, permit: OwnedSemaph
         r = handshake_io::accept(&shared, &mut stream, shared.cfg.handshake_timeout) => r,
     };
     drop(permit);
-    let (peer, leftover) = match accepted {
+    let (peer, welcome, leftover) = match accepted {
         Ok(x) => x,
         Err(e) => {
             e.count(&shared.stats);
@@ -66,6 +66,7 @@ async fn inbound(shared: Arc<Shared>, mut stream: TcpStream, permit: OwnedSemaph
     let cmd = DriverCmd::Admit {
         conn,
         peer: peer.clone(),
+        welcome,
         reply: tx,
     };
     if shared.driver.send(cmd).await.is_err() {

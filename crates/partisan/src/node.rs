@@ -413,6 +413,7 @@ impl NodeBuilder {
             creation,
             overlay: cfg.overlay.kind(),
             tag: cfg.tag.clone(),
+            max_frame: u32::try_from(cfg.max_frame_len).unwrap_or(u32::MAX),
         };
         let shared = Arc::new(Shared {
             identity,
@@ -600,6 +601,11 @@ impl Node {
     }
 
     /// Whether every lane of every channel of `node`'s spec is up. Lock-free.
+    ///
+    /// The lanes counted are the peer's, which this node dials when it wants the peer (a
+    /// `connect`, or the overlay). A peer that only dialed us opens the lanes of *our* spec, so
+    /// when the two specs differ this can stay false on the accepting side while the dialing
+    /// side reports true; ask on the side that connected.
     pub fn is_fully_connected(&self, node: &NodeName) -> bool {
         node == self.name() || self.shared.table.is_fully_connected(node)
     }

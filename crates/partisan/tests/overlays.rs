@@ -498,6 +498,7 @@ async fn raw_peer(
                 creation: 1,
                 overlay,
                 tag: None,
+                max_frame: 1 << 20,
             },
             expect: None,
             channel: partisan::ChannelName::membership(),

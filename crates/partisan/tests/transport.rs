@@ -282,10 +282,72 @@ async fn bad_bytes_close_only_their_own_connection() {
     }
 }
 
+/// Completes a real, authenticated handshake as `name` on `data` lane `lane` over a raw
+/// socket, so the test can then send what no well-behaved node would.
+async fn raw_authenticated(to: &Node, name: &str, cookie: &str, lane: u16) -> TcpStream {
+    use partisan::partisan_core::auth::Cookie;
+    use partisan::partisan_core::wire::frame::FrameDecoder;
+    use partisan::partisan_core::wire::handshake::{DialParams, Dialer, DialerStep, Identity};
+    let spec = partisan::NodeSpec::new(
+        format!("{name}@127.0.0.1").parse().unwrap(),
+        vec!["127.0.0.1:9".parse().unwrap()],
+        to.spec().channels().clone(),
+    )
+    .unwrap();
+    let params = DialParams {
+        local: Identity {
+            spec,
+            creation: 1,
+            overlay: partisan::OverlayKind::FullMesh,
+            tag: None,
+            max_frame: 1 << 20,
+        },
+        expect: Some(to.name().clone()),
+        channel: ch("data"),
+        lane,
+    };
+    let (mut dialer, hello) = Dialer::start(params, Cookie::new(cookie).unwrap(), [7; 32]);
+    let mut s = TcpStream::connect(to.listen_addrs()[0]).await.unwrap();
+    s.write_all(&hello).await.unwrap();
+    let decoder = FrameDecoder::new(1 << 20);
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        let body = loop {
+            if let Some(body) = decoder.decode(&mut buf).unwrap() {
+                break body;
+            }
+            assert!(
+                s.read_buf(&mut buf).await.unwrap() > 0,
+                "closed in handshake"
+            );
+        };
+        match dialer.on_frame(&body).unwrap() {
+            DialerStep::Send(frame) => s.write_all(&frame).await.unwrap(),
+            DialerStep::Established(_) => return s,
+        }
+    }
+}
+
+/// Waits until the node closes `s` (EOF or reset), reading and discarding what it sends.
+async fn closed_by_peer(mut s: TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_frame_after_handshake_closes_that_connection_only() {
-    // A peer that completes the handshake and then sends an oversized frame on one lane.
+    // Authenticated peers that then send an oversized frame, and an undecodable one.
     let a = NodeBuilder::new("mf_a@127.0.0.1")
+        .listen("127.0.0.1:0")
         .cookie("c")
         .configure(|c| {
             c.max_frame_size = 4096;
@@ -300,18 +362,36 @@ async fn malformed_frame_after_handshake_closes_that_connection_only() {
     assert!(b.wait_fully_connected(a.name(), WAIT).await);
     let mut inbox = a.process_named("inbox").unwrap();
     let to = Node::name_on(a.name(), "inbox").unwrap();
-    // b's frame limit is larger, so it sends a frame a refuses as oversized.
-    let big = Bytes::from(vec![0u8; 10_000]);
-    b.send(&to, big, &SendOptions::on(&ch("data")).with_key(0))
+
+    let mut oversized = raw_authenticated(&a, "mf_raw1", "c", 0).await;
+    oversized
+        .write_all(&[0, 0, 0x27, 0x10, 1, 2, 3])
         .await
         .unwrap();
-    eventually("bad frame counted", || a.stats().bad_frames == 1).await;
-    // The other lanes kept working throughout, and the lost lane comes back.
-    b.send(&to, "ok", &SendOptions::on(&ch("data")).with_key(1))
+    assert!(
+        closed_by_peer(oversized).await,
+        "oversized frame not refused"
+    );
+    let mut garbage = raw_authenticated(&a, "mf_raw2", "c", 1).await;
+    garbage
+        .write_all(&[0, 0, 0, 5, 0xff, 0xfe, 0xfd, 0xfc, 0xfb])
         .await
         .unwrap();
-    assert_eq!(&inbox.recv_timeout(WAIT).await.unwrap().payload[..], b"ok");
-    assert!(b.wait_fully_connected(a.name(), WAIT).await);
+    assert!(
+        closed_by_peer(garbage).await,
+        "undecodable frame not refused"
+    );
+    eventually("bad frames counted", || a.stats().bad_frames == 2).await;
+
+    // The well-behaved peer's lanes were untouched and still deliver.
+    assert!(b.is_fully_connected(a.name()));
+    for key in 0..2u64 {
+        b.send(&to, "ok", &SendOptions::on(&ch("data")).with_key(key))
+            .await
+            .unwrap();
+        assert_eq!(&inbox.recv_timeout(WAIT).await.unwrap().payload[..], b"ok");
+    }
+    assert_eq!(b.stats().connections_closed, 0);
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -368,7 +448,13 @@ async fn simultaneous_connects_keep_exactly_one_connection_per_lane() {
     let (ra, rb) = tokio::join!(a.connect(b.spec().clone()), b.connect(a.spec().clone()));
     ra.unwrap();
     rb.unwrap();
-    assert!(a.wait_fully_connected(b.name(), WAIT).await);
+    assert!(
+        a.wait_fully_connected(b.name(), WAIT).await,
+        "{:?} {:?} {:?}",
+        a.lanes(),
+        a.spec(),
+        b.spec()
+    );
     assert!(b.wait_fully_connected(a.name(), WAIT).await);
     // Both sides agree: 13 lanes, and the surviving connections are the same 13 sockets.
     let up = |n: &Node| n.lanes().iter().map(|l| l.up).sum::<usize>();
@@ -627,4 +713,73 @@ async fn a_receiver_blocked_on_a_full_mailbox_keeps_its_connection_alive() {
     assert_eq!(b.stats().connections_closed, 0, "{:?}", b.stats());
     a.shutdown().await;
     b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_skips_an_address_that_answers_with_another_node() {
+    let a = node("skip_a", "c").await;
+    let (x, y) = (node("skip_x", "c").await, node("skip_y", "c").await);
+    // Addresses are tried in order: the one listed first answers as another node.
+    let (liar, target) = if x.listen_addrs()[0] < y.listen_addrs()[0] {
+        (x, y)
+    } else {
+        (y, x)
+    };
+    let spec = partisan::NodeSpec::new(
+        target.name().clone(),
+        vec![liar.listen_addrs()[0], target.listen_addrs()[0]],
+        target.spec().channels().clone(),
+    )
+    .unwrap();
+    assert_eq!(spec.listen_addrs()[0], liar.listen_addrs()[0]);
+    assert_eq!(&a.connect(spec).await.unwrap(), target.name());
+    assert_eq!(a.nodes(), vec![target.name().clone()]);
+    for n in [a, liar, target] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_larger_than_the_peer_accepts_is_sent() {
+    init_tracing();
+    let small = NodeBuilder::new("frame_small@127.0.0.1")
+        .listen("127.0.0.1:0")
+        .cookie("c")
+        .configure(|c| c.max_frame_size = 64 * 1024)
+        .start()
+        .await
+        .unwrap();
+    let big = node("frame_big", "c").await;
+    big.connect(small.listen_addrs()[0]).await.unwrap();
+    let mut inbox = small.process_named("in").unwrap();
+    let to = Node::name_on(small.name(), "in").unwrap();
+    // Within the big node's own limit, beyond the small node's: refused at the sender, and
+    // the connection, with what else it carries, survives.
+    let err = big
+        .send(
+            &to,
+            Bytes::from(vec![0u8; 100 * 1024]),
+            &SendOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SendError::TooLarge { max, .. } if max <= 64 * 1024),
+        "{err:?}"
+    );
+    big.send(
+        &to,
+        Bytes::from(vec![1u8; 32 * 1024]),
+        &SendOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        inbox.recv_timeout(WAIT).await.unwrap().payload.len(),
+        32 * 1024
+    );
+    assert_eq!(small.stats().bad_frames, 0);
+    assert_eq!(big.stats().connections_closed, 0);
+    small.shutdown().await;
+    big.shutdown().await;
 }

@@ -3,13 +3,20 @@
 //! ```text
 //! dialer                                   acceptor
 //!   Hello{identity, expect, channel, lane, nonce_d}  ->
-//!                                          checks version, overlay, expected name, lane
-//!   <- Challenge{identity, nonce_a, proof_a}
-//! checks name, overlay, proof_a
+//!                                          checks version, expected name, lane
+//!   <- Challenge{identity, nonce_a}
+//! checks name
 //!   Response{proof_d}                      ->
-//!                                          checks proof_d, admission (tie-break)
-//!   <- Welcome | Refused{code, detail}
+//!                                          checks proof_d, overlay, admission (tie-break)
+//!   <- Welcome{proof_a} | Refused{code, detail}
+//! checks proof_a, overlay
 //! ```
+//!
+//! The dialer proves first, so a stranger who connects learns nothing computed from the cookie
+//! (no proof to attack offline), and the acceptor never proves to a node it has not
+//! authenticated. Both proofs bind both identities as sent (spec, creation, overlay, tag, frame
+//! limit), the channel, the lane and both fresh nonces: a man in the middle cannot alter what
+//! either side said about itself.
 //!
 //! Every handshake frame body is `MAGIC` (4 bytes), the protocol version (u16, big endian) and a
 //! postcard-encoded [`HandshakeMsg`]. `Refused` is variant 0 and keeps its shape in every
@@ -63,6 +70,16 @@ pub struct Identity {
     pub overlay: OverlayKind,
     /// The node's tag (HyParView reservations, client/server role).
     pub tag: Option<Tag>,
+    /// The largest frame body the node accepts (`max_frame_size`); the peer sends nothing
+    /// larger, so nodes with different limits interoperate.
+    pub max_frame: u32,
+}
+
+impl Identity {
+    /// The identity's canonical bytes, as bound into the handshake proofs.
+    pub fn transcript_bytes(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("identities always serialize")
+    }
 }
 
 /// Handshake messages.
@@ -88,22 +105,23 @@ pub enum HandshakeMsg {
         /// Dialer's fresh nonce.
         nonce: Nonce,
     },
-    /// Acceptor's answer: its identity, its nonce and its proof.
+    /// Acceptor's answer: its identity and its nonce (no proof yet: the dialer proves first).
     Challenge {
         /// Acceptor's identity.
         identity: Identity,
         /// Acceptor's fresh nonce.
         nonce: Nonce,
-        /// Acceptor's proof of the cookie.
-        proof: Proof,
     },
     /// Dialer's proof of the cookie.
     Response {
         /// Dialer's proof.
         proof: Proof,
     },
-    /// The acceptor admits the connection; application traffic follows.
-    Welcome,
+    /// The acceptor admits the connection and proves the cookie; application traffic follows.
+    Welcome {
+        /// Acceptor's proof of the cookie.
+        proof: Proof,
+    },
 }
 
 /// Why a handshake failed. The connection is closed; the node keeps running.
@@ -264,7 +282,10 @@ pub struct DialParams {
 
 enum DialerState {
     AwaitChallenge,
-    AwaitVerdict(PeerHello),
+    AwaitVerdict {
+        peer: PeerHello,
+        acceptor_nonce: Nonce,
+    },
     Done,
 }
 
@@ -310,14 +331,7 @@ impl Dialer {
     pub fn on_frame(&mut self, body: &[u8]) -> Result<DialerStep, HandshakeError> {
         let msg = decode(body)?;
         match (std::mem::replace(&mut self.state, DialerState::Done), msg) {
-            (
-                DialerState::AwaitChallenge,
-                HandshakeMsg::Challenge {
-                    identity,
-                    nonce,
-                    proof,
-                },
-            ) => {
+            (DialerState::AwaitChallenge, HandshakeMsg::Challenge { identity, nonce }) => {
                 let local = &self.params.local;
                 if let Some(expected) = &self.params.expect {
                     if expected != identity.spec.name() {
@@ -330,34 +344,41 @@ impl Dialer {
                 if identity.spec.name() == local.spec.name() {
                     return Err(HandshakeError::SelfConnect);
                 }
-                let t = Transcript {
-                    dialer: (local.spec.name(), local.creation),
-                    acceptor: (identity.spec.name(), identity.creation),
-                    channel: &self.params.channel,
-                    lane: self.params.lane,
-                    dialer_nonce: &self.nonce,
-                    acceptor_nonce: &nonce,
-                };
-                if !t.verify(&self.cookie, Role::Acceptor, &proof) {
-                    return Err(HandshakeError::BadCookie);
-                }
-                if identity.overlay != local.overlay {
-                    return Err(HandshakeError::OverlayMismatch {
-                        ours: local.overlay,
-                        theirs: identity.overlay,
-                    });
-                }
-                let response = encode(&HandshakeMsg::Response {
-                    proof: t.prove(&self.cookie, Role::Dialer),
-                });
-                self.state = DialerState::AwaitVerdict(PeerHello {
+                let peer = PeerHello {
                     identity,
                     channel: self.params.channel.clone(),
                     lane: self.params.lane,
-                });
-                Ok(DialerStep::Send(response))
+                };
+                let proof = self
+                    .transcript(&peer, &nonce)
+                    .prove(&self.cookie, Role::Dialer);
+                self.state = DialerState::AwaitVerdict {
+                    peer,
+                    acceptor_nonce: nonce,
+                };
+                Ok(DialerStep::Send(encode(&HandshakeMsg::Response { proof })))
             }
-            (DialerState::AwaitVerdict(peer), HandshakeMsg::Welcome) => {
+            (
+                DialerState::AwaitVerdict {
+                    peer,
+                    acceptor_nonce,
+                },
+                HandshakeMsg::Welcome { proof },
+            ) => {
+                if !self.transcript(&peer, &acceptor_nonce).verify(
+                    &self.cookie,
+                    Role::Acceptor,
+                    &proof,
+                ) {
+                    return Err(HandshakeError::BadCookie);
+                }
+                let local = &self.params.local;
+                if peer.identity.overlay != local.overlay {
+                    return Err(HandshakeError::OverlayMismatch {
+                        ours: local.overlay,
+                        theirs: peer.identity.overlay,
+                    });
+                }
                 Ok(DialerStep::Established(peer))
             }
             _ => Err(HandshakeError::Unexpected(
@@ -365,12 +386,57 @@ impl Dialer {
             )),
         }
     }
+
+    fn transcript<'a>(
+        &'a self,
+        peer: &'a PeerHello,
+        acceptor_nonce: &'a Nonce,
+    ) -> OwnedTranscript<'a> {
+        OwnedTranscript {
+            dialer: self.params.local.transcript_bytes(),
+            acceptor: peer.identity.transcript_bytes(),
+            channel: &self.params.channel,
+            lane: self.params.lane,
+            dialer_nonce: &self.nonce,
+            acceptor_nonce,
+        }
+    }
+}
+
+/// A [`Transcript`] over identities encoded on the spot.
+struct OwnedTranscript<'a> {
+    dialer: Vec<u8>,
+    acceptor: Vec<u8>,
+    channel: &'a ChannelName,
+    lane: u16,
+    dialer_nonce: &'a Nonce,
+    acceptor_nonce: &'a Nonce,
+}
+
+impl OwnedTranscript<'_> {
+    fn view(&self) -> Transcript<'_> {
+        Transcript {
+            dialer: &self.dialer,
+            acceptor: &self.acceptor,
+            channel: self.channel,
+            lane: self.lane,
+            dialer_nonce: self.dialer_nonce,
+            acceptor_nonce: self.acceptor_nonce,
+        }
+    }
+
+    fn prove(&self, cookie: &Cookie, role: Role) -> Proof {
+        self.view().prove(cookie, role)
+    }
+
+    fn verify(&self, cookie: &Cookie, role: Role, proof: &Proof) -> bool {
+        self.view().verify(cookie, role, proof)
+    }
 }
 
 /// Acceptor side of the handshake, after a valid Hello.
 pub struct Acceptor {
-    local_name: NodeName,
-    creation: Creation,
+    local: Vec<u8>,
     cookie: Cookie,
     nonce: Nonce,
     peer: PeerHello,
@@ -382,7 +448,8 @@ impl Acceptor {
     /// send. On error, send [`HandshakeError::refusal`] (if any) and close.
     ///
     /// The overlay is checked only after the dialer proved it holds the cookie (in
-    /// [`Acceptor::on_response`]), so a stranger learns nothing from the refusal.
+    /// [`Acceptor::on_response`]), so a stranger learns nothing from the refusal; the
+    /// challenge carries no proof, so a stranger gets nothing computed from the cookie.
     pub fn on_hello(
         local: &Identity,
         cookie: Cookie,
@@ -414,23 +481,13 @@ impl Acceptor {
         if !local.spec.has_lane(&channel, lane) {
             return Err(HandshakeError::UnknownLane { channel, lane });
         }
-        let t = Transcript {
-            dialer: (identity.spec.name(), identity.creation),
-            acceptor: (own, local.creation),
-            channel: &channel,
-            lane,
-            dialer_nonce: &peer_nonce,
-            acceptor_nonce: &nonce,
-        };
         let challenge = encode(&HandshakeMsg::Challenge {
             identity: local.clone(),
             nonce,
-            proof: t.prove(&cookie, Role::Acceptor),
         });
         Ok((
             Acceptor {
-                local_name: own.clone(),
-                creation: local.creation,
+                local: local.transcript_bytes(),
                 cookie,
                 nonce,
                 peer: PeerHello {
@@ -450,16 +507,21 @@ impl Acceptor {
     }
 
     /// Handles the dialer's Response. On success the dialer is authenticated and runs the same
-    /// overlay as `ours`; the caller then decides admission and sends
-    /// [`HandshakeMsg::Welcome`] or a refusal.
-    pub fn on_response(self, ours: OverlayKind, body: &[u8]) -> Result<PeerHello, HandshakeError> {
+    /// overlay as `ours`; the caller then decides admission and sends the returned Welcome
+    /// frame (which carries our proof) or a refusal.
+    pub fn on_response(
+        self,
+        ours: OverlayKind,
+        body: &[u8],
+    ) -> Result<(PeerHello, Bytes), HandshakeError> {
         let HandshakeMsg::Response { proof } = decode(body)? else {
             return Err(HandshakeError::Unexpected("acceptor expected Response"));
         };
         let id = &self.peer.identity;
+        let dialer = id.transcript_bytes();
         let t = Transcript {
-            dialer: (id.spec.name(), id.creation),
-            acceptor: (&self.local_name, self.creation),
+            dialer: &dialer,
+            acceptor: &self.local,
             channel: &self.peer.channel,
             lane: self.peer.lane,
             dialer_nonce: &self.peer_nonce,
@@ -474,7 +536,10 @@ impl Acceptor {
                 theirs: id.overlay,
             });
         }
-        Ok(self.peer)
+        let welcome = encode(&HandshakeMsg::Welcome {
+            proof: t.prove(&self.cookie, Role::Acceptor),
+        });
+        Ok((self.peer, welcome))
     }
 }
 
@@ -509,6 +574,7 @@ mod tests {
             creation,
             overlay,
             tag: None,
+            max_frame: 1 << 20,
         }
     }
 
@@ -550,10 +616,8 @@ mod tests {
         let DialerStep::Send(resp) = d.on_frame(&body(&challenge))? else {
             panic!("dialer must answer the challenge")
         };
-        let dialer_seen = acc.on_response(acceptor_overlay, &body(&resp))?;
-        let DialerStep::Established(acceptor_seen) =
-            d.on_frame(&body(&encode(&HandshakeMsg::Welcome)))?
-        else {
+        let (dialer_seen, welcome) = acc.on_response(acceptor_overlay, &body(&resp))?;
+        let DialerStep::Established(acceptor_seen) = d.on_frame(&body(&welcome))? else {
             panic!("dialer must be established after Welcome")
         };
         Ok((dialer_seen, acceptor_seen))
@@ -568,42 +632,107 @@ mod tests {
         assert_eq!(acceptor.creation(), 22);
     }
 
-    #[test]
-    fn different_overlays_are_refused_by_both_sides() {
-        // The dialer sees the acceptor's overlay in the (authenticated) challenge.
-        assert_eq!(
-            run_with("c", "c", dial(None, 0), OverlayKind::HyParView).unwrap_err(),
-            HandshakeError::OverlayMismatch {
-                ours: OverlayKind::FullMesh,
-                theirs: OverlayKind::HyParView
-            }
-        );
-        // The acceptor checks the dialer's overlay once the dialer proved the cookie.
-        let mut p = dial(None, 0);
-        p.local.overlay = OverlayKind::Static;
-        let (mut d, hello) = Dialer::start(p, Cookie::new("c").unwrap(), [1; 32]);
-        let (acc, challenge) = Acceptor::on_hello(
-            &ident("b@h", 22, OverlayKind::Static),
-            Cookie::new("c").unwrap(),
-            [2; 32],
-            &body(&hello),
-        )
-        .unwrap();
+    /// Runs Hello and Challenge; returns the dialer, the acceptor and the dialer's Response.
+    fn half(
+        params: DialParams,
+        acceptor: &Identity,
+        tamper: impl FnOnce(&mut Identity),
+    ) -> (Dialer, Acceptor, Bytes) {
+        let (mut d, hello) = Dialer::start(params, Cookie::new("c").unwrap(), [1; 32]);
+        let (acc, challenge) =
+            Acceptor::on_hello(acceptor, Cookie::new("c").unwrap(), [2; 32], &body(&hello))
+                .unwrap();
+        let Ok(HandshakeMsg::Challenge {
+            mut identity,
+            nonce,
+        }) = decode(&body(&challenge))
+        else {
+            panic!("the acceptor answers Hello with a Challenge")
+        };
+        tamper(&mut identity);
+        let challenge = encode(&HandshakeMsg::Challenge { identity, nonce });
         let DialerStep::Send(resp) = d.on_frame(&body(&challenge)).unwrap() else {
             panic!("dialer must answer the challenge")
         };
-        assert!(matches!(
-            acc.on_response(OverlayKind::ClientServer, &body(&resp)),
-            Err(HandshakeError::OverlayMismatch { .. })
-        ));
+        (d, acc, resp)
     }
 
     #[test]
-    fn wrong_cookie_is_detected_by_the_dialer_first() {
+    fn different_overlays_are_refused_by_both_sides() {
+        // The acceptor checks the dialer's overlay once the dialer proved the cookie.
+        assert_eq!(
+            run_with("c", "c", dial(None, 0), OverlayKind::HyParView).unwrap_err(),
+            HandshakeError::OverlayMismatch {
+                ours: OverlayKind::HyParView,
+                theirs: OverlayKind::FullMesh
+            }
+        );
+        // The dialer checks the acceptor's overlay once the acceptor proved the cookie (here
+        // an acceptor that admitted it anyway).
+        let b = ident("b@h", 22, OverlayKind::Static);
+        let (mut d, acc, resp) = half(dial(None, 0), &b, |_| {});
+        let (_, welcome) = acc
+            .on_response(OverlayKind::FullMesh, &body(&resp))
+            .unwrap();
+        assert_eq!(
+            d.on_frame(&body(&welcome)).unwrap_err(),
+            HandshakeError::OverlayMismatch {
+                ours: OverlayKind::FullMesh,
+                theirs: OverlayKind::Static
+            }
+        );
+    }
+
+    #[test]
+    fn wrong_cookie_is_detected_by_the_acceptor_before_it_proves_anything() {
         assert_eq!(
             run("c1", "c2", dial(None, 0)).unwrap_err(),
             HandshakeError::BadCookie
         );
+        // A stranger who connects gets a challenge with nothing computed from the cookie: the
+        // same challenge whichever cookie the acceptor holds.
+        let challenge = |cookie: &str| {
+            let (_, hello) = Dialer::start(dial(None, 0), Cookie::new("x").unwrap(), [1; 32]);
+            let b = ident("b@h", 22, OverlayKind::FullMesh);
+            Acceptor::on_hello(&b, Cookie::new(cookie).unwrap(), [2; 32], &body(&hello))
+                .unwrap()
+                .1
+        };
+        assert_eq!(challenge("c1"), challenge("c2"));
+    }
+
+    #[test]
+    fn a_forged_welcome_is_rejected_by_the_dialer() {
+        let b = ident("b@h", 22, OverlayKind::FullMesh);
+        let (mut d, _, _) = half(dial(None, 0), &b, |_| {});
+        let forged = encode(&HandshakeMsg::Welcome { proof: [7; 32] });
+        assert_eq!(
+            d.on_frame(&body(&forged)).unwrap_err(),
+            HandshakeError::BadCookie
+        );
+    }
+
+    #[test]
+    fn an_identity_altered_in_flight_fails_authentication() {
+        let b = ident("b@h", 22, OverlayKind::FullMesh);
+        // A man in the middle rewrites the acceptor's tag, addresses or frame limit: the
+        // dialer's proof covers what it saw, so the acceptor rejects it.
+        let tampers: [fn(&mut Identity); 3] = [
+            |i| i.tag = Some(Tag::new("server").unwrap()),
+            |i| i.max_frame = 64,
+            |i| {
+                let (name, ch) = (i.spec.name().clone(), i.spec.channels().clone());
+                i.spec = NodeSpec::new(name, vec!["10.0.0.9:1".parse().unwrap()], ch).unwrap();
+            },
+        ];
+        for tamper in tampers {
+            let (_, acc, resp) = half(dial(None, 0), &b, tamper);
+            assert_eq!(
+                acc.on_response(OverlayKind::FullMesh, &body(&resp))
+                    .unwrap_err(),
+                HandshakeError::BadCookie
+            );
+        }
     }
 
     #[test]
@@ -620,7 +749,7 @@ mod tests {
 
     #[test]
     fn other_versions_are_reported_and_refusals_always_decode() {
-        let mut frame = encode(&HandshakeMsg::Welcome).to_vec();
+        let mut frame = encode(&HandshakeMsg::Welcome { proof: [0; 32] }).to_vec();
         frame[8..10].copy_from_slice(&9u16.to_be_bytes());
         assert_eq!(
             decode(&frame[4..]).unwrap_err(),

@@ -8,7 +8,8 @@ use partisan_core::connection_plan::{
     CloseReason, ConnId, DialRequest, DialTarget, PlanOutput, Want,
 };
 use partisan_core::id::{ChannelName, NodeName};
-use partisan_core::wire::handshake::{self, HandshakeMsg, PeerHello, RefuseCode};
+use partisan_core::wire::handshake::{PeerHello, RefuseCode};
+use partisan_core::wire::MIN_MAX_FRAME_LEN;
 use tokio::sync::oneshot;
 
 use super::{ConnectReply, ConnectTarget, Driver, DriverCmd};
@@ -88,6 +89,7 @@ impl Driver {
         &mut self,
         conn: ConnId,
         peer: PeerHello,
+        welcome: bytes::Bytes,
         reply: oneshot::Sender<Result<Arc<ConnCtx>, RefuseCode>>,
     ) {
         if self.shutting_down.is_some() {
@@ -99,14 +101,13 @@ impl Driver {
             Ok(replaced) => {
                 let ctx = self.open_lane(conn, &peer);
                 // The verdict goes first on the wire, ahead of any user frame.
-                ctx.queue
-                    .push_raw(&handshake::encode(&HandshakeMsg::Welcome));
+                ctx.queue.push_raw(&welcome);
                 self.publish(&ctx, &peer);
                 if let Some(old) = replaced {
                     self.close(old, CloseReason::Replaced);
                 }
                 if reply.send(Ok(ctx)).is_err() {
-                    self.close(conn, CloseReason::Unwanted);
+                    self.abandon(conn);
                 }
             }
             Err(code) => {
@@ -138,7 +139,7 @@ impl Driver {
                     self.close(old, CloseReason::Replaced);
                 }
                 if reply.send(Some(ctx)).is_err() {
-                    self.close(conn, CloseReason::Unwanted);
+                    self.abandon(conn);
                 }
             }
             Err(reason) => {
@@ -146,6 +147,22 @@ impl Driver {
                 let _ = reply.send(None);
             }
         }
+    }
+
+    /// A lane opened for a connection whose task is gone (it gave up waiting for us): no task
+    /// will report it closed, so it is closed here.
+    fn abandon(&mut self, conn: ConnId) {
+        let Some(ctx) = self.conns.get(&conn).cloned() else {
+            return;
+        };
+        ctx.queue.close();
+        ctx.cancel.cancel();
+        self.shared
+            .stats
+            .node
+            .connections_closed
+            .fetch_add(1, Relaxed);
+        self.closed(conn, ctx.peer.clone(), ctx.channel.clone(), ctx.lane);
     }
 
     pub(super) fn closed(&mut self, conn: ConnId, node: NodeName, channel: ChannelName, lane: u16) {
@@ -188,6 +205,9 @@ impl Driver {
             .or_else(|| peer.spec().channel(&peer.channel))
             .is_some_and(|o| o.monotonic);
         let stats = self.shared.stats.channel(&peer.channel).clone();
+        // Nothing larger than the peer accepts is sent (a node's limit is at least the floor
+        // its config allows, whatever it claims).
+        let theirs = (peer.identity.max_frame as usize).max(MIN_MAX_FRAME_LEN);
         let queue = Arc::new(LaneQueue::new(
             cfg.send_queue_bytes,
             if monotonic {
@@ -195,7 +215,7 @@ impl Driver {
             } else {
                 Overflow::Block
             },
-            cfg.max_frame_len,
+            cfg.max_frame_len.min(theirs),
             stats.clone(),
         ));
         let ctx = Arc::new(ConnCtx {

@@ -84,6 +84,8 @@ pub(crate) enum DriverCmd {
     Admit {
         conn: ConnId,
         peer: PeerHello,
+        /// The Welcome frame (with our proof), sent first if the connection is admitted.
+        welcome: bytes::Bytes,
         reply: oneshot::Sender<Result<Arc<ConnCtx>, RefuseCode>>,
     },
     /// One of our dials was admitted by the peer.
@@ -257,7 +259,12 @@ impl Driver {
                 creation,
                 msg,
             } => self.on_control(from, creation, msg),
-            DriverCmd::Admit { conn, peer, reply } => self.admit(conn, peer, reply),
+            DriverCmd::Admit {
+                conn,
+                peer,
+                welcome,
+                reply,
+            } => self.admit(conn, peer, welcome, reply),
             DriverCmd::Established {
                 conn,
                 target,
