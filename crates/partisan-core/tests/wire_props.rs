@@ -156,7 +156,7 @@ fn control() -> impl Strategy<Value = Control> {
         any::<bool>().prop_map(|high| HvMsg::NeighborRequest { high }),
         any::<bool>().prop_map(|accepted| HvMsg::NeighborReply { accepted }),
         Just(HvMsg::Disconnect),
-        Just(HvMsg::Leave),
+        proptest::collection::vec(peer_info(), 0..4).prop_map(|handover| HvMsg::Leave { handover }),
         (
             peer_info(),
             any::<u8>(),

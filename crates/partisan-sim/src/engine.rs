@@ -829,7 +829,7 @@ fn msg_code(m: &OverlayMsg) -> u64 {
             HvMsg::NeighborRequest { high } => 13 + (u64::from(*high) << 8),
             HvMsg::NeighborReply { accepted } => 14 + (u64::from(*accepted) << 8),
             HvMsg::Disconnect => 15,
-            HvMsg::Leave => 16,
+            HvMsg::Leave { handover } => 16 + ((handover.len() as u64) << 8),
             HvMsg::Shuffle { sample, .. } => 17 + ((sample.len() as u64) << 8),
             HvMsg::ShuffleReply { sample } => 18 + ((sample.len() as u64) << 8),
             HvMsg::KeepActive => 19,

@@ -20,7 +20,9 @@
 //!   passive peers and both integrate the sample into their passive views, evicting first the
 //!   entries they sent.
 //! - Explicit leave (open in the paper and in Partisan #7): Leave to every active peer, which
-//!   drops the leaver from both views and promotes a replacement.
+//!   drops the leaver from both views and promotes a replacement. The Leave hands over the
+//!   leaver's other active peers and `k_passive` passive ones, so a neighbor that knew only the
+//!   leaver (a joiner whose forward-join walks had not landed yet) is not left isolated.
 //! - Symmetry (Partisan #13): neighbor requests are answered (accepted/rejected), and every
 //!   shuffle period each node sends KeepActive to its active peers; a peer that does not have
 //!   the sender in its active view adds it if it has room, else answers Disconnect.
@@ -153,8 +155,12 @@ pub enum HvMsg {
     },
     /// The sender dropped the receiver from its active view.
     Disconnect,
-    /// The sender leaves the cluster.
-    Leave,
+    /// The sender leaves the cluster, handing over peers it knows (its other active peers and
+    /// a few passive ones) so a neighbor that knew nobody else is not left isolated.
+    Leave {
+        /// Peers the receiver may take as passive candidates (at most [`MAX_SAMPLE`]).
+        handover: Vec<PeerInfo>,
+    },
     /// Shuffle random walk.
     Shuffle {
         /// Node that started the shuffle.
@@ -605,7 +611,15 @@ impl HyParView {
                     }
                 }
             }
-            HvMsg::Leave => {
+            HvMsg::Leave { handover } => {
+                if handover.len() > MAX_SAMPLE {
+                    return Err(OverlayError::rejected("leave", "handover too large"));
+                }
+                let handover: Vec<PeerInfo> = handover
+                    .into_iter()
+                    .filter(|p| p.name() != from.name())
+                    .collect();
+                self.integrate(&handover, &BTreeSet::new());
                 self.passive.remove(from.name());
                 self.contacts.remove(from.name());
                 self.recent.retain(|p| p.name() != from.name());
@@ -720,8 +734,23 @@ impl Overlay for HyParView {
 
     fn leave(&mut self, _now: Instant, out: &mut Vec<OverlayOutput>) {
         let active: Vec<PeerInfo> = self.active.values().cloned().collect();
+        // Each neighbor gets the other neighbors and a few passive peers: the leaver may have
+        // been its only link to the cluster (a joiner whose walks had not landed yet).
+        let passive: Vec<NodeName> = self.passive.keys().cloned().collect();
+        let spare: Vec<PeerInfo> = self
+            .sample_of(passive, self.cfg.shuffle_k_passive)
+            .iter()
+            .map(|n| self.passive[n].clone())
+            .collect();
         for p in &active {
-            self.send(p, HvMsg::Leave, out);
+            let handover: Vec<PeerInfo> = active
+                .iter()
+                .filter(|o| o.name() != p.name())
+                .chain(spare.iter())
+                .take(MAX_SAMPLE)
+                .cloned()
+                .collect();
+            self.send(p, HvMsg::Leave { handover }, out);
         }
         for p in &active {
             self.drop_active(p.name(), false, out);
@@ -1247,7 +1276,8 @@ mod tests {
     #[test]
     fn explicit_leave_drops_the_leaver_everywhere_and_promotes() {
         let mut h = with_views(&[10, 11], &[20], HyParViewConfig::default());
-        let out = msg(&mut h, &peer("a10", 10), HvMsg::Leave);
+        let leave = HvMsg::Leave { handover: vec![] };
+        let out = msg(&mut h, &peer("a10", 10), leave);
         assert!(!h.active.contains_key(peer("a10", 10).name()));
         assert!(!h.passive.contains_key(peer("a10", 10).name()));
         assert!(sends(&out)
@@ -1256,9 +1286,64 @@ mod tests {
         // The leaving side tells its active peers and empties its views.
         let mut out = vec![];
         h.leave(Instant::ZERO, &mut out);
-        assert!(sends(&out).iter().all(|(_, m)| *m == HvMsg::Leave));
+        let sent = sends(&out);
+        assert!(!sent.is_empty());
+        assert!(sent.iter().all(|(_, m)| matches!(m, HvMsg::Leave { .. })));
         assert!(h.active.is_empty() && h.passive.is_empty());
         assert!(h.members().is_empty());
+    }
+
+    #[test]
+    fn a_leaver_hands_each_neighbor_its_other_peers() {
+        let mut h = with_views(&[10, 11, 12], &[20, 21], HyParViewConfig::default());
+        let mut out = vec![];
+        h.leave(Instant::ZERO, &mut out);
+        let sent = sends(&out);
+        assert_eq!(sent.len(), 3);
+        for (to, m) in sent {
+            let HvMsg::Leave { handover } = m else {
+                panic!("{m:?}")
+            };
+            let mut got: Vec<String> = handover
+                .iter()
+                .map(|p| p.name().short_name().to_string())
+                .collect();
+            got.sort();
+            let mut want: Vec<String> = ["a10", "a11", "a12", "p20", "p21"]
+                .iter()
+                .filter(|n| **n != to)
+                .map(|n| n.to_string())
+                .collect();
+            want.sort();
+            assert_eq!(got, want, "handover to {to}");
+        }
+    }
+
+    #[test]
+    fn a_neighbor_left_with_nobody_else_takes_the_handover_and_asks_it() {
+        // A joiner whose only link was its contact: the contact leaves before any walk landed.
+        let mut h = with_views(&[10], &[], HyParViewConfig::default());
+        let handover = vec![peer("x", 30), peer("me", 1), peer("a10", 10)];
+        let out = msg(&mut h, &peer("a10", 10), HvMsg::Leave { handover });
+        // Neither itself nor the leaver became candidates; the handed-over peer is asked with
+        // high priority at once (the active view is empty).
+        assert_eq!(names(h.passive_view()), vec!["x"]);
+        assert_eq!(
+            sends(&out),
+            vec![("x".into(), HvMsg::NeighborRequest { high: true })]
+        );
+        // An oversized handover is refused whole.
+        let mut h = with_views(&[10], &[], HyParViewConfig::default());
+        let huge = vec![peer("z", 70); MAX_SAMPLE + 1];
+        let mut out = vec![];
+        let r = h.on_message(
+            &peer("a10", 10),
+            OverlayMsg::HyParView(HvMsg::Leave { handover: huge }),
+            Instant::ZERO,
+            &mut out,
+        );
+        assert!(r.is_err() && out.is_empty());
+        assert_eq!(names(h.active_view()), vec!["a10"]);
     }
 
     #[test]
