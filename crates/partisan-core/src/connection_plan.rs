@@ -12,7 +12,8 @@
 //! A peer is wanted for one or more reasons ([`Want`]): by the user (`connect`), by the
 //! overlay, or transiently (to deliver a protocol message to a node the overlay does not keep,
 //! such as a shuffle reply). A transient want dials only the `membership` channel's first lane
-//! and lapses after its time to live; when the last reason goes, the peer's connections close.
+//! and lapses after its time to live; when the last reason goes, the connections this node
+//! dialed close (those the peer dialed stay while it wants them; `forget` closes everything).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -180,6 +181,8 @@ enum Slot {
     Up {
         conn: ConnId,
         creation: Creation,
+        /// This node dialed it (else the peer did, and still wants it).
+        dialed: bool,
     },
 }
 
@@ -368,32 +371,47 @@ impl ConnectionPlan {
             Want::Transient { .. } => peer.reasons.transient_until = None,
         }
         if !peer.reasons.any() {
-            self.drop_peer(node, out);
+            self.drop_peer(node, false, out);
         }
     }
 
-    /// Withdraws every reason to want `node` and closes its connections.
+    /// Withdraws every reason to want `node` and closes all its connections, those the peer
+    /// dialed included.
     pub fn forget(&mut self, node: &NodeName, out: &mut Vec<PlanOutput>) {
-        if self.peers.contains_key(node) {
-            self.drop_peer(node, out);
+        if let Some(peer) = self.peers.get_mut(node) {
+            peer.reasons = Reasons::default();
+            self.drop_peer(node, true, out);
         }
     }
 
-    fn drop_peer(&mut self, node: &NodeName, out: &mut Vec<PlanOutput>) {
-        let Some(peer) = self.peers.remove(node) else {
+    /// Closes the connections to an unwanted `node` that this node dialed (all of them with
+    /// `all`) and stops dialing. Connections the peer dialed stay: it still wants them, and
+    /// closing them would look like a failure on its side (a HyParView neighbor that merely
+    /// answered our shuffle would drop us from its active view).
+    fn drop_peer(&mut self, node: &NodeName, all: bool, out: &mut Vec<PlanOutput>) {
+        let Some(peer) = self.peers.get_mut(node) else {
             return;
         };
         let was_up = peer.up_count() > 0;
-        for slot in peer.slots.values() {
-            if let Slot::Up { conn, .. } = *slot {
-                out.push(PlanOutput::Close {
+        for slot in peer.slots.values_mut() {
+            match *slot {
+                Slot::Up { dialed: false, .. } if !all => continue,
+                Slot::Up { conn, .. } => out.push(PlanOutput::Close {
                     conn,
                     reason: CloseReason::Unwanted,
-                });
+                }),
+                _ => {}
             }
+            *slot = Slot::Idle {
+                failures: 0,
+                retry_at: None,
+            };
         }
-        if was_up {
-            out.push(PlanOutput::PeerDown { node: node.clone() });
+        if peer.up_count() == 0 {
+            self.peers.remove(node);
+            if was_up {
+                out.push(PlanOutput::PeerDown { node: node.clone() });
+            }
         }
     }
 
@@ -425,7 +443,7 @@ impl ConnectionPlan {
                 return Err(RefuseCode::Simultaneous);
             }
         }
-        Ok(self.install(conn, peer, key, now, out))
+        Ok(self.install(conn, peer, key, false, now, out))
     }
 
     /// A dial reported established (the acceptor admitted it). Returns the connection it
@@ -467,7 +485,7 @@ impl ConnectionPlan {
             }
             _ => return Err(CloseReason::Unwanted),
         }
-        Ok(self.install(conn, peer, key, now, out))
+        Ok(self.install(conn, peer, key, true, now, out))
     }
 
     /// A dial failed before being established.
@@ -514,7 +532,7 @@ impl ConnectionPlan {
                 if let (DialFailure::Permanent(reason), false) = (&failure, known) {
                     let reason = reason.clone();
                     if self.peers.contains_key(name) {
-                        self.drop_peer(name, out);
+                        self.drop_peer(name, true, out);
                         out.push(PlanOutput::GaveUp {
                             target: target.clone(),
                             reason,
@@ -611,7 +629,7 @@ impl ConnectionPlan {
             peer.reasons.transient_until = None;
             if !peer.reasons.any() {
                 let never_reached = peer.up_count() == 0;
-                self.drop_peer(&name, out);
+                self.drop_peer(&name, false, out);
                 if never_reached {
                     out.push(PlanOutput::Unreachable { node: name });
                 }
@@ -678,6 +696,7 @@ impl ConnectionPlan {
         conn: ConnId,
         hello: &PeerHello,
         key: SlotKey,
+        dialed: bool,
         _now: Instant,
         out: &mut Vec<PlanOutput>,
     ) -> Option<ConnId> {
@@ -716,6 +735,7 @@ impl ConnectionPlan {
             Slot::Up {
                 conn,
                 creation: hello.creation(),
+                dialed,
             },
         ) {
             Some(Slot::Up { conn: old, .. }) if old != conn => Some(old),
@@ -1198,6 +1218,53 @@ mod want_tests {
             node: b.name().clone()
         }));
         assert!(!p.is_wanted(b.name()));
+    }
+
+    #[test]
+    fn a_lapsing_want_closes_only_what_this_node_dialed() {
+        // b wants us and dialed our data lanes; we reached it transiently (a shuffle reply).
+        let mut p = plan();
+        let b = spec("b@h", 2);
+        let mut out = vec![];
+        let ttl = Duration::from_secs(5);
+        p.want(b.clone(), Want::Transient { ttl }, Instant::ZERO, &mut out);
+        let t = DialTarget::Node(b.name().clone());
+        let hm = hello(&b, "membership", 0);
+        p.on_established(ConnId(1), &t, &hm, Instant::ZERO, &mut out)
+            .unwrap();
+        for lane in 0..2u16 {
+            let h = hello(&b, "data", lane);
+            p.admit(ConnId(10 + u64::from(lane)), &h, Instant::ZERO, &mut out)
+                .unwrap();
+        }
+        out.clear();
+        p.on_tick(Instant::ZERO + ttl, &mut out);
+        // Only our dial closes: b keeps its lanes and sees no failure.
+        assert_eq!(
+            out,
+            vec![PlanOutput::Close {
+                conn: ConnId(1),
+                reason: CloseReason::Unwanted
+            }]
+        );
+        assert!(!p.is_wanted(b.name()));
+        // b redials the lane it still wants: admitted, no stale dialing state refuses it.
+        out.clear();
+        assert_eq!(p.admit(ConnId(20), &hm, Instant::ZERO, &mut out), Ok(None));
+        // forget closes everything, the peer's own dials included.
+        out.clear();
+        p.forget(b.name(), &mut out);
+        let closed: Vec<ConnId> = out
+            .iter()
+            .filter_map(|o| match o {
+                PlanOutput::Close { conn, .. } => Some(*conn),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(closed, vec![ConnId(10), ConnId(11), ConnId(20)]);
+        assert!(out.contains(&PlanOutput::PeerDown {
+            node: b.name().clone()
+        }));
     }
 
     #[test]

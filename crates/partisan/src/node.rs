@@ -560,8 +560,9 @@ impl Node {
         }
     }
 
-    /// Stops wanting `node`: its connections are closed cleanly and not redialed (the peer may
-    /// still dial us if it wants us).
+    /// Stops wanting `node`: the connections this node dialed to it are closed cleanly and not
+    /// redialed. Connections the peer dialed stay while it wants us (closing them would only
+    /// make it redial, and look like a failure to its overlay).
     pub async fn disconnect(&self, node: &NodeName) {
         let _ = self
             .shared

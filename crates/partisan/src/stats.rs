@@ -197,6 +197,7 @@ pub struct StatsSnapshot {
     pub connections_closed: u64,
     /// Overlay messages from peers dropped as malformed or inconsistent (state unchanged).
     pub overlay_rejected: u64,
-    /// Overlay messages dropped because a peer could not be reached in time.
+    /// Overlay messages dropped: the peer could not be reached in time, or its lane queue was
+    /// full or closing when the message was handed to it.
     pub overlay_dropped: u64,
 }

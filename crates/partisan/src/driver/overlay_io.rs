@@ -201,8 +201,17 @@ impl Driver {
         if &name == self.shared.spec.name() {
             return;
         }
-        if self.push_control(&name, &msg) {
-            return;
+        match self.push_control(&name, &msg) {
+            Pushed::Queued => return,
+            Pushed::Dropped => {
+                // Connected but its lane queue is full or closing: overlay protocols are
+                // periodic and tolerate loss, so drop it rather than keep a message that could
+                // arrive stale on some later connection.
+                tracing::debug!(peer = %name, "overlay message dropped: lane queue full or closed");
+                self.shared.stats.node.overlay_dropped.fetch_add(1, Relaxed);
+                return;
+            }
+            Pushed::NotConnected => {}
         }
         let q = self.pending.entry(name.clone()).or_default();
         if q.len() >= PENDING_PER_PEER {
@@ -219,18 +228,20 @@ impl Driver {
         );
     }
 
-    /// Queues a control frame on a lane to `node` (the membership channel, else any);
-    /// returns whether it was queued.
-    fn push_control(&self, node: &NodeName, msg: &OverlayMsg) -> bool {
+    /// Queues a control frame on a lane to `node` (the membership channel, else any).
+    fn push_control(&self, node: &NodeName, msg: &OverlayMsg) -> Pushed {
         let table = &self.shared.table;
         let route = table
             .route(node, &ChannelName::membership(), None, false)
             .or_else(|_| table.route(node, &ChannelName::default_channel(), None, true));
         let Ok(route) = route else {
-            return false;
+            return Pushed::NotConnected;
         };
         let frame = Message::Control(Control::Overlay(msg.clone()));
-        route.lane.queue.push_control(&frame).is_ok()
+        match route.lane.queue.push_control(&frame) {
+            Ok(()) => Pushed::Queued,
+            Err(_) => Pushed::Dropped,
+        }
     }
 
     pub(super) fn flush_pending(&mut self, node: &NodeName) {
@@ -239,12 +250,18 @@ impl Driver {
         };
         let mut q = q.into_iter();
         while let Some(m) = q.next() {
-            if !self.push_control(node, &m) {
-                // Lane went away again: keep the rest for the next connection.
-                let rest: std::collections::VecDeque<OverlayMsg> =
-                    std::iter::once(m).chain(q).collect();
-                self.pending.insert(node.clone(), rest);
-                return;
+            match self.push_control(node, &m) {
+                Pushed::Queued => {}
+                Pushed::Dropped => {
+                    self.shared.stats.node.overlay_dropped.fetch_add(1, Relaxed);
+                }
+                Pushed::NotConnected => {
+                    // Lane went away again: keep the rest for the next connection.
+                    let rest: std::collections::VecDeque<OverlayMsg> =
+                        std::iter::once(m).chain(q).collect();
+                    self.pending.insert(node.clone(), rest);
+                    return;
+                }
             }
         }
     }
@@ -268,4 +285,14 @@ impl Driver {
             let _ = self.shared.events.send(e);
         }
     }
+}
+
+/// What became of an overlay message handed to a peer's lane.
+enum Pushed {
+    /// On a lane queue.
+    Queued,
+    /// The peer is connected but the lane refused it (full or closing); counted as dropped.
+    Dropped,
+    /// No lane to the peer: kept pending while a connection is made.
+    NotConnected,
 }
