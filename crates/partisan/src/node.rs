@@ -443,14 +443,70 @@ impl NodeBuilder {
             listen = ?shared.spec.listen_addrs(),
             "node started"
         );
-        Ok(Node { shared })
+        let stop_on_drop = Arc::new(StopOnDrop(shared.clone()));
+        Ok(Node {
+            shared,
+            _stop_on_drop: stop_on_drop,
+        })
     }
 }
 
 /// A running node. Cheap to clone; every clone is the same node.
+///
+/// The node runs until [`Node::shutdown`], or until the last handle is dropped (every clone,
+/// and every [`Process`] of the node, which holds one): then it shuts down the same way in the
+/// background (on the Tokio runtime current at the drop; without one, connections are cut
+/// without a goodbye). Call `shutdown().await` to know when it is done.
 #[derive(Clone)]
 pub struct Node {
     pub(crate) shared: Arc<Shared>,
+    _stop_on_drop: Arc<StopOnDrop>,
+}
+
+/// Shuts the node down when the last user handle goes (the node's own tasks hold `Shared`,
+/// not this, so they never keep it alive).
+struct StopOnDrop(Arc<Shared>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if self.0.stopped.load(Relaxed) {
+            return;
+        }
+        let shared = self.0.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(stop(shared));
+            }
+            Err(_) => {
+                shared.stopped.store(true, Relaxed);
+                shared.shutdown_conns.cancel();
+                shared.registry.clear();
+                shared.tasks.close();
+            }
+        }
+    }
+}
+
+/// The shutdown sequence of [`Node::shutdown`].
+async fn stop(shared: Arc<Shared>) {
+    if shared.stopped.swap(true, Relaxed) {
+        shared.tasks.wait().await;
+        return;
+    }
+    let (tx, rx) = oneshot::channel();
+    if shared
+        .driver
+        .send(DriverCmd::Shutdown { reply: tx })
+        .await
+        .is_ok()
+    {
+        let _ = tokio::time::timeout(Duration::from_secs(3), rx).await;
+    }
+    shared.shutdown_conns.cancel();
+    shared.registry.clear();
+    shared.tasks.close();
+    shared.tasks.wait().await;
+    tracing::info!(node = %shared.spec.name(), "node stopped");
 }
 
 impl std::fmt::Debug for Node {
@@ -785,24 +841,6 @@ impl Node {
     /// goodbye (cut after 2 s if a peer does not answer), ends every mailbox, and waits for the
     /// node's own tasks. Idempotent.
     pub async fn shutdown(&self) {
-        if self.shared.stopped.swap(true, Relaxed) {
-            self.shared.tasks.wait().await;
-            return;
-        }
-        let (tx, rx) = oneshot::channel();
-        if self
-            .shared
-            .driver
-            .send(DriverCmd::Shutdown { reply: tx })
-            .await
-            .is_ok()
-        {
-            let _ = tokio::time::timeout(Duration::from_secs(3), rx).await;
-        }
-        self.shared.shutdown_conns.cancel();
-        self.shared.registry.clear();
-        self.shared.tasks.close();
-        self.shared.tasks.wait().await;
-        tracing::info!(node = %self.name(), "node stopped");
+        stop(self.shared.clone()).await;
     }
 }

@@ -783,3 +783,36 @@ async fn nothing_larger_than_the_peer_accepts_is_sent() {
     small.shutdown().await;
     big.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_every_handle_stops_the_node() {
+    let a = node("drop_a", "c").await;
+    let b = node("drop_b", "c").await;
+    let b_addr = b.listen_addrs()[0];
+    a.connect(b_addr).await.unwrap();
+    let b_name = b.name().clone();
+    let process = b.process();
+    let mut inbox = a.process_named("inbox").unwrap();
+    let to = Node::name_on(a.name(), "inbox").unwrap();
+    drop(b);
+    // A process holds its node: still running, still sending.
+    process
+        .node()
+        .send(&to, "alive", &SendOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        &inbox.recv_timeout(WAIT).await.unwrap().payload[..],
+        b"alive"
+    );
+    assert!(a.is_connected(&b_name));
+    drop(process);
+    eventually("b's connections closed", || !a.is_connected(&b_name)).await;
+    // Its listener is gone too: nothing answers there any more.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while TcpStream::connect(b_addr).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "b still listening");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.shutdown().await;
+}
