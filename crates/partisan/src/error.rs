@@ -59,7 +59,7 @@ pub enum SendError {
     /// The lane's queue is full (only from non-waiting sends).
     #[error("send queue to {0} is full")]
     Full(NodeName),
-    /// The connection or the node is shutting down.
+    /// This node is shutting down or stopped.
     #[error("connection or node closed")]
     Closed,
     /// A typed payload could not be encoded.

@@ -55,7 +55,7 @@ impl FrameHead<'_> {
     fn max_len(self) -> usize {
         match self {
             FrameHead::User(h) => {
-                24 + match &h.to {
+                32 + match &h.to {
                     Target::Name(n) => n.as_str().len(),
                     _ => 0,
                 }
@@ -160,6 +160,13 @@ impl LaneQueue {
     pub(crate) fn try_push(&self, head: FrameHead<'_>, payload: &Bytes) -> Result<(), PushError> {
         if self.overflow == Overflow::DropOldest {
             return self.push_latest(head, payload);
+        }
+        // Too large for any frame: say so at once, not after waiting for room.
+        if payload.len() >= self.max_frame_len {
+            return Err(PushError::TooLarge(EncodeError::TooLarge {
+                len: payload.len(),
+                max: self.max_frame_len,
+            }));
         }
         let mut g = self.inner.lock();
         if g.closed {
@@ -413,6 +420,22 @@ mod tests {
             }
         }
         ids
+    }
+
+    #[tokio::test]
+    async fn a_message_over_the_frame_limit_fails_at_once_even_on_a_full_queue() {
+        let q = queue(64 * 1024, Overflow::Block);
+        q.try_push((&header(1)).into(), &Bytes::from(vec![0u8; 60 * 1024]))
+            .unwrap();
+        let big = Bytes::from(vec![0u8; 2 << 20]);
+        // Would wait for room forever-ish if the size were checked after the capacity.
+        let r = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            q.push((&header(2)).into(), &big),
+        )
+        .await
+        .expect("push returned at once");
+        assert!(matches!(r, Err(PushError::TooLarge(_))), "{r:?}");
     }
 
     #[tokio::test]

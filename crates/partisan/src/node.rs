@@ -138,6 +138,9 @@ impl Shared {
         opts: &SendOptions,
         wait: bool,
     ) -> Result<(), SendError> {
+        if self.stopped.load(Relaxed) {
+            return Err(SendError::Closed);
+        }
         let node = dest.node();
         if node == self.spec.name() {
             return self.send_local(from, dest, payload, wait).await;

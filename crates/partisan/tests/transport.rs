@@ -557,6 +557,14 @@ async fn undeliverable_sends_return_errors() {
         Err(ConnectError::SelfConnect(_))
     ));
     a.shutdown().await;
+    // A stopped node refuses every send, local or remote, with one clear error.
+    let here = Node::name_on(a.name(), "x").unwrap();
+    for to in [&remote, &here] {
+        assert!(matches!(
+            a.send(to, "late", &SendOptions::default()).await,
+            Err(SendError::Closed)
+        ));
+    }
     b.shutdown().await;
 }
 

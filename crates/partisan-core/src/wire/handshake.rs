@@ -232,9 +232,10 @@ pub fn decode(body: &[u8]) -> Result<HandshakeMsg, HandshakeError> {
         Err(e) => Err(e),
     };
     match (theirs == PROTOCOL_VERSION, msg) {
-        (_, Ok(HandshakeMsg::Refused { code, detail })) => {
-            Err(HandshakeError::Refused { code, detail })
-        }
+        (_, Ok(HandshakeMsg::Refused { code, detail })) => Err(HandshakeError::Refused {
+            code,
+            detail: printable_detail(&detail),
+        }),
         (true, Ok(m)) => Ok(m),
         (true, Err(e)) => Err(HandshakeError::Malformed(e.to_string())),
         (false, _) => Err(HandshakeError::Version {
@@ -242,6 +243,24 @@ pub fn decode(body: &[u8]) -> Result<HandshakeMsg, HandshakeError> {
             theirs,
         }),
     }
+}
+
+/// Longest refusal detail kept from a peer, in characters.
+pub const MAX_REFUSAL_DETAIL: usize = 256;
+
+/// A peer's refusal text as it may be logged: the peer is not authenticated when it refuses,
+/// so its text is cut to [`MAX_REFUSAL_DETAIL`] characters and control characters (newlines,
+/// terminal escapes) are replaced.
+fn printable_detail(detail: &str) -> String {
+    let mut out: String = detail
+        .chars()
+        .take(MAX_REFUSAL_DETAIL)
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect();
+    if detail.chars().nth(MAX_REFUSAL_DETAIL).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// What a finished handshake established about the peer.
@@ -621,6 +640,19 @@ mod tests {
             panic!("dialer must be established after Welcome")
         };
         Ok((dialer_seen, acceptor_seen))
+    }
+
+    #[test]
+    fn a_peers_refusal_text_is_cut_and_made_printable() {
+        let long = format!("bad\n\x1b[31mred{}", "x".repeat(10_000));
+        let frame = encode_refusal(RefuseCode::Protocol, long);
+        let Err(HandshakeError::Refused { code, detail }) = decode(&body(&frame)) else {
+            panic!("a refusal decodes as one")
+        };
+        assert_eq!(code, RefuseCode::Protocol);
+        assert!(detail.starts_with("bad\u{fffd}\u{fffd}[31mred"), "{detail}");
+        assert!(!detail.chars().any(char::is_control));
+        assert_eq!(detail.chars().count(), MAX_REFUSAL_DETAIL + 1);
     }
 
     #[test]
