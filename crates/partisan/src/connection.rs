@@ -40,6 +40,9 @@ pub(crate) struct ConnCtx {
     pub(crate) conn: ConnId,
     pub(crate) peer: NodeName,
     pub(crate) peer_creation: Creation,
+    /// The peer relays for others (a client-server `server`): it may hand us relayed messages
+    /// whose origin is another node.
+    pub(crate) peer_relays: bool,
     pub(crate) channel: ChannelName,
     pub(crate) lane: u16,
     pub(crate) queue: Arc<LaneQueue>,

@@ -84,6 +84,19 @@ impl Shared {
 
     /// A relayed message read from a connection: deliver it here or pass it on.
     pub(crate) async fn on_relay(&self, ctx: &ConnCtx, header: RelayHeader, payload: Bytes) {
+        // The origin is only as good as the hop that vouches for it: a first hop must come
+        // from the origin itself (its run included); later hops only from a relay.
+        let direct = header.origin == ctx.peer && header.origin_creation == ctx.peer_creation;
+        if !(direct || (ctx.peer_relays && header.hops > 1)) {
+            self.stats.node.overlay_rejected.fetch_add(1, Relaxed);
+            tracing::warn!(
+                peer = %ctx.peer,
+                origin = %header.origin,
+                hops = header.hops,
+                "relayed message dropped: origin not vouched for by the sending peer"
+            );
+            return;
+        }
         if &header.dest == self.spec.name() {
             return self.deliver_relayed(header, payload).await;
         }

@@ -195,7 +195,8 @@ pub struct StatsSnapshot {
     pub connections_opened: u64,
     /// Connections closed.
     pub connections_closed: u64,
-    /// Overlay messages from peers dropped as malformed or inconsistent (state unchanged).
+    /// Overlay messages from peers dropped as malformed or inconsistent (state unchanged), and
+    /// relayed messages whose origin the sending peer cannot vouch for.
     pub overlay_rejected: u64,
     /// Overlay messages dropped: the peer could not be reached in time, or its lane queue was
     /// full or closing when the message was handed to it.

@@ -824,3 +824,40 @@ async fn dropping_every_handle_stops_the_node() {
     }
     a.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_message_needs_a_peer_that_can_vouch_for_its_origin() {
+    use partisan::partisan_core::wire::{encode_relay_head, RelayHeader, RelayTarget};
+    let a = node("vouch_a", "c").await;
+    let mut inbox = a.process_named("inbox").unwrap();
+    let mut raw = raw_authenticated(&a, "vouch_raw", "c", 0).await;
+    let relay = |origin: &str, text: &'static [u8]| {
+        let header = RelayHeader {
+            origin: origin.parse().unwrap(),
+            origin_creation: 1,
+            dest: a.name().clone(),
+            to: RelayTarget::Name(partisan::ProcessName::new("inbox").unwrap()),
+            from: None,
+            partition_key: None,
+            hops: 1,
+        };
+        let mut out = bytes::BytesMut::new();
+        encode_relay_head(&mut out, &header, text.len(), 1 << 20).unwrap();
+        out.extend_from_slice(text);
+        out
+    };
+    // A plain peer claiming to relay for another node: dropped and counted, connection kept.
+    raw.write_all(&relay("victim@127.0.0.1", b"forged"))
+        .await
+        .unwrap();
+    eventually("forged relay rejected", || a.stats().overlay_rejected == 1).await;
+    // The same peer relaying its own message (a first hop) is delivered.
+    raw.write_all(&relay("vouch_raw@127.0.0.1", b"genuine"))
+        .await
+        .unwrap();
+    let got = inbox.recv_timeout(WAIT).await.unwrap();
+    assert_eq!(&got.payload[..], b"genuine");
+    assert_eq!(a.stats().bad_frames, 0);
+    drop(raw);
+    a.shutdown().await;
+}

@@ -223,6 +223,9 @@ impl Driver {
             conn,
             peer: peer.spec().name().clone(),
             peer_creation: peer.creation(),
+            peer_relays: partisan_core::overlay::client_server::Role::from_tag(
+                peer.identity.tag.as_ref(),
+            ) == Some(partisan_core::overlay::client_server::Role::Server),
             channel: peer.channel.clone(),
             lane: peer.lane,
             queue,
