@@ -102,6 +102,7 @@ pub(crate) struct NodeCounters {
     pub(crate) connections_closed: AtomicU64,
     pub(crate) overlay_rejected: AtomicU64,
     pub(crate) overlay_dropped: AtomicU64,
+    pub(crate) peers_known: AtomicU64,
 }
 
 /// Every counter of a node.
@@ -153,6 +154,7 @@ impl Stats {
             connections_closed: n.connections_closed.load(Relaxed),
             overlay_rejected: n.overlay_rejected.load(Relaxed),
             overlay_dropped: n.overlay_dropped.load(Relaxed),
+            peers_known: n.peers_known.load(Relaxed),
         }
     }
 }
@@ -201,4 +203,7 @@ pub struct StatsSnapshot {
     /// Overlay messages dropped: the peer could not be reached in time, or its lane queue was
     /// full or closing when the message was handed to it.
     pub overlay_dropped: u64,
+    /// Peers whose handshake identity this node keeps: those connected or still wanted. A
+    /// peer that is neither is forgotten, so churn of peers does not grow memory.
+    pub peers_known: u64,
 }

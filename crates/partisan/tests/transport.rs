@@ -861,3 +861,24 @@ async fn a_relayed_message_needs_a_peer_that_can_vouch_for_its_origin() {
     drop(raw);
     a.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_neither_connected_nor_wanted_is_forgotten() {
+    let a = node("forget_a", "c").await;
+    let b = node("forget_b", "c").await;
+    a.connect(b.listen_addrs()[0]).await.unwrap();
+    assert!(a.wait_fully_connected(b.name(), WAIT).await);
+    eventually("both know each other", || {
+        a.stats().peers_known == 1 && b.stats().peers_known == 1
+    })
+    .await;
+    // a lets go; b never wanted a: every lane closes and both forget the other.
+    a.disconnect(b.name()).await;
+    eventually("both forgot", || {
+        a.stats().peers_known == 0 && b.stats().peers_known == 0
+    })
+    .await;
+    assert!(a.nodes().is_empty() && b.nodes().is_empty());
+    a.shutdown().await;
+    b.shutdown().await;
+}

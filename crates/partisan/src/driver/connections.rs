@@ -85,6 +85,24 @@ impl Driver {
         self.plan.unwant(node, Want::User, &mut self.out);
     }
 
+    fn remember_identity(&mut self, id: partisan_core::wire::handshake::Identity) {
+        self.identities.insert(id.spec.name().clone(), id);
+        self.publish_known();
+    }
+
+    fn forget_identity(&mut self, node: &NodeName) {
+        if self.identities.remove(node).is_some() {
+            self.publish_known();
+        }
+    }
+
+    fn publish_known(&self) {
+        self.shared.stats.node.peers_known.store(
+            self.identities.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
     pub(super) fn admit(
         &mut self,
         conn: ConnId,
@@ -233,8 +251,7 @@ impl Driver {
             cancel: self.shared.shutdown_conns.child_token(),
         });
         self.conns.insert(conn, ctx.clone());
-        self.identities
-            .insert(peer.spec().name().clone(), peer.identity.clone());
+        self.remember_identity(peer.identity.clone());
         self.shared
             .stats
             .node
@@ -283,7 +300,7 @@ impl Driver {
             PlanOutput::PeerUp { hello } => {
                 let name = hello.spec().name().clone();
                 tracing::info!(peer = %name, creation = hello.creation(), "peer up");
-                self.identities.insert(name.clone(), hello.identity.clone());
+                self.remember_identity(hello.identity.clone());
                 for w in self.node_waiters.remove(&name).unwrap_or_default() {
                     let _ = w.send(Ok(name.clone()));
                 }
@@ -302,6 +319,11 @@ impl Driver {
                 tracing::info!(peer = %node, "peer down");
                 self.overlay.on_peer_down(&node, now, &mut self.overlay_out);
                 self.membership_dirty = true;
+                if !self.plan.is_wanted(&node) {
+                    // Neither connected nor wanted: nothing needs its identity any more (the
+                    // overlay keeps what it needs in its own views).
+                    self.forget_identity(&node);
+                }
             }
             PlanOutput::Resolved { addr, hello } => {
                 let name = hello.spec().name().clone();
@@ -318,6 +340,11 @@ impl Driver {
             }
             PlanOutput::Unreachable { node } => {
                 let dropped = self.pending.remove(&node).map_or(0, |q| q.len());
+                self.shared
+                    .stats
+                    .node
+                    .overlay_dropped
+                    .fetch_add(dropped as u64, std::sync::atomic::Ordering::Relaxed);
                 tracing::debug!(peer = %node, dropped, "peer unreachable");
                 self.overlay
                     .on_unreachable(&node, now, &mut self.overlay_out);
