@@ -286,7 +286,23 @@ fn bad_frame(ctx: &ConnCtx) {
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Received payloads up to this size are copied out of the read buffer before delivery.
+/// Larger ones are delivered as slices of it (no copy); a small one kept as a slice would pin
+/// the whole read buffer (64 KiB and up) for as long as it lives, so a mailbox backlog or an
+/// application keeping small values could hold far more memory than the bytes it counts.
+const COPY_PAYLOAD_MAX: usize = 1024;
+
+/// A received payload as it is delivered: small ones copied out of the read buffer.
+pub(crate) fn unpinned(payload: Bytes) -> Bytes {
+    if payload.len() <= COPY_PAYLOAD_MAX {
+        Bytes::copy_from_slice(&payload)
+    } else {
+        payload
+    }
+}
+
 async fn deliver(ctx: &ConnCtx, to: Target, from: Option<u64>, payload: Bytes) {
+    let payload = unpinned(payload);
     let env = Envelope {
         from: from.map(|id| Pid {
             node: ctx.peer.clone(),

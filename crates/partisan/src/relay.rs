@@ -158,7 +158,7 @@ impl Shared {
                 id,
             }),
             via,
-            payload,
+            payload: crate::connection::unpinned(payload),
         };
         let target = match &header.to {
             RelayTarget::Pid { id, .. } => LocalTarget::Pid(*id),

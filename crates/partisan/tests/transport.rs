@@ -882,3 +882,33 @@ async fn a_peer_neither_connected_nor_wanted_is_forgotten() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_received_payload_owns_its_memory() {
+    let a = node("own_a", "c").await;
+    let b = node("own_b", "c").await;
+    a.connect(b.listen_addrs()[0]).await.unwrap();
+    let mut inbox = b.process_named("inbox").unwrap();
+    let to = Node::name_on(b.name(), "inbox").unwrap();
+    for i in 0..50u8 {
+        a.send(&to, vec![i; 64], &SendOptions::default())
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        let m = inbox.recv_timeout(WAIT).await.unwrap();
+        assert_eq!(m.payload.len(), 64);
+        // Not a slice of the connection's read buffer, which it would keep alive.
+        assert!(
+            m.payload.is_unique(),
+            "message {} shares its buffer",
+            m.payload[0]
+        );
+        seen.push(m.payload[0]);
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..50u8).collect::<Vec<_>>());
+    a.shutdown().await;
+    b.shutdown().await;
+}
