@@ -583,7 +583,8 @@ impl Node {
     /// Connects to a peer and keeps every lane of every channel of its spec up, redialing with
     /// backoff when a connection is lost, until [`Node::disconnect`]. Returns the peer's name
     /// once every lane is up, or an error after `connect_timeout` x 10 (the peer then stays
-    /// wanted and is still redialed).
+    /// wanted and is still redialed: [`Node::cancel_connect`] stops an address nobody answered
+    /// at, [`Node::disconnect`] a node).
     pub async fn connect(&self, target: impl Into<PeerTarget>) -> Result<NodeName, ConnectError> {
         let timeout = (self.shared.cfg.connect_timeout * 10).max(Duration::from_secs(5));
         self.connect_timeout(target, timeout).await
@@ -617,6 +618,24 @@ impl Node {
         } else {
             Err(ConnectError::Timeout(timeout))
         }
+    }
+
+    /// Stops dialing `addr` when it was given by address (`connect`, `join`, seeds) and no node
+    /// has answered there yet; callers still waiting on it get [`ConnectError::GaveUp`].
+    /// Returns whether such an attempt was pending. Once a node answered, use
+    /// [`Node::disconnect`] with its name.
+    pub async fn cancel_connect(&self, addr: SocketAddr) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .shared
+            .driver
+            .send(DriverCmd::CancelAddr { addr, reply: tx })
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        rx.await.unwrap_or(false)
     }
 
     /// Stops wanting `node`: the connections this node dialed to it are closed cleanly and not

@@ -912,3 +912,30 @@ async fn a_small_received_payload_owns_its_memory() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_by_address_can_be_cancelled() {
+    let a = node("cancel_a", "c").await;
+    // Nothing listens there, and no other test binds 127.0.0.78.
+    let dead: std::net::SocketAddr = "127.0.0.78:9".parse().unwrap();
+    let waiting = {
+        let a = a.clone();
+        tokio::spawn(async move { a.connect(dead).await })
+    };
+    // The attempt is registered once the driver has seen it; cancel until it says so.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !a.cancel_connect(dead).await {
+        assert!(tokio::time::Instant::now() < deadline, "never pending");
+        tokio::task::yield_now().await;
+    }
+    let err = waiting.await.unwrap().unwrap_err();
+    assert!(matches!(err, ConnectError::GaveUp(_)), "{err:?}");
+    // Nothing is left to cancel, and a live target is not affected.
+    assert!(!a.cancel_connect(dead).await);
+    let b = node("cancel_b", "c").await;
+    assert_eq!(&a.connect(b.listen_addrs()[0]).await.unwrap(), b.name());
+    assert!(!a.cancel_connect(b.listen_addrs()[0]).await);
+    assert!(a.is_connected(b.name()));
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -85,6 +85,25 @@ impl Driver {
         self.plan.unwant(node, Want::User, &mut self.out);
     }
 
+    /// Stops dialing `addr` if no node answered there yet; its waiters get `GaveUp`.
+    pub(super) fn cancel_addr(&mut self, addr: std::net::SocketAddr) -> bool {
+        let pending = self.plan.pending_addrs().any(|a| *a == addr);
+        self.plan.unwant_addr(&addr);
+        let waiters: Vec<ConnectReply> = self
+            .addr_waiters
+            .remove(&addr)
+            .into_iter()
+            .chain(self.join_addrs.remove(&addr))
+            .flatten()
+            .collect();
+        for w in waiters {
+            let _ = w.send(Err(ConnectError::GaveUp(format!(
+                "connection attempt to {addr} cancelled"
+            ))));
+        }
+        pending
+    }
+
     fn remember_identity(&mut self, id: partisan_core::wire::handshake::Identity) {
         self.identities.insert(id.spec.name().clone(), id);
         self.publish_known();

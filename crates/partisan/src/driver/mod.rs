@@ -50,6 +50,11 @@ pub(crate) enum DriverCmd {
     Disconnect {
         node: NodeName,
     },
+    /// Stop dialing an address that has not answered yet (connect or join by address).
+    CancelAddr {
+        addr: SocketAddr,
+        reply: oneshot::Sender<bool>,
+    },
     /// Join the cluster through a node.
     Join {
         target: ConnectTarget,
@@ -237,6 +242,9 @@ impl Driver {
         match cmd {
             DriverCmd::Connect { target, reply } => self.connect(target, reply),
             DriverCmd::Disconnect { node } => self.disconnect(&node),
+            DriverCmd::CancelAddr { addr, reply } => {
+                let _ = reply.send(self.cancel_addr(addr));
+            }
             DriverCmd::Join { target, reply } => self.join(target, reply),
             DriverCmd::Leave { reply } => {
                 self.leave();
