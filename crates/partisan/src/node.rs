@@ -449,7 +449,7 @@ impl NodeBuilder {
         let stop_on_drop = Arc::new(StopOnDrop(shared.clone()));
         Ok(Node {
             shared,
-            _stop_on_drop: stop_on_drop,
+            _stop_on_drop: Some(stop_on_drop),
         })
     }
 }
@@ -457,13 +457,16 @@ impl NodeBuilder {
 /// A running node. Cheap to clone; every clone is the same node.
 ///
 /// The node runs until [`Node::shutdown`], or until the last handle is dropped (every clone,
-/// and every [`Process`] of the node, which holds one): then it shuts down the same way in the
-/// background (on the Tokio runtime current at the drop; without one, connections are cut
-/// without a goodbye). Call `shutdown().await` to know when it is done.
+/// and every [`Process`] made with [`Node::process`] or [`Node::process_named`], which holds
+/// one): then it shuts down the same way in the background (on the Tokio runtime current at the
+/// drop; without one, connections are cut without a goodbye). Processes started with
+/// [`Node::spawn`] belong to the node and do not keep it running: their mailboxes end when it
+/// stops. Call `shutdown().await` to know when it is done.
 #[derive(Clone)]
 pub struct Node {
     pub(crate) shared: Arc<Shared>,
-    _stop_on_drop: Arc<StopOnDrop>,
+    /// `None` on the handles of spawned processes, which must not keep their node alive.
+    _stop_on_drop: Option<Arc<StopOnDrop>>,
 }
 
 /// Shuts the node down when the last user handle goes (the node's own tasks hold `Shared`,
@@ -711,9 +714,14 @@ impl Node {
     /// A new process with a mailbox, not registered under any name. The process ends (its pid
     /// stops receiving) when the returned handle is dropped.
     pub fn process(&self) -> Process {
+        self.process_on(self.clone())
+    }
+
+    /// A new process whose handle to the node is `node` (guarding or not).
+    fn process_on(&self, node: Node) -> Process {
         let (id, rx, bytes) = self.shared.registry.create();
         Process::new(
-            self.clone(),
+            node,
             Pid {
                 node: self.name().clone(),
                 creation: self.creation(),
@@ -731,14 +739,24 @@ impl Node {
         Ok(p)
     }
 
+    /// A handle that does not keep the node running (for the node's own processes).
+    fn detached(&self) -> Node {
+        Node {
+            shared: self.shared.clone(),
+            _stop_on_drop: None,
+        }
+    }
+
     /// Spawns `f` as a task owning a new process; returns its pid. The task's mailbox ends at
-    /// node shutdown ([`Process::recv`] returns `None`).
+    /// node shutdown ([`Process::recv`] returns `None`). The process belongs to the node: its
+    /// handle ([`Process::node`]) does not keep the node running once every other handle is
+    /// dropped.
     pub fn spawn<F, Fut>(&self, f: F) -> Pid
     where
         F: FnOnce(Process) -> Fut,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
-        let p = self.process();
+        let p = self.process_on(self.detached());
         let pid = p.pid().clone();
         tokio::spawn(f(p));
         pid
@@ -750,7 +768,8 @@ impl Node {
         F: FnOnce(Process) -> Fut,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
-        let p = self.process_named(name)?;
+        let p = self.process_on(self.detached());
+        self.register(name, p.pid())?;
         let pid = p.pid().clone();
         tokio::spawn(f(p));
         Ok(pid)

@@ -65,7 +65,9 @@ impl Process {
         &self.pid
     }
 
-    /// The node the process runs on.
+    /// The node the process runs on. For a process started with [`Node::spawn`] this handle
+    /// (and its clones) does not keep the node running; for one made with [`Node::process`] it
+    /// does.
     pub fn node(&self) -> &Node {
         &self.node
     }

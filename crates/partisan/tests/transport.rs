@@ -879,6 +879,16 @@ async fn a_peer_neither_connected_nor_wanted_is_forgotten() {
     })
     .await;
     assert!(a.nodes().is_empty() && b.nodes().is_empty());
+    // A peer lost first and let go afterwards is forgotten too.
+    let c = node("forget_c", "c").await;
+    a.connect(c.listen_addrs()[0]).await.unwrap();
+    eventually("a knows c", || a.stats().peers_known == 1).await;
+    c.shutdown().await;
+    eventually("c lost", || !a.is_connected(c.name())).await;
+    // Still wanted (redialed): still known.
+    assert_eq!(a.stats().peers_known, 1);
+    a.disconnect(c.name()).await;
+    eventually("c forgotten", || a.stats().peers_known == 0).await;
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -938,4 +948,37 @@ async fn a_connect_by_address_can_be_cancelled() {
     assert!(a.is_connected(b.name()));
     a.shutdown().await;
     b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawned_processes_do_not_keep_their_node_running() {
+    let a = node("spawn_a", "c").await;
+    let b = node("spawn_b", "c").await;
+    a.connect(b.listen_addrs()[0]).await.unwrap();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    // A server loop that would run for ever if its process kept the node alive.
+    b.spawn_named("echo", move |mut p| async move {
+        while let Some(m) = p.recv().await {
+            if let Some(from) = m.from {
+                let _ = p.send(&from, m.payload, &SendOptions::default()).await;
+            }
+        }
+        let _ = done_tx.send(());
+    })
+    .unwrap();
+    let mut me = a.process();
+    let echo = Node::name_on(b.name(), "echo").unwrap();
+    me.send(&echo, "ping", &SendOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(&me.recv_timeout(WAIT).await.unwrap().payload[..], b"ping");
+    let b_name = b.name().clone();
+    drop(b);
+    // The node stopped: the spawned process's mailbox ended and b's connections closed.
+    tokio::time::timeout(WAIT, done_rx)
+        .await
+        .expect("spawned process ended")
+        .unwrap();
+    eventually("b gone", || !a.is_connected(&b_name)).await;
+    a.shutdown().await;
 }

@@ -615,11 +615,13 @@ impl HyParView {
                 if handover.len() > MAX_SAMPLE {
                     return Err(OverlayError::rejected("leave", "handover too large"));
                 }
-                let handover: Vec<PeerInfo> = handover
-                    .into_iter()
-                    .filter(|p| p.name() != from.name())
-                    .collect();
-                self.integrate(&handover, &BTreeSet::new());
+                if !self.left {
+                    let handover: Vec<PeerInfo> = handover
+                        .into_iter()
+                        .filter(|p| p.name() != from.name())
+                        .collect();
+                    self.integrate(&handover, &BTreeSet::new());
+                }
                 self.passive.remove(from.name());
                 self.contacts.remove(from.name());
                 self.recent.retain(|p| p.name() != from.name());
@@ -1344,6 +1346,17 @@ mod tests {
         );
         assert!(r.is_err() && out.is_empty());
         assert_eq!(names(h.active_view()), vec!["a10"]);
+    }
+
+    #[test]
+    fn a_node_that_left_takes_no_handover() {
+        let mut h = with_views(&[10], &[], HyParViewConfig::default());
+        let mut out = vec![];
+        h.leave(Instant::ZERO, &mut out);
+        let handover = vec![peer("x", 30)];
+        let out = msg(&mut h, &peer("a11", 11), HvMsg::Leave { handover });
+        assert!(h.passive_view().is_empty() && h.active_view().is_empty());
+        assert!(sends(&out).is_empty());
     }
 
     #[test]

@@ -31,8 +31,9 @@ use crate::overlay::{OverlayKind, Tag};
 
 /// First bytes of every handshake frame.
 pub const MAGIC: [u8; 4] = *b"PTSN";
-/// Protocol version spoken by this build.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Protocol version spoken by this build. 2: the dialer proves first, identities carry the
+/// frame limit and are bound whole into the proofs (1 had the acceptor prove in its Challenge).
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Why a handshake was refused; sent to the peer in [`HandshakeMsg::Refused`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -785,7 +786,10 @@ mod tests {
         frame[8..10].copy_from_slice(&9u16.to_be_bytes());
         assert_eq!(
             decode(&frame[4..]).unwrap_err(),
-            HandshakeError::Version { ours: 1, theirs: 9 }
+            HandshakeError::Version {
+                ours: PROTOCOL_VERSION,
+                theirs: 9
+            }
         );
         let mut refusal = encode_refusal(RefuseCode::BadCookie, "no").to_vec();
         refusal[8..10].copy_from_slice(&9u16.to_be_bytes());

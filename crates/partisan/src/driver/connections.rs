@@ -109,8 +109,26 @@ impl Driver {
         self.publish_known();
     }
 
-    fn forget_identity(&mut self, node: &NodeName) {
-        if self.identities.remove(node).is_some() {
+    /// Forgets the identity of every lost peer now neither connected nor wanted: nothing needs
+    /// it any more (the overlay keeps what it needs in its own views). Runs after each batch
+    /// of outputs; the set holds only peers lost and still wanted, so this stays cheap.
+    pub(super) fn forget_lost_identities(&mut self) {
+        if self.lost.is_empty() {
+            return;
+        }
+        let lost = std::mem::take(&mut self.lost);
+        let mut forgot = false;
+        for node in lost {
+            if self.shared.table.is_connected(&node) {
+                continue;
+            }
+            if self.plan.is_wanted(&node) {
+                self.lost.insert(node);
+            } else {
+                forgot |= self.identities.remove(&node).is_some();
+            }
+        }
+        if forgot {
             self.publish_known();
         }
     }
@@ -338,11 +356,7 @@ impl Driver {
                 tracing::info!(peer = %node, "peer down");
                 self.overlay.on_peer_down(&node, now, &mut self.overlay_out);
                 self.membership_dirty = true;
-                if !self.plan.is_wanted(&node) {
-                    // Neither connected nor wanted: nothing needs its identity any more (the
-                    // overlay keeps what it needs in its own views).
-                    self.forget_identity(&node);
-                }
+                self.lost.insert(node);
             }
             PlanOutput::Resolved { addr, hello } => {
                 let name = hello.spec().name().clone();

@@ -133,6 +133,9 @@ pub(crate) struct Driver {
     conns: HashMap<ConnId, Arc<ConnCtx>>,
     /// Handshake identities of peers, by name (for the overlay's `PeerInfo`).
     identities: HashMap<NodeName, Identity>,
+    /// Peers that went down: their identity is forgotten once they are neither connected nor
+    /// wanted (often decided later than the PeerDown itself, e.g. by the overlay's reaction).
+    lost: std::collections::BTreeSet<NodeName>,
     pending: HashMap<NodeName, VecDeque<OverlayMsg>>,
     addr_waiters: HashMap<SocketAddr, Vec<ConnectReply>>,
     node_waiters: HashMap<NodeName, Vec<ConnectReply>>,
@@ -165,6 +168,7 @@ impl Driver {
             timers: BTreeMap::new(),
             conns: HashMap::new(),
             identities: HashMap::new(),
+            lost: std::collections::BTreeSet::new(),
             pending: HashMap::new(),
             addr_waiters: HashMap::new(),
             node_waiters: HashMap::new(),
@@ -210,6 +214,9 @@ impl Driver {
                     None => break,
                 },
                 _ = sleep => self.tick(),
+                // Cut short: the graceful shutdown timed out, or the last handle was dropped
+                // where no runtime could run it.
+                _ = self.shared.shutdown_conns.cancelled() => break,
             }
             self.apply();
             if self.shutting_down.is_some() && self.conns.is_empty() {
@@ -314,6 +321,7 @@ impl Driver {
                 self.apply_overlay(o);
             }
         }
+        self.forget_lost_identities();
         if self.membership_dirty {
             self.membership_dirty = false;
             self.publish_membership();
