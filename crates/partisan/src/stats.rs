@@ -200,8 +200,8 @@ pub struct StatsSnapshot {
     /// Overlay messages from peers dropped as malformed or inconsistent (state unchanged), and
     /// relayed messages whose origin the sending peer cannot vouch for.
     pub overlay_rejected: u64,
-    /// Overlay messages dropped: the peer could not be reached in time, or its lane queue was
-    /// full or closing when the message was handed to it.
+    /// Overlay messages dropped: the peer could not be reached in time, or its control queue
+    /// was full when the message was handed to it.
     pub overlay_dropped: u64,
     /// Peers whose handshake identity this node keeps: those connected or still wanted. A
     /// peer that is neither is forgotten, so churn of peers does not grow memory.

@@ -204,10 +204,10 @@ impl Driver {
         match self.push_control(&name, &msg) {
             Pushed::Queued => return,
             Pushed::Dropped => {
-                // Connected but its lane queue is full or closing: overlay protocols are
-                // periodic and tolerate loss, so drop it rather than keep a message that could
-                // arrive stale on some later connection.
-                tracing::debug!(peer = %name, "overlay message dropped: lane queue full or closed");
+                // Connected but its control queue is full: overlay protocols are periodic and
+                // tolerate loss, so drop it rather than keep a message that could arrive stale
+                // on some later connection.
+                tracing::debug!(peer = %name, "overlay message dropped: control queue full");
                 self.shared.stats.node.overlay_dropped.fetch_add(1, Relaxed);
                 return;
             }
@@ -240,6 +240,9 @@ impl Driver {
         let frame = Message::Control(Control::Overlay(msg.clone()));
         match route.lane.queue.push_control(&frame) {
             Ok(()) => Pushed::Queued,
+            // A lane closing but not yet out of the table: as good as not connected (kept for
+            // the next connection, as a lost connection would have it).
+            Err(crate::lane_queue::PushError::Closed) => Pushed::NotConnected,
             Err(_) => Pushed::Dropped,
         }
     }
@@ -291,7 +294,7 @@ impl Driver {
 enum Pushed {
     /// On a lane queue.
     Queued,
-    /// The peer is connected but the lane refused it (full or closing); counted as dropped.
+    /// The peer is connected but its control queue is full; counted as dropped.
     Dropped,
     /// No lane to the peer: kept pending while a connection is made.
     NotConnected,
