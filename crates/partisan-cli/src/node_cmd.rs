@@ -33,6 +33,10 @@ pub struct NodeArgs {
     /// File holding the cluster cookie.
     #[arg(long)]
     cookie_file: Option<PathBuf>,
+    /// File remembering this node's last creation, so a restart is always the newer run even
+    /// if the clock went back (read and rewritten at start).
+    #[arg(long)]
+    creation_file: Option<PathBuf>,
     /// Overlay: full-mesh, hyparview, client-server or static.
     #[arg(long)]
     overlay: Option<String>,
@@ -100,6 +104,9 @@ pub fn config_from(args: &NodeArgs) -> anyhow::Result<Config> {
     if let Some(f) = &args.cookie_file {
         cfg.cookie_file = Some(f.clone());
         cfg.cookie = None;
+    }
+    if let Some(f) = &args.creation_file {
+        cfg.creation_file = Some(f.clone());
     }
     if let Some(o) = &args.overlay {
         cfg.overlay = o.clone();

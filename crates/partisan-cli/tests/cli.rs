@@ -307,6 +307,29 @@ fn bad_flags_and_config_keys_exit_with_a_message_naming_them() {
         err.contains("`parallelism`") && err.contains("300"),
         "{err}"
     );
+    // A creation file that does not hold a creation stops the node with a message naming it.
+    let creation = dir.join("creation");
+    std::fs::write(&creation, "garbage").unwrap();
+    let out = bin()
+        .args([
+            "node",
+            "--name",
+            "x@127.0.0.1",
+            "--listen",
+            "127.0.0.1:0",
+            "--cookie",
+            "c",
+            "--creation-file",
+            creation.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("creation_file") && err.contains("garbage"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -153,6 +153,12 @@ pub struct Config {
     pub cookie: Option<String>,
     /// File holding the cluster cookie (surrounding whitespace is ignored).
     pub cookie_file: Option<PathBuf>,
+    /// File keeping this node's last creation (incarnation number), read and rewritten at
+    /// start so every run gets a higher creation than the one before even when the wall clock
+    /// went back (a device that boots before its clock is set). Without it the creation is the
+    /// wall clock in microseconds, and a run started with the clock behind the previous run's
+    /// start is refused by peers that knew that run.
+    pub creation_file: Option<PathBuf>,
     /// Send on the default channel when the requested one does not exist at the peer.
     pub channel_fallback: bool,
     /// Milliseconds allowed for a TCP connect.
@@ -203,6 +209,7 @@ impl Default for Config {
             channels: BTreeMap::new(),
             cookie: None,
             cookie_file: None,
+            creation_file: None,
             channel_fallback: true,
             connect_timeout: 1_000,
             handshake_timeout: 5_000,
@@ -274,6 +281,7 @@ pub(crate) struct Resolved {
     pub(crate) listen: Vec<SocketAddr>,
     pub(crate) channels: BTreeMap<ChannelName, ChannelOpts>,
     pub(crate) cookie: Cookie,
+    pub(crate) creation_file: Option<PathBuf>,
     pub(crate) channel_fallback: bool,
     pub(crate) connect_timeout: Duration,
     pub(crate) handshake_timeout: Duration,
@@ -575,6 +583,7 @@ impl Config {
             listen,
             channels,
             cookie,
+            creation_file: self.creation_file.clone(),
             channel_fallback: self.channel_fallback,
             connect_timeout: Duration::from_millis(self.connect_timeout),
             handshake_timeout: Duration::from_millis(self.handshake_timeout),

@@ -20,6 +20,14 @@ pub enum StartError {
         /// The error.
         source: std::io::Error,
     },
+    /// The `creation_file` could not be read, parsed or rewritten.
+    #[error("creation_file {path}: {reason}")]
+    CreationFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// Why a message was not sent. A send never panics and never loses a message silently on the

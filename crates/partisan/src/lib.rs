@@ -28,6 +28,7 @@ mod cluster;
 mod config;
 mod conn_table;
 mod connection;
+mod creation;
 mod driver;
 mod error;
 mod handshake_io;

@@ -406,10 +406,7 @@ impl NodeBuilder {
                 reason: e.to_string(),
             }
         })?;
-        let creation = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(1);
+        let creation = crate::creation::next(cfg.creation_file.as_deref())?;
         let (tx, rx) = mpsc::channel(DRIVER_QUEUE);
         let identity = partisan_core::wire::handshake::Identity {
             spec: spec.clone(),

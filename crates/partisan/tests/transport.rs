@@ -982,3 +982,35 @@ async fn spawned_processes_do_not_keep_their_node_running() {
     eventually("b gone", || !a.is_connected(&b_name)).await;
     a.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_the_clock_set_back_is_still_the_newer_run() {
+    init_tracing();
+    let dir = std::env::temp_dir().join(format!("partisan-creation-t-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("back_b.creation");
+    // The previous run started with the clock far ahead of today's.
+    let ahead = 4_000_000_000_000_000u64;
+    std::fs::write(&file, ahead.to_string()).unwrap();
+    let start_b = || {
+        let file = file.clone();
+        NodeBuilder::new("back_b@127.0.0.1")
+            .listen("127.0.0.1:0")
+            .cookie("c")
+            .configure(move |c| c.creation_file = Some(file))
+            .start()
+    };
+    let a = node("back_a", "c").await;
+    let b1 = start_b().await.unwrap();
+    assert_eq!(b1.creation(), ahead + 1);
+    a.connect(b1.listen_addrs()[0]).await.unwrap();
+    b1.shutdown().await;
+    // The next run is newer although the clock is still behind: a admits it.
+    let b2 = start_b().await.unwrap();
+    assert_eq!(b2.creation(), ahead + 2);
+    assert_eq!(&a.connect(b2.listen_addrs()[0]).await.unwrap(), b2.name());
+    assert_eq!(a.peer_creation(b2.name()), Some(ahead + 2));
+    a.shutdown().await;
+    b2.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
