@@ -46,6 +46,9 @@ run hol_paced "$e" hol --stream-rate 500
 run lanes_oneway_64_x4 "$p" bench oneway --payload 64 --senders 4 --parallelism 1
 run lanes_oneway_64_x4 "$p" bench oneway --payload 64 --senders 4 --parallelism 4
 run lanes_echo_64k_x8 "$p" bench echo --payload 64K --callers 8 --parallelism 4
+# A polite bulk channel: its connections move 64 KiB, not 256 KiB, before yielding (partisan only).
+run chunk_hol_max "$p" bench hol --bulk-chunk 65536
+run chunk_hol_paced "$p" bench hol --stream-rate 500 --bulk-chunk 65536
 end_load=$(cut -d' ' -f1 /proc/loadavg)
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 

@@ -93,6 +93,17 @@ def main():
             b = rows[("lanes_echo_64k_x8", "partisan")][0]
             a = one("echo_64k_x8", "partisan")
             print(f"| echo 64 KiB x8, MB/s | {fmt(a['mb_per_sec'])} | {fmt(b['mb_per_sec'])} |")
+    if ("chunk_hol_paced", "partisan") in rows:
+        print()
+        print("| bulk channel `write_chunk` (partisan) | 256 KiB (default) | 64 KiB |")
+        print("| --- | ---: | ---: |")
+        a, b = one("hol_paced", "partisan"), one("chunk_hol_paced", "partisan")
+        print(f"| hol paced 500 MB/s: probe p99 loaded / idle | "
+              f"{a['loaded_p99_us'] / a['idle_p99_us']:.2f}x | "
+              f"{b['loaded_p99_us'] / b['idle_p99_us']:.2f}x |")
+        a, b = one("hol_max", "partisan"), one("chunk_hol_max", "partisan")
+        print(f"| hol max: probe p99 loaded us | {a['loaded_p99_us']:.0f} | {b['loaded_p99_us']:.0f} |")
+        print(f"| hol max: stream MB/s | {a['stream_mb_per_sec']:.0f} | {b['stream_mb_per_sec']:.0f} |")
     if load_avg:
         print()
         print(f"1-minute load average: {load_avg[0]} at the start, {load_avg[1]} at the end.")

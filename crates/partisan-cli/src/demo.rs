@@ -168,6 +168,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                     ChannelConfig {
                         parallelism: Some(*par),
                         monotonic: false,
+                        ..Default::default()
                     },
                 );
             });

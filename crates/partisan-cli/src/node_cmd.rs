@@ -75,6 +75,7 @@ fn parse_channel(s: &str) -> Result<(String, ChannelConfig), String> {
         ChannelConfig {
             parallelism: Some(parallelism),
             monotonic,
+            ..Default::default()
         },
     ))
 }

@@ -26,11 +26,6 @@ const READ_MIN: usize = 64 * 1024;
 /// traffic then takes few syscalls and drains the socket quickly, which keeps the peer's TCP
 /// window open); reads much smaller than the room halve it again.
 const READ_MAX: usize = 1024 * 1024;
-/// Bytes a connection's reader or writer moves before it lets the other tasks of its thread
-/// run (and the runtime poll for I/O), and the most one write syscall carries: a bulk stream
-/// on one lane then delays the messages of another lane by about that much work, not by a
-/// whole burst (which, on a single-threaded runtime, starved them for tens of milliseconds).
-const FAIR_SHARE: usize = 256 * 1024;
 /// Most buffers handed to one vectored write.
 const MAX_IOV: usize = 64;
 
@@ -48,6 +43,12 @@ pub(crate) struct ConnCtx {
     pub(crate) queue: Arc<LaneQueue>,
     pub(crate) stats: Arc<ChannelStats>,
     pub(crate) cancel: CancellationToken,
+    /// Bytes the reader or writer moves before it lets the other tasks of its thread run (and
+    /// the runtime poll for I/O), and the most one write syscall carries: a bulk stream on one
+    /// lane then delays the messages of another lane by about that much work, not by a whole
+    /// burst (which, on a single-threaded runtime, starved them for tens of milliseconds). The
+    /// channel's `write_chunk`.
+    pub(crate) fair_share: usize,
 }
 
 /// Why a connection ended, for the log.
@@ -193,7 +194,7 @@ async fn read_loop(ctx: &ConnCtx, mut rd: OwnedReadHalf, mut buf: BytesMut) -> E
                     last_rx = Instant::now();
                     attempts = 0;
                     moved += n;
-                    if moved >= FAIR_SHARE {
+                    if moved >= ctx.fair_share {
                         moved = 0;
                         tokio::task::yield_now().await;
                     }
@@ -344,7 +345,7 @@ async fn write_loop(ctx: Arc<ConnCtx>, mut wr: OwnedWriteHalf) {
         let r = tokio::select! {
             biased;
             _ = ctx.cancel.cancelled() => return,
-            r = write_chunks(&mut wr, &batch.chunks, &mut moved) => r,
+            r = write_chunks(&mut wr, &batch.chunks, &mut moved, ctx.fair_share) => r,
         };
         if let Err(e) = r {
             tracing::info!(
@@ -362,16 +363,17 @@ async fn write_loop(ctx: Arc<ConnCtx>, mut wr: OwnedWriteHalf) {
 }
 
 /// Writes every chunk, in order, with as few syscalls as the kernel allows, but at most
-/// [`FAIR_SHARE`] bytes per syscall; `moved` counts bytes since the writer last let the other
+/// `fair_share` bytes per syscall; `moved` counts bytes since the writer last let the other
 /// tasks of its thread run.
 async fn write_chunks(
     wr: &mut OwnedWriteHalf,
     chunks: &[Bytes],
     moved: &mut usize,
+    fair_share: usize,
 ) -> std::io::Result<()> {
     let (mut idx, mut off) = (0usize, 0usize);
     while idx < chunks.len() {
-        if *moved >= FAIR_SHARE {
+        if *moved >= fair_share {
             *moved = 0;
             tokio::task::yield_now().await;
         }
@@ -379,11 +381,11 @@ async fn write_chunks(
         let (mut used, mut total) = (0, 0usize);
         for (slot, c) in slices.iter_mut().zip(&chunks[idx..]) {
             let start = if used == 0 { off } else { 0 };
-            let take = (c.len() - start).min(FAIR_SHARE - total);
+            let take = (c.len() - start).min(fair_share - total);
             *slot = IoSlice::new(&c[start..start + take]);
             used += 1;
             total += take;
-            if total >= FAIR_SHARE {
+            if total >= fair_share {
                 break;
             }
         }

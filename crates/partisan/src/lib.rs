@@ -43,7 +43,9 @@ mod send;
 mod stats;
 
 pub use cluster::{NodeFilter, NodeStatus, Subscription};
-pub use config::{ChannelConfig, Config, ConfigError, HyParViewSection, PingConfig};
+pub use config::{
+    ChannelConfig, Config, ConfigError, HyParViewSection, PingConfig, DEFAULT_WRITE_CHUNK,
+};
 pub use error::{ConnectError, RegisterError, SendError, StartError};
 pub use membership::MembershipEvent;
 pub use node::{LaneStatus, Node, NodeBuilder, PeerTarget};

@@ -337,6 +337,7 @@ impl NodeBuilder {
             ChannelConfig {
                 parallelism: Some(parallelism),
                 monotonic: false,
+                ..Default::default()
             },
         );
         self
@@ -349,6 +350,7 @@ impl NodeBuilder {
             ChannelConfig {
                 parallelism: Some(parallelism),
                 monotonic: true,
+                ..Default::default()
             },
         );
         self

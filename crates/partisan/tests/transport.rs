@@ -1014,3 +1014,45 @@ async fn a_restart_with_the_clock_set_back_is_still_the_newer_run() {
     b2.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_with_a_small_write_chunk_still_carries_large_messages_intact() {
+    init_tracing();
+    let start = |name: &str| {
+        NodeBuilder::new(&format!("{name}@127.0.0.1"))
+            .listen("127.0.0.1:0")
+            .cookie("c")
+            .configure(|c| {
+                c.channels.insert(
+                    "bulk".into(),
+                    partisan::ChannelConfig {
+                        parallelism: Some(1),
+                        write_chunk: Some(4096),
+                        ..Default::default()
+                    },
+                );
+            })
+            .start()
+    };
+    let (a, b) = (
+        start("chunk_a").await.unwrap(),
+        start("chunk_b").await.unwrap(),
+    );
+    a.connect(b.listen_addrs()[0]).await.unwrap();
+    let mut inbox = b.process_named("inbox").unwrap();
+    let to = Node::name_on(b.name(), "inbox").unwrap();
+    let big: Vec<u8> = (0..(1 << 20)).map(|i: u32| (i % 251) as u8).collect();
+    for _ in 0..3 {
+        a.send(&to, big.clone(), &SendOptions::on(&ch("bulk")))
+            .await
+            .unwrap();
+    }
+    for _ in 0..3 {
+        assert_eq!(
+            &inbox.recv_timeout(WAIT).await.unwrap().payload[..],
+            &big[..]
+        );
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -87,6 +87,10 @@ pub struct NetArgs {
     /// Bound of each lane's send queue in bytes [default: the node default, 4 MiB].
     #[arg(long)]
     queue_bytes: Option<usize>,
+    /// `write_chunk` of the `bulk` channel (the hol stream's) on both nodes, in bytes
+    /// [default: 256 KiB]: smaller trades stream throughput for probe latency.
+    #[arg(long)]
+    bulk_chunk: Option<usize>,
 }
 
 impl NetArgs {
@@ -99,6 +103,9 @@ impl NetArgs {
         cmd.arg("--threads").arg(self.threads.to_string());
         if let Some(q) = self.queue_bytes {
             cmd.arg("--queue-bytes").arg(q.to_string());
+        }
+        if let Some(w) = self.bulk_chunk {
+            cmd.arg("--bulk-chunk").arg(w.to_string());
         }
     }
 
@@ -158,12 +165,20 @@ fn node_builder(name: &str, cookie: &str, net: &NetArgs) -> anyhow::Result<NodeB
                 ChannelConfig {
                     parallelism: Some(*par),
                     monotonic: false,
+                    ..Default::default()
                 },
             );
         });
     }
     if let Some(q) = net.queue_bytes {
         b = b.configure(|c| c.send_queue_bytes = q);
+    }
+    if let Some(w) = net.bulk_chunk {
+        b = b.configure(|c| {
+            if let Some(bulk) = c.channels.get_mut(protocol::BULK_CHANNEL) {
+                bulk.write_chunk = Some(w);
+            }
+        });
     }
     b.config().validate()?;
     Ok(b)

@@ -286,6 +286,11 @@ impl Driver {
             queue,
             stats,
             cancel: self.shared.shutdown_conns.child_token(),
+            fair_share: cfg
+                .write_chunk
+                .get(&peer.channel)
+                .copied()
+                .unwrap_or(crate::config::DEFAULT_WRITE_CHUNK),
         });
         self.conns.insert(conn, ctx.clone());
         self.remember_identity(peer.identity.clone());
