@@ -93,7 +93,7 @@ def main():
             b = rows[("lanes_echo_64k_x8", "partisan")][0]
             a = one("echo_64k_x8", "partisan")
             print(f"| echo 64 KiB x8, MB/s | {fmt(a['mb_per_sec'])} | {fmt(b['mb_per_sec'])} |")
-    if ("chunk_hol_paced", "partisan") in rows:
+    if ("chunk_hol_paced", "partisan") in rows and ("chunk_hol_max", "partisan") in rows:
         print()
         print("| bulk channel `write_chunk` (partisan) | 256 KiB (default) | 64 KiB |")
         print("| --- | ---: | ---: |")

@@ -327,7 +327,7 @@ fn bad_flags_and_config_keys_exit_with_a_message_naming_them() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("creation_file") && err.contains("garbage"),
+        err.contains("creation_file") && err.contains("creation number"),
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -63,8 +63,9 @@ pub struct ChannelConfig {
     pub monotonic: bool,
     /// Bytes a connection of this channel reads or writes before letting the other
     /// connections on its thread run, and the most one write carries (4 KiB to 16 MiB;
-    /// default 256 KiB). Smaller makes a bulk channel delay other channels' messages less, at
-    /// some cost to its own throughput; this node's setting governs its own reads and writes.
+    /// default 256 KiB; a single read may be larger, up to 1 MiB). Smaller makes a bulk
+    /// channel delay other channels' messages less, at some cost to its own throughput; this
+    /// node's setting governs its own side of the channel's connections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_chunk: Option<usize>,
 }
@@ -166,7 +167,7 @@ pub struct Config {
     /// start so every run gets a higher creation than the one before even when the wall clock
     /// went back (a device that boots before its clock is set). Without it the creation is the
     /// wall clock in microseconds, and a run started with the clock behind the previous run's
-    /// start is refused by peers that knew that run.
+    /// start is refused by peers that knew that run. One file per node.
     pub creation_file: Option<PathBuf>,
     /// Send on the default channel when the requested one does not exist at the peer.
     pub channel_fallback: bool,

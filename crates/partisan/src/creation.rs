@@ -8,7 +8,8 @@ use partisan_core::id::Creation;
 use crate::error::StartError;
 
 /// The creation of a run starting now. With `file`, the creation is above the one stored there
-/// (if any), and is written back (to a temporary file renamed over it) before this returns.
+/// (if any), and is written back (to a temporary file renamed over it, then synced) before this
+/// returns. One file per node: two nodes starting at once on one file may collide.
 pub(crate) fn next(file: Option<&Path>) -> Result<Creation, StartError> {
     let clock = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -23,10 +24,11 @@ pub(crate) fn next(file: Option<&Path>) -> Result<Creation, StartError> {
         reason,
     };
     let previous = match std::fs::read_to_string(path) {
+        // The content is not echoed: the path may point at a secret by mistake.
         Ok(text) => text
             .trim()
             .parse::<u64>()
-            .map_err(|_| fail(format!("holds {:?}, not a creation number", text.trim())))?,
+            .map_err(|_| fail("does not hold a creation number".into()))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
         Err(e) => return Err(fail(format!("cannot read: {e}"))),
     };
@@ -35,13 +37,22 @@ pub(crate) fn next(file: Option<&Path>) -> Result<Creation, StartError> {
             .checked_add(1)
             .ok_or_else(|| fail("creation numbers exhausted".into()))?,
     );
-    let tmp = path.with_extension("tmp");
+    // Next to the file, under its whole name plus `.tmp` (never another file's name).
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
     let write = || -> std::io::Result<()> {
         use std::io::Write;
         let mut f = std::fs::File::create(&tmp)?;
         writeln!(f, "{creation}")?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        // The rename itself survives a power cut only once the directory is synced.
+        #[cfg(unix)]
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     };
     write().map_err(|e| fail(format!("cannot write: {e}")))?;
     Ok(creation)
@@ -93,8 +104,12 @@ mod tests {
         std::fs::write(&path, "not a number").unwrap();
         let e = next(Some(&path)).unwrap_err().to_string();
         assert!(
-            e.contains("creation_file") && e.contains("not a creation number"),
+            e.contains("creation_file") && e.contains("creation number"),
             "{e}"
+        );
+        assert!(
+            !e.contains("not a number"),
+            "the content is not echoed: {e}"
         );
         let dir = scratch("unwritable");
         let inside_missing_dir = dir.join("nope").join("creation");

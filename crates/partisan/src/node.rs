@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{ChannelConfig, Config, Resolved};
+use crate::config::{Config, Resolved};
 use crate::conn_table::ConnTable;
 use crate::driver::{ConnectTarget, Driver, DriverCmd};
 use crate::error::{ConnectError, RegisterError, SendError, StartError};
@@ -330,29 +330,21 @@ impl NodeBuilder {
         self
     }
 
-    /// Adds or replaces a channel with `parallelism` lanes per peer.
+    /// Adds a channel with `parallelism` lanes per peer, or sets an existing one's lanes and
+    /// makes it ordinary (its other settings, such as `write_chunk`, are kept).
     pub fn channel(mut self, name: &str, parallelism: u16) -> Self {
-        self.config.channels.insert(
-            name.to_string(),
-            ChannelConfig {
-                parallelism: Some(parallelism),
-                monotonic: false,
-                ..Default::default()
-            },
-        );
+        let c = self.config.channels.entry(name.to_string()).or_default();
+        c.parallelism = Some(parallelism);
+        c.monotonic = false;
         self
     }
 
-    /// Adds or replaces a monotonic (latest-value-wins) channel.
+    /// Adds a monotonic (latest-value-wins) channel, or makes an existing one monotonic with
+    /// `parallelism` lanes (its other settings are kept).
     pub fn monotonic_channel(mut self, name: &str, parallelism: u16) -> Self {
-        self.config.channels.insert(
-            name.to_string(),
-            ChannelConfig {
-                parallelism: Some(parallelism),
-                monotonic: true,
-                ..Default::default()
-            },
-        );
+        let c = self.config.channels.entry(name.to_string()).or_default();
+        c.parallelism = Some(parallelism);
+        c.monotonic = true;
         self
     }
 
@@ -408,7 +400,16 @@ impl NodeBuilder {
                 reason: e.to_string(),
             }
         })?;
-        let creation = crate::creation::next(cfg.creation_file.as_deref())?;
+        let creation = match cfg.creation_file.clone() {
+            // File I/O and fsync off the async thread (slow storage must not stall it).
+            Some(path) => tokio::task::spawn_blocking(move || crate::creation::next(Some(&path)))
+                .await
+                .map_err(|e| StartError::CreationFile {
+                    path: cfg.creation_file.clone().unwrap_or_default(),
+                    reason: e.to_string(),
+                })??,
+            None => crate::creation::next(None)?,
+        };
         let (tx, rx) = mpsc::channel(DRIVER_QUEUE);
         let identity = partisan_core::wire::handshake::Identity {
             spec: spec.clone(),
@@ -460,7 +461,8 @@ impl NodeBuilder {
 /// one): then it shuts down the same way in the background (on the Tokio runtime current at the
 /// drop; without one, connections are cut without a goodbye). Processes started with
 /// [`Node::spawn`] belong to the node and do not keep it running: their mailboxes end when it
-/// stops. Call `shutdown().await` to know when it is done.
+/// stops (nor do clones of their [`Process::node`] handle, or processes made from it). Call
+/// `shutdown().await` to know when it is done.
 #[derive(Clone)]
 pub struct Node {
     pub(crate) shared: Arc<Shared>,

@@ -302,7 +302,7 @@ impl Driver {
         ctx
     }
 
-    fn publish(&self, ctx: &Arc<ConnCtx>, peer: &PeerHello) {
+    fn publish(&mut self, ctx: &Arc<ConnCtx>, peer: &PeerHello) {
         self.shared.table.install(
             peer.spec(),
             peer.creation(),
@@ -313,6 +313,9 @@ impl Driver {
                 queue: ctx.queue.clone(),
             }),
         );
+        // Overlay messages kept while no lane was open go out on this one (a peer that lost
+        // one lane and kept others never comes "up" again to flush them).
+        self.flush_pending(peer.spec().name());
     }
 
     /// Closes a connection on purpose: flush, goodbye, then cut after [`LINGER`].

@@ -228,22 +228,35 @@ impl Driver {
         );
     }
 
-    /// Queues a control frame on a lane to `node` (the membership channel, else any).
+    /// Queues a control frame on a lane to `node`: the membership channel's, else (absent, or
+    /// closing but not yet out of the table) the default channel's.
     fn push_control(&self, node: &NodeName, msg: &OverlayMsg) -> Pushed {
+        use crate::lane_queue::PushError;
         let table = &self.shared.table;
-        let route = table
-            .route(node, &ChannelName::membership(), None, false)
-            .or_else(|_| table.route(node, &ChannelName::default_channel(), None, true));
-        let Ok(route) = route else {
-            return Pushed::NotConnected;
-        };
         let frame = Message::Control(Control::Overlay(msg.clone()));
-        match route.lane.queue.push_control(&frame) {
+        let membership = table.route(node, &ChannelName::membership(), None, false);
+        let first = match &membership {
+            Ok(route) => route.lane.queue.push_control(&frame),
+            Err(_) => Err(PushError::Closed),
+        };
+        let r = match first {
+            Err(PushError::Closed) => {
+                match table.route(node, &ChannelName::default_channel(), None, true) {
+                    Ok(route) => route.lane.queue.push_control(&frame),
+                    Err(_) => Err(PushError::Closed),
+                }
+            }
+            r => r,
+        };
+        match r {
             Ok(()) => Pushed::Queued,
-            // A lane closing but not yet out of the table: as good as not connected (kept for
-            // the next connection, as a lost connection would have it).
-            Err(crate::lane_queue::PushError::Closed) => Pushed::NotConnected,
-            Err(_) => Pushed::Dropped,
+            // No open lane: kept for the next connection, as a lost connection would have it.
+            Err(PushError::Closed) => Pushed::NotConnected,
+            Err(PushError::Full) => Pushed::Dropped,
+            Err(e) => {
+                tracing::warn!(peer = %node, error = ?e, "overlay message cannot be framed");
+                Pushed::Dropped
+            }
         }
     }
 
