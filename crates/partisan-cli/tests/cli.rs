@@ -236,6 +236,8 @@ fn hyparview_nodes_join_and_serve_their_status_over_http() {
     assert!(status["passive"].is_array());
     assert_eq!(status["members"].as_array().unwrap().len(), 2);
     assert!(status["connections"]["hv_b@127.0.0.1"]["membership"].as_u64() >= Some(1));
+    assert!(status["stats"]["connections_opened"].as_u64() >= Some(1));
+    assert_eq!(status["stats"]["peers_known"], 1);
     assert!(http_get(&admin, "/nope").starts_with("HTTP/1.1 404"));
     // SIGTERM on b: it leaves gracefully, a learns at once and drops it from its views.
     assert!(sigterm_and_wait(&mut b).success());

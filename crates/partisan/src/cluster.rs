@@ -66,6 +66,8 @@ pub struct NodeStatus {
     pub passive: Vec<String>,
     /// Lanes up: peer -> channel -> count.
     pub connections: BTreeMap<String, BTreeMap<String, usize>>,
+    /// The node's counters (messages, bytes and queues per channel, refusals, drops).
+    pub stats: crate::stats::StatsSnapshot,
 }
 
 impl Node {
@@ -280,6 +282,7 @@ impl Node {
             active: names(&snap.active),
             passive: names(&snap.passive),
             connections,
+            stats: self.stats(),
         }
     }
 }
