@@ -79,6 +79,10 @@ impl Shared {
     }
 
     /// Hands an envelope to a local mailbox, waiting while it is full.
+    ///
+    /// Every send and every received message passes here, and a future is moved (copied) as a
+    /// whole when it is created and awaited: the waiting path is boxed so this one stays a few
+    /// words, not the size of the mailbox wait.
     pub(crate) async fn deliver_local(
         &self,
         target: LocalTarget<'_>,
@@ -87,12 +91,8 @@ impl Shared {
         // Described only on failure: formatting a name on every delivery cost more than the
         // delivery itself.
         let name = match &target {
-            LocalTarget::Name(n) => Some((*n).clone()),
+            LocalTarget::Name(n) => Some(*n),
             _ => None,
-        };
-        let describe = |name: Option<ProcessName>| match name {
-            Some(n) => format!("name {n}"),
-            None => "process".to_string(),
         };
         match self.registry.try_deliver(target, env) {
             Ok(()) => {
@@ -104,23 +104,33 @@ impl Shared {
                 env,
                 bytes,
                 reserved,
-            }) => {
-                if !reserved && !bytes.reserve(&env.payload).await {
-                    // The process ended while we waited for room.
-                    return self.undeliverable(describe(name));
-                }
-                match tx.send(env).await {
-                    Ok(()) => {
-                        self.stats.node.delivered.fetch_add(1, Relaxed);
-                        Ok(())
-                    }
-                    Err(e) => {
-                        bytes.unreserve(&e.0.payload);
-                        self.undeliverable(describe(name))
-                    }
-                }
-            }
+            }) => Box::pin(self.deliver_waiting(name, tx, env, bytes, reserved)).await,
             Err(DeliverFail::NoProcess) => self.undeliverable(describe(name)),
+        }
+    }
+
+    /// The slow path of [`Shared::deliver_local`]: wait for room in a full mailbox.
+    async fn deliver_waiting(
+        &self,
+        name: Option<&ProcessName>,
+        tx: tokio::sync::mpsc::Sender<Envelope>,
+        env: Envelope,
+        bytes: Arc<crate::registry::MailboxBytes>,
+        reserved: bool,
+    ) -> Result<(), SendError> {
+        if !reserved && !bytes.reserve(&env.payload).await {
+            // The process ended while we waited for room.
+            return self.undeliverable(describe(name));
+        }
+        match tx.send(env).await {
+            Ok(()) => {
+                self.stats.node.delivered.fetch_add(1, Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                bytes.unreserve(&e.0.payload);
+                self.undeliverable(describe(name))
+            }
         }
     }
 
@@ -143,7 +153,20 @@ impl Shared {
         }
         let node = dest.node();
         if node == self.spec.name() {
-            return self.send_local(from, dest, payload, wait).await;
+            // Only the waiting path is boxed: every send's future stays small (it is copied
+            // whole when created and awaited).
+            return match self.send_local(from, dest, payload, wait) {
+                LocalSend::Done(r) => r,
+                LocalSend::Wait {
+                    name,
+                    tx,
+                    env,
+                    bytes,
+                    reserved,
+                } => Box::pin(self.deliver_waiting(name, tx, env, bytes, reserved))
+                    .await
+                    .map_err(|_| SendError::NoProcess(dest.to_remote_ref().to_string())),
+            };
         }
         let channel = opts.channel.as_ref().unwrap_or(&self.default_channel);
         // A lane being replaced may close between lookup and push: look up once more.
@@ -178,15 +201,16 @@ impl Shared {
                     return self.stale(dest);
                 }
                 // Not connected: a relay (a client's server) may reach it.
+                // (Boxed, as the other slow paths: they would make every send's future large.)
                 Err(SendError::NotConnected(_)) if attempt == 0 => {
-                    return self.send_relayed(from, dest, payload, opts, wait).await;
+                    return Box::pin(self.send_relayed(from, dest, payload, opts, wait)).await;
                 }
                 Err(e) => return Err(e),
             };
             let r = match step {
                 Step::Stale => return self.stale(dest),
                 Step::Done(r) => r,
-                Step::Wait(queue, header) => queue.push((&header).into(), &payload).await,
+                Step::Wait(queue, header) => Box::pin(queue.push((&header).into(), &payload)).await,
             };
             match r {
                 Ok(()) => return Ok(()),
@@ -214,16 +238,21 @@ impl Shared {
         Err(SendError::Stale(dest.to_remote_ref()))
     }
 
-    async fn send_local(
+    /// A send to this node without waiting: done, or the pieces of a wait for mailbox room.
+    fn send_local<'a>(
         &self,
         from: Option<u64>,
-        dest: Dest<'_>,
+        dest: Dest<'a>,
         payload: Bytes,
         wait: bool,
-    ) -> Result<(), SendError> {
+    ) -> LocalSend<'a> {
         let (target, via) = match dest {
-            Dest::Pid(p) if p.creation != self.creation => return self.stale(dest),
-            Dest::Ref(r) if r.creation != self.creation => return self.stale(dest),
+            Dest::Pid(p) if p.creation != self.creation => {
+                return LocalSend::Done(self.stale(dest))
+            }
+            Dest::Ref(r) if r.creation != self.creation => {
+                return LocalSend::Done(self.stale(dest))
+            }
             Dest::Pid(p) => (LocalTarget::Pid(p.id), None),
             Dest::Ref(r) => (LocalTarget::Ref(r.id), Some(r.clone())),
             Dest::Name(n) => (LocalTarget::Name(&n.name), None),
@@ -237,16 +266,28 @@ impl Shared {
             via,
             payload,
         };
-        if wait {
-            return self
-                .deliver_local(target, env)
-                .await
-                .map_err(|_| SendError::NoProcess(dest.to_remote_ref().to_string()));
-        }
-        match self.registry.try_deliver(target, env) {
+        let name = match &target {
+            LocalTarget::Name(n) => Some(*n),
+            _ => None,
+        };
+        LocalSend::Done(match self.registry.try_deliver(target, env) {
             Ok(()) => {
                 self.stats.node.delivered.fetch_add(1, Relaxed);
                 Ok(())
+            }
+            Err(DeliverFail::Full {
+                tx,
+                env,
+                bytes,
+                reserved,
+            }) if wait => {
+                return LocalSend::Wait {
+                    name,
+                    tx,
+                    env,
+                    bytes,
+                    reserved,
+                }
             }
             Err(DeliverFail::Full {
                 env,
@@ -264,8 +305,21 @@ impl Shared {
                 self.stats.node.undeliverable.fetch_add(1, Relaxed);
                 Err(SendError::NoProcess(dest.to_remote_ref().to_string()))
             }
-        }
+        })
     }
+}
+
+/// What [`Shared::send_local`] did.
+enum LocalSend<'a> {
+    Done(Result<(), SendError>),
+    /// The mailbox is full and the sender waits for room.
+    Wait {
+        name: Option<&'a ProcessName>,
+        tx: tokio::sync::mpsc::Sender<Envelope>,
+        env: Envelope,
+        bytes: Arc<crate::registry::MailboxBytes>,
+        reserved: bool,
+    },
 }
 
 impl Shared {
@@ -451,6 +505,14 @@ impl NodeBuilder {
             shared,
             _stop_on_drop: Some(stop_on_drop),
         })
+    }
+}
+
+/// How a failed local delivery names its target.
+fn describe(name: Option<&ProcessName>) -> String {
+    match name {
+        Some(n) => format!("name {n}"),
+        None => "process".to_string(),
     }
 }
 
