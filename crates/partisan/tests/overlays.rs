@@ -11,14 +11,8 @@ use partisan::{Config, MembershipEvent, Node, NodeBuilder, NodeName, SendOptions
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "off".into()),
-        )
-        .with_test_writer()
-        .try_init();
-}
+mod support;
+use support::{eventually, init_tracing, raw_handshake, RawPeer};
 
 fn fast(c: &mut Config) {
     c.reconnect_min = 20;
@@ -41,17 +35,6 @@ async fn start(name: &str, overlay: &str, tweak: impl FnOnce(&mut Config)) -> No
         .start()
         .await
         .expect("node starts")
-}
-
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn names(nodes: &[Node]) -> Vec<NodeName> {
@@ -472,59 +455,25 @@ async fn an_unreachable_seed_times_out_and_the_node_keeps_trying_its_seeds() {
     live.shutdown().await;
 }
 
-/// Completes a real handshake with `addr` as node `name` running `overlay`, on the membership
-/// channel, and returns the stream ready for frames.
+/// A raw peer `name` running `overlay`, authenticated on the membership channel.
 async fn raw_peer(
     addr: std::net::SocketAddr,
     name: &str,
     overlay: partisan::OverlayKind,
 ) -> tokio::net::TcpStream {
-    use partisan::partisan_core::auth::Cookie;
-    use partisan::partisan_core::bytes::BytesMut;
-    use partisan::partisan_core::wire::handshake::{DialParams, Dialer, DialerStep, Identity};
-    use partisan::partisan_core::wire::FrameDecoder;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let spec = partisan::NodeSpec::new(
-        NodeName::new(name).unwrap(),
-        vec!["127.0.0.1:9".parse().unwrap()],
-        Default::default(),
-    )
-    .unwrap();
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut d, hello) = Dialer::start(
-        DialParams {
-            local: Identity {
-                spec,
-                creation: 1,
-                overlay,
-                tag: None,
-                max_frame: 1 << 20,
-            },
+    raw_handshake(
+        addr,
+        RawPeer {
+            name,
+            cookie: "overlay-tests",
+            overlay,
+            spec_of: None,
             expect: None,
             channel: partisan::ChannelName::membership(),
             lane: 0,
         },
-        Cookie::new("overlay-tests").unwrap(),
-        [7; 32],
-    );
-    s.write_all(&hello).await.unwrap();
-    let dec = FrameDecoder::new(1 << 20);
-    let mut buf = BytesMut::new();
-    loop {
-        let frame = loop {
-            if let Some(f) = dec.decode(&mut buf).unwrap() {
-                break f;
-            }
-            assert!(
-                s.read_buf(&mut buf).await.unwrap() > 0,
-                "node closed the handshake"
-            );
-        };
-        match d.on_frame(&frame).unwrap() {
-            DialerStep::Send(f) => s.write_all(&f).await.unwrap(),
-            DialerStep::Established(_) => return s,
-        }
-    }
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,14 +13,8 @@ use tokio::net::TcpStream;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "off".into()),
-        )
-        .with_test_writer()
-        .try_init();
-}
+mod support;
+use support::{eventually, init_tracing, raw_handshake, RawPeer};
 
 async fn node(name: &str, cookie: &str) -> Node {
     init_tracing();
@@ -34,17 +28,6 @@ async fn node(name: &str, cookie: &str) -> Node {
         .start()
         .await
         .expect("node starts")
-}
-
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn ch(name: &str) -> ChannelName {
@@ -282,50 +265,21 @@ async fn bad_bytes_close_only_their_own_connection() {
     }
 }
 
-/// Completes a real, authenticated handshake as `name` on `data` lane `lane` over a raw
-/// socket, so the test can then send what no well-behaved node would.
+/// A raw peer named `name` authenticated to `to` on `data` lane `lane`.
 async fn raw_authenticated(to: &Node, name: &str, cookie: &str, lane: u16) -> TcpStream {
-    use partisan::partisan_core::auth::Cookie;
-    use partisan::partisan_core::wire::frame::FrameDecoder;
-    use partisan::partisan_core::wire::handshake::{DialParams, Dialer, DialerStep, Identity};
-    let spec = partisan::NodeSpec::new(
-        format!("{name}@127.0.0.1").parse().unwrap(),
-        vec!["127.0.0.1:9".parse().unwrap()],
-        to.spec().channels().clone(),
-    )
-    .unwrap();
-    let params = DialParams {
-        local: Identity {
-            spec,
-            creation: 1,
+    raw_handshake(
+        to.listen_addrs()[0],
+        RawPeer {
+            name: &format!("{name}@127.0.0.1"),
+            cookie,
             overlay: partisan::OverlayKind::FullMesh,
-            tag: None,
-            max_frame: 1 << 20,
+            spec_of: Some(to.spec()),
+            expect: Some(to.name().clone()),
+            channel: ch("data"),
+            lane,
         },
-        expect: Some(to.name().clone()),
-        channel: ch("data"),
-        lane,
-    };
-    let (mut dialer, hello) = Dialer::start(params, Cookie::new(cookie).unwrap(), [7; 32]);
-    let mut s = TcpStream::connect(to.listen_addrs()[0]).await.unwrap();
-    s.write_all(&hello).await.unwrap();
-    let decoder = FrameDecoder::new(1 << 20);
-    let mut buf = bytes::BytesMut::new();
-    loop {
-        let body = loop {
-            if let Some(body) = decoder.decode(&mut buf).unwrap() {
-                break body;
-            }
-            assert!(
-                s.read_buf(&mut buf).await.unwrap() > 0,
-                "closed in handshake"
-            );
-        };
-        match dialer.on_frame(&body).unwrap() {
-            DialerStep::Send(frame) => s.write_all(&frame).await.unwrap(),
-            DialerStep::Established(_) => return s,
-        }
-    }
+    )
+    .await
 }
 
 /// Waits until the node closes `s` (EOF or reset), reading and discarding what it sends.
