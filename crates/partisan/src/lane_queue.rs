@@ -161,13 +161,6 @@ impl LaneQueue {
         if self.overflow == Overflow::DropOldest {
             return self.push_latest(head, payload);
         }
-        // Too large for any frame: say so at once, not after waiting for room.
-        if payload.len() >= self.max_frame_len {
-            return Err(PushError::TooLarge(EncodeError::TooLarge {
-                len: payload.len(),
-                max: self.max_frame_len,
-            }));
-        }
         let mut g = self.inner.lock();
         if g.closed {
             return Err(PushError::Closed);
@@ -175,6 +168,14 @@ impl LaneQueue {
         // Upper bound of the encoded size, for the capacity check.
         let approx = payload.len() + head.max_len();
         if g.bytes > 0 && g.bytes + approx > self.capacity {
+            // Too large for any frame: say so at once, not after waiting for room (with room,
+            // the encoder below refuses it exactly).
+            if payload.len() >= self.max_frame_len {
+                return Err(PushError::TooLarge(EncodeError::TooLarge {
+                    len: payload.len(),
+                    max: self.max_frame_len,
+                }));
+            }
             g.senders_waiting = true;
             return Err(PushError::Full);
         }

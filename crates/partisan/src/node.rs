@@ -80,9 +80,8 @@ impl Shared {
 
     /// Hands an envelope to a local mailbox, waiting while it is full.
     ///
-    /// Every send and every received message passes here, and a future is moved (copied) as a
-    /// whole when it is created and awaited: the waiting path is boxed so this one stays a few
-    /// words, not the size of the mailbox wait.
+    /// Every received message passes here, and a future is moved (copied) as a whole when it
+    /// is created and awaited: the waiting path is boxed so this one stays a few words.
     pub(crate) async fn deliver_local(
         &self,
         target: LocalTarget<'_>,
@@ -94,49 +93,82 @@ impl Shared {
             LocalTarget::Name(n) => Some(*n),
             _ => None,
         };
+        let delivered = match self.deliver_now(target, env, true) {
+            Delivery::Done => true,
+            Delivery::Wait(w) => Box::pin(self.deliver_waiting(w)).await,
+            Delivery::Full | Delivery::NoProcess => false,
+        };
+        if delivered {
+            return Ok(());
+        }
+        Err(SendError::NoProcess(match name {
+            Some(n) => format!("name {n}"),
+            None => "process".to_string(),
+        }))
+    }
+
+    /// Delivers into a local mailbox without waiting, counting the outcome; with `wait`, a
+    /// full mailbox yields what waiting for room needs instead of failing.
+    fn deliver_now(&self, target: LocalTarget<'_>, env: Envelope, wait: bool) -> Delivery {
         match self.registry.try_deliver(target, env) {
             Ok(()) => {
                 self.stats.node.delivered.fetch_add(1, Relaxed);
-                Ok(())
+                Delivery::Done
             }
             Err(DeliverFail::Full {
                 tx,
                 env,
                 bytes,
                 reserved,
-            }) => Box::pin(self.deliver_waiting(name, tx, env, bytes, reserved)).await,
-            Err(DeliverFail::NoProcess) => self.undeliverable(describe(name)),
+            }) if wait => Delivery::Wait(Waiting {
+                tx,
+                env,
+                bytes,
+                reserved,
+            }),
+            Err(DeliverFail::Full {
+                env,
+                bytes,
+                reserved,
+                ..
+            }) => {
+                // Not queued: give back the bytes reserved for it, if any.
+                if reserved {
+                    bytes.release(&env.payload);
+                }
+                Delivery::Full
+            }
+            Err(DeliverFail::NoProcess) => {
+                self.stats.node.undeliverable.fetch_add(1, Relaxed);
+                Delivery::NoProcess
+            }
         }
     }
 
-    /// The slow path of [`Shared::deliver_local`]: wait for room in a full mailbox.
-    async fn deliver_waiting(
-        &self,
-        name: Option<&ProcessName>,
-        tx: tokio::sync::mpsc::Sender<Envelope>,
-        env: Envelope,
-        bytes: Arc<crate::registry::MailboxBytes>,
-        reserved: bool,
-    ) -> Result<(), SendError> {
+    /// Waits for room in a full mailbox, then delivers; `false` (counted as undeliverable)
+    /// when the process ended meanwhile.
+    async fn deliver_waiting(&self, w: Waiting) -> bool {
+        let Waiting {
+            tx,
+            env,
+            bytes,
+            reserved,
+        } = w;
         if !reserved && !bytes.reserve(&env.payload).await {
-            // The process ended while we waited for room.
-            return self.undeliverable(describe(name));
+            self.stats.node.undeliverable.fetch_add(1, Relaxed);
+            return false;
         }
         match tx.send(env).await {
             Ok(()) => {
                 self.stats.node.delivered.fetch_add(1, Relaxed);
-                Ok(())
+                true
             }
             Err(e) => {
-                bytes.unreserve(&e.0.payload);
-                self.undeliverable(describe(name))
+                bytes.release(&e.0.payload);
+                self.stats.node.undeliverable.fetch_add(1, Relaxed);
+                false
             }
         }
-    }
-
-    fn undeliverable(&self, what: String) -> Result<(), SendError> {
-        self.stats.node.undeliverable.fetch_add(1, Relaxed);
-        Err(SendError::NoProcess(what))
     }
 
     /// The send path shared by nodes and processes.
@@ -155,17 +187,16 @@ impl Shared {
         if node == self.spec.name() {
             // Only the waiting path is boxed: every send's future stays small (it is copied
             // whole when created and awaited).
-            return match self.send_local(from, dest, payload, wait) {
-                LocalSend::Done(r) => r,
-                LocalSend::Wait {
-                    name,
-                    tx,
-                    env,
-                    bytes,
-                    reserved,
-                } => Box::pin(self.deliver_waiting(name, tx, env, bytes, reserved))
-                    .await
-                    .map_err(|_| SendError::NoProcess(dest.to_remote_ref().to_string())),
+            let delivered = match self.send_local(from, dest, payload, wait)? {
+                Delivery::Done => true,
+                Delivery::Wait(w) => Box::pin(self.deliver_waiting(w)).await,
+                Delivery::Full => return Err(SendError::Full(self.spec.name().clone())),
+                Delivery::NoProcess => false,
+            };
+            return if delivered {
+                Ok(())
+            } else {
+                Err(SendError::NoProcess(dest.to_remote_ref().to_string()))
             };
         }
         let channel = opts.channel.as_ref().unwrap_or(&self.default_channel);
@@ -234,25 +265,26 @@ impl Shared {
     }
 
     fn stale(&self, dest: Dest<'_>) -> Result<(), SendError> {
-        self.stats.node.stale_pid.fetch_add(1, Relaxed);
-        Err(SendError::Stale(dest.to_remote_ref()))
+        Err(self.stale_err(dest))
     }
 
-    /// A send to this node without waiting: done, or the pieces of a wait for mailbox room.
-    fn send_local<'a>(
+    /// Counts and describes a send to a pid or reference of another run.
+    fn stale_err(&self, dest: Dest<'_>) -> SendError {
+        self.stats.node.stale_pid.fetch_add(1, Relaxed);
+        SendError::Stale(dest.to_remote_ref())
+    }
+
+    /// A send to this node, up to the wait for mailbox room (see [`Shared::deliver_now`]).
+    fn send_local(
         &self,
         from: Option<u64>,
-        dest: Dest<'a>,
+        dest: Dest<'_>,
         payload: Bytes,
         wait: bool,
-    ) -> LocalSend<'a> {
+    ) -> Result<Delivery, SendError> {
         let (target, via) = match dest {
-            Dest::Pid(p) if p.creation != self.creation => {
-                return LocalSend::Done(self.stale(dest))
-            }
-            Dest::Ref(r) if r.creation != self.creation => {
-                return LocalSend::Done(self.stale(dest))
-            }
+            Dest::Pid(p) if p.creation != self.creation => return Err(self.stale_err(dest)),
+            Dest::Ref(r) if r.creation != self.creation => return Err(self.stale_err(dest)),
             Dest::Pid(p) => (LocalTarget::Pid(p.id), None),
             Dest::Ref(r) => (LocalTarget::Ref(r.id), Some(r.clone())),
             Dest::Name(n) => (LocalTarget::Name(&n.name), None),
@@ -266,60 +298,27 @@ impl Shared {
             via,
             payload,
         };
-        let name = match &target {
-            LocalTarget::Name(n) => Some(*n),
-            _ => None,
-        };
-        LocalSend::Done(match self.registry.try_deliver(target, env) {
-            Ok(()) => {
-                self.stats.node.delivered.fetch_add(1, Relaxed);
-                Ok(())
-            }
-            Err(DeliverFail::Full {
-                tx,
-                env,
-                bytes,
-                reserved,
-            }) if wait => {
-                return LocalSend::Wait {
-                    name,
-                    tx,
-                    env,
-                    bytes,
-                    reserved,
-                }
-            }
-            Err(DeliverFail::Full {
-                env,
-                bytes,
-                reserved,
-                ..
-            }) => {
-                // Not queued: give back the bytes reserved for it, if any.
-                if reserved {
-                    bytes.unreserve(&env.payload);
-                }
-                Err(SendError::Full(self.spec.name().clone()))
-            }
-            Err(DeliverFail::NoProcess) => {
-                self.stats.node.undeliverable.fetch_add(1, Relaxed);
-                Err(SendError::NoProcess(dest.to_remote_ref().to_string()))
-            }
-        })
+        Ok(self.deliver_now(target, env, wait))
     }
 }
 
-/// What [`Shared::send_local`] did.
-enum LocalSend<'a> {
-    Done(Result<(), SendError>),
+/// What [`Shared::deliver_now`] did.
+enum Delivery {
+    Done,
+    /// The mailbox is full; not waiting.
+    Full,
+    NoProcess,
     /// The mailbox is full and the sender waits for room.
-    Wait {
-        name: Option<&'a ProcessName>,
-        tx: tokio::sync::mpsc::Sender<Envelope>,
-        env: Envelope,
-        bytes: Arc<crate::registry::MailboxBytes>,
-        reserved: bool,
-    },
+    Wait(Waiting),
+}
+
+/// What waiting for room in a full mailbox needs.
+struct Waiting {
+    tx: tokio::sync::mpsc::Sender<Envelope>,
+    env: Envelope,
+    bytes: Arc<crate::registry::MailboxBytes>,
+    /// The bytes are already reserved (the mailbox is full in messages, not bytes).
+    reserved: bool,
 }
 
 impl Shared {
@@ -505,14 +504,6 @@ impl NodeBuilder {
             shared,
             _stop_on_drop: Some(stop_on_drop),
         })
-    }
-}
-
-/// How a failed local delivery names its target.
-fn describe(name: Option<&ProcessName>) -> String {
-    match name {
-        Some(n) => format!("name {n}"),
-        None => "process".to_string(),
     }
 }
 

@@ -98,9 +98,8 @@ impl Process {
     pub async fn recv_many(&mut self, buf: &mut Vec<Envelope>, limit: usize) -> usize {
         let start = buf.len();
         let n = self.rx.recv_many(buf, limit).await;
-        for env in &buf[start..] {
-            self.bytes.release(&env.payload);
-        }
+        self.bytes
+            .release_all(buf[start..].iter().map(|env| &env.payload));
         n
     }
 

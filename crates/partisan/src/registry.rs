@@ -68,11 +68,6 @@ impl MailboxBytes {
         true
     }
 
-    /// Gives back what [`MailboxBytes::try_reserve`] took, when the message was not queued.
-    pub(crate) fn unreserve(&self, payload: &Bytes) {
-        self.release(payload);
-    }
-
     /// Waits until `payload` fits, then reserves it; `false` if the process ended meanwhile.
     pub(crate) async fn reserve(&self, payload: &Bytes) -> bool {
         loop {
@@ -95,9 +90,18 @@ impl MailboxBytes {
         }
     }
 
-    /// A message of `payload` left the mailbox.
+    /// A message of `payload` left the mailbox, or a reservation for it is given back unused.
     pub(crate) fn release(&self, payload: &Bytes) {
-        self.used.fetch_sub(Self::cost(payload), SeqCst);
+        self.release_cost(Self::cost(payload));
+    }
+
+    /// Gives back the room of several received payloads at once (one atomic for a batch).
+    pub(crate) fn release_all<'a>(&self, payloads: impl Iterator<Item = &'a Bytes>) {
+        self.release_cost(payloads.map(Self::cost).sum());
+    }
+
+    fn release_cost(&self, cost: usize) {
+        self.used.fetch_sub(cost, SeqCst);
         if self.waiting.load(SeqCst) && self.waiting.swap(false, SeqCst) {
             self.room.notify_waiters();
         }
@@ -339,7 +343,7 @@ impl Registry {
                 reserved: true,
             }),
             Err(mpsc::error::TrySendError::Closed(env)) => {
-                entry.bytes.unreserve(&env.payload);
+                entry.bytes.release(&env.payload);
                 Err(DeliverFail::NoProcess)
             }
         }
