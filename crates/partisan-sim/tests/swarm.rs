@@ -15,9 +15,10 @@ fn swarm_of_two_hundred_seeds_keeps_every_invariant_and_heals() {
         .unwrap_or(200);
     println!("swarm seeds {first}..{}", first + count);
     let seeds: Vec<u64> = (first..first + count).collect();
-    // Two threads: the machine has two cores.
+    // One chunk of seeds per core.
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let halves: Vec<Vec<u64>> = seeds
-        .chunks(seeds.len().div_ceil(2))
+        .chunks(seeds.len().div_ceil(threads).max(1))
         .map(|c| c.to_vec())
         .collect();
     let handles: Vec<_> = halves

@@ -419,6 +419,9 @@ impl FullMesh {
 
     /// Brings the driver's connections and the reported members in line with the state.
     fn reconcile(&mut self, out: &mut Vec<OverlayOutput>) {
+        // A lost member that left or was removed is no longer waited for.
+        let state = &self.state;
+        self.lost.retain(|n| state.contains(n));
         for (name, c) in self.contacts.iter_mut() {
             if let Some(e) = self.state.get(name) {
                 c.joined(e);

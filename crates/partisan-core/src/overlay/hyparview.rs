@@ -396,6 +396,16 @@ impl HyParView {
         }
     }
 
+    /// Drops every trace of a node that left or was removed, so no fallback (contacts, recent
+    /// neighbours) brings it back; its active slot, if any, is the caller's to drop.
+    fn forget(&mut self, node: &NodeName) {
+        self.passive.remove(node);
+        self.contacts.remove(node);
+        self.recent.retain(|p| p.name() != node);
+        self.pending.remove(node);
+        self.opportunistic.remove(node);
+    }
+
     /// Asks passive peers to become neighbors until enough requests are out to reach
     /// `active_min` (at least one when the active view is empty). A candidate that refused is
     /// not asked again before the next promotion tick, so two nodes never ping-pong.
@@ -622,9 +632,7 @@ impl HyParView {
                         .collect();
                     self.integrate(&handover, &BTreeSet::new());
                 }
-                self.passive.remove(from.name());
-                self.contacts.remove(from.name());
-                self.recent.retain(|p| p.name() != from.name());
+                self.forget(from.name());
                 if self.drop_active(from.name(), false, out).is_some() {
                     self.promote(out);
                 }
@@ -768,9 +776,7 @@ impl Overlay for HyParView {
         if node == self.me() {
             return self.leave(now, out);
         }
-        self.passive.remove(node);
-        self.contacts.remove(node);
-        self.pending.remove(node);
+        self.forget(node);
         if self.drop_active(node, true, out).is_some() {
             self.passive.remove(node);
             self.promote(out);
@@ -825,6 +831,7 @@ impl Overlay for HyParView {
 
     fn on_unreachable(&mut self, node: &NodeName, _now: Instant, out: &mut Vec<OverlayOutput>) {
         let was_pending = self.pending.remove(node);
+        self.opportunistic.remove(node);
         self.passive.remove(node);
         // Not tried again before the next promotion tick (a contact may be re-added to the
         // passive view as a last resort; this keeps that from looping).
@@ -1346,6 +1353,22 @@ mod tests {
         );
         assert!(r.is_err() && out.is_empty());
         assert_eq!(names(h.active_view()), vec!["a10"]);
+    }
+
+    #[test]
+    fn a_removed_neighbor_is_not_brought_back_as_a_last_resort() {
+        // a10 was an active neighbour (so among the recent ones kept for isolation).
+        let mut h = with_views(&[10], &[], HyParViewConfig::default());
+        let mut out = vec![];
+        h.remove(peer("a10", 10).name(), Instant::ZERO, &mut out);
+        let mut out = vec![];
+        h.on_timer(OverlayTimer::Promotion, Instant::ZERO, &mut out);
+        assert!(h.passive_view().is_empty(), "{:?}", h.passive_view());
+        assert!(
+            !sends(&out).iter().any(|(to, _)| to == "a10"),
+            "{:?}",
+            sends(&out)
+        );
     }
 
     #[test]
