@@ -418,6 +418,12 @@ impl FullMesh {
     }
 
     /// Brings the driver's connections and the reported members in line with the state.
+    /// Whether the connection kept for a node already matches what is wanted. Creation 0 is
+    /// "unknown" (a contact): only a known change is a restart.
+    fn same_conn(kept: Option<&(NodeSpec, Creation)>, want: &(NodeSpec, Creation)) -> bool {
+        kept.is_some_and(|(s0, c0)| s0 == &want.0 && (*c0 == want.1 || *c0 == 0 || want.1 == 0))
+    }
+
     fn reconcile(&mut self, out: &mut Vec<OverlayOutput>) {
         // A lost member that left or was removed is no longer waited for.
         let state = &self.state;
@@ -444,13 +450,9 @@ impl FullMesh {
                 out.push(OverlayOutput::Disconnect(name.clone()));
             }
         }
-        for (name, (spec, c)) in &desired {
-            let same = self.connected.get(name).is_some_and(|(s0, c0)| {
-                // Creation 0 is "unknown" (a contact): only a known change is a restart.
-                s0 == spec && (c0 == c || *c0 == 0 || *c == 0)
-            });
-            if !same {
-                out.push(OverlayOutput::Connect(spec.clone()));
+        for (name, want) in &desired {
+            if !Self::same_conn(self.connected.get(name), want) {
+                out.push(OverlayOutput::Connect(want.0.clone()));
             }
         }
         self.connected = desired;
@@ -706,29 +708,38 @@ impl FullMesh {
                 continue;
             }
             let was_reported = self.reported.binary_search(name).is_ok();
-            match self.state.get(name) {
-                Some(e) => {
-                    if let Some(contact) = self.contacts.get_mut(name) {
-                        contact.joined(e);
-                    }
-                    let (spec, c) = (e.spec.clone(), e.creation);
-                    let same = self
-                        .connected
+            if let (Some(e), Some(contact)) = (self.state.get(name), self.contacts.get_mut(name)) {
+                contact.joined(e);
+            }
+            // Wanted exactly as `reconcile` would: a member, else the contact of a pending join.
+            let want = self
+                .state
+                .get(name)
+                .map(|e| (e.spec.clone(), e.creation))
+                .or_else(|| {
+                    self.contacts
                         .get(name)
-                        .is_some_and(|(s0, c0)| s0 == &spec && (*c0 == c || *c0 == 0 || c == 0));
-                    if !same {
-                        out.push(OverlayOutput::Connect(spec.clone()));
+                        .filter(|c| c.join == Join::Pending)
+                        .map(|c| (c.info.spec.clone(), c.info.creation))
+                });
+            match want {
+                Some(want) => {
+                    if !Self::same_conn(self.connected.get(name), &want) {
+                        out.push(OverlayOutput::Connect(want.0.clone()));
                     }
-                    self.connected.insert(name.clone(), (spec, c));
-                    members_changed |= !was_reported;
+                    self.connected.insert(name.clone(), want);
                 }
                 None => {
                     if self.connected.remove(name).is_some() {
                         out.push(OverlayOutput::Disconnect(name.clone()));
                     }
-                    members_changed |= was_reported;
                 }
             }
+            let member = self.state.contains(name);
+            if !member {
+                self.lost.remove(name);
+            }
+            members_changed |= was_reported != member;
         }
         if members_changed {
             let members = self.members();
