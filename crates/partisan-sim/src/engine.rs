@@ -292,12 +292,7 @@ impl Sim {
             });
         }
         for i in 0..n {
-            let mut out = Vec::new();
-            sim.nodes[i as usize]
-                .overlay
-                .as_dyn_mut()
-                .start(sim.now, &mut out);
-            sim.apply(i, out);
+            sim.drive(i, |o, now, out| o.start(now, out));
         }
         sim
     }
@@ -598,15 +593,12 @@ impl Sim {
                 self.trace
                     .mix(&[1, now.0, u64::from(from), u64::from(to), msg_code(&msg)]);
                 let from_info = self.nodes[from as usize].info.clone();
-                let mut out = Vec::new();
-                let r = self.nodes[to as usize]
-                    .overlay
-                    .as_dyn_mut()
-                    .on_message(&from_info, msg, now, &mut out);
-                if r.is_err() {
+                if self
+                    .drive(to, |o, now, out| o.on_message(&from_info, msg, now, out))
+                    .is_err()
+                {
                     self.rejected += 1;
                 }
-                self.apply(to, out);
                 Stepped::Message
             }
             Event::PeerUp {
@@ -622,12 +614,7 @@ impl Sim {
                 self.trace
                     .mix(&[2, now.0, u64::from(node), u64::from(peer)]);
                 let info = self.nodes[peer as usize].info.clone();
-                let mut out = Vec::new();
-                self.nodes[node as usize]
-                    .overlay
-                    .as_dyn_mut()
-                    .on_peer_up(&info, now, &mut out);
-                self.apply(node, out);
+                self.drive(node, |o, now, out| o.on_peer_up(&info, now, out));
                 Stepped::Connection
             }
             Event::PeerDown { node, inc, peer } => {
@@ -639,12 +626,7 @@ impl Sim {
                 self.trace
                     .mix(&[3, now.0, u64::from(node), u64::from(peer)]);
                 let name = self.nodes[peer as usize].info.name().clone();
-                let mut out = Vec::new();
-                self.nodes[node as usize]
-                    .overlay
-                    .as_dyn_mut()
-                    .on_peer_down(&name, now, &mut out);
-                self.apply(node, out);
+                self.drive(node, |o, now, out| o.on_peer_down(&name, now, out));
                 Stepped::Connection
             }
             Event::Unreachable { node, inc, peer } => {
@@ -654,12 +636,7 @@ impl Sim {
                 self.trace
                     .mix(&[4, now.0, u64::from(node), u64::from(peer)]);
                 let name = self.nodes[peer as usize].info.name().clone();
-                let mut out = Vec::new();
-                self.nodes[node as usize]
-                    .overlay
-                    .as_dyn_mut()
-                    .on_unreachable(&name, now, &mut out);
-                self.apply(node, out);
+                self.drive(node, |o, now, out| o.on_unreachable(&name, now, out));
                 Stepped::Connection
             }
             Event::Timer {
@@ -675,12 +652,7 @@ impl Sim {
                 }
                 self.nodes[node as usize].timers.remove(&timer);
                 self.trace.mix(&[5, now.0, u64::from(node), timer as u64]);
-                let mut out = Vec::new();
-                self.nodes[node as usize]
-                    .overlay
-                    .as_dyn_mut()
-                    .on_timer(timer, now, &mut out);
-                self.apply(node, out);
+                self.drive(node, |o, now, out| o.on_timer(timer, now, out));
                 Stepped::Timer
             }
             Event::LinkCheck { a, b } => {
@@ -688,6 +660,19 @@ impl Sim {
                 Stepped::Other
             }
         }
+    }
+
+    /// Runs one call into node `i`'s overlay and carries out what it asks for.
+    fn drive<R>(
+        &mut self,
+        i: NodeId,
+        f: impl FnOnce(&mut dyn Overlay, Instant, &mut Vec<OverlayOutput>) -> R,
+    ) -> R {
+        let mut out = Vec::new();
+        let now = self.now;
+        let r = f(self.nodes[i as usize].overlay.as_dyn_mut(), now, &mut out);
+        self.apply(i, out);
+        r
     }
 
     /// Node `i` joins through node `contact` now.
@@ -698,12 +683,7 @@ impl Sim {
         self.trace
             .mix(&[6, self.now.0, u64::from(i), u64::from(contact)]);
         let info = self.nodes[contact as usize].info.clone();
-        let mut out = Vec::new();
-        self.nodes[i as usize]
-            .overlay
-            .as_dyn_mut()
-            .join(&info, self.now, &mut out);
-        self.apply(i, out);
+        self.drive(i, |o, now, out| o.join(&info, now, out));
     }
 
     /// Node `i` leaves gracefully now.
@@ -712,12 +692,7 @@ impl Sim {
             return;
         }
         self.trace.mix(&[7, self.now.0, u64::from(i)]);
-        let mut out = Vec::new();
-        self.nodes[i as usize]
-            .overlay
-            .as_dyn_mut()
-            .leave(self.now, &mut out);
-        self.apply(i, out);
+        self.drive(i, |o, now, out| o.leave(now, out));
     }
 
     /// Node `i` crashes now: its links drop (peers notice one latency later), its state and
@@ -751,12 +726,7 @@ impl Sim {
         node.info.creation += 1;
         node.overlay = build_overlay(overlay, &node.info, seed);
         self.trace.mix(&[9, self.now.0, u64::from(i)]);
-        let mut out = Vec::new();
-        self.nodes[i as usize]
-            .overlay
-            .as_dyn_mut()
-            .start(self.now, &mut out);
-        self.apply(i, out);
+        self.drive(i, |o, now, out| o.start(now, out));
     }
 
     /// Blocks traffic from `a` to `b` (and `b` to `a` when `both`); links between them drop
