@@ -77,6 +77,11 @@ pub enum CloseReason {
     StaleCreation,
     /// The peer is no longer wanted.
     Unwanted,
+    /// The peer stopped answering keepalive probes (decided by the engine, not the planner):
+    /// the connection is cut at once, without a goodbye.
+    KeepaliveTimeout,
+    /// This node is shutting down.
+    ShuttingDown,
 }
 
 /// How a dial failed.

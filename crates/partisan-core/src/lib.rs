@@ -10,9 +10,12 @@
 
 pub mod auth;
 pub mod connection_plan;
+pub mod engine;
 pub mod id;
 pub mod membership;
 pub mod overlay;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod time;
 pub mod wire;
 

@@ -71,6 +71,11 @@ impl ChannelName {
     pub fn is_default(&self) -> bool {
         &*self.0 == Self::DEFAULT
     }
+
+    /// Whether this is the `membership` channel.
+    pub fn is_membership(&self) -> bool {
+        &*self.0 == Self::MEMBERSHIP
+    }
 }
 
 impl fmt::Display for ChannelName {

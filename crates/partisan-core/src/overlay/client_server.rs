@@ -162,6 +162,10 @@ impl Overlay for ClientServer {
         OverlayKind::ClientServer
     }
 
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
     fn start(&mut self, _now: Instant, out: &mut Vec<OverlayOutput>) {
         out.push(OverlayOutput::MembersChanged);
     }

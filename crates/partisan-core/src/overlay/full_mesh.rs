@@ -868,6 +868,10 @@ impl Overlay for FullMesh {
         OverlayKind::FullMesh
     }
 
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
     fn start(&mut self, now: Instant, out: &mut Vec<OverlayOutput>) {
         self.arm_periodic(now, out);
     }

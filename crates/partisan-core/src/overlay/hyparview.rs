@@ -713,6 +713,10 @@ impl Overlay for HyParView {
         OverlayKind::HyParView
     }
 
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
     fn start(&mut self, now: Instant, out: &mut Vec<OverlayOutput>) {
         let s = self.jitter(self.cfg.shuffle_interval);
         out.push(OverlayOutput::SetTimer {

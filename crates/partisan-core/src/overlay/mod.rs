@@ -236,9 +236,13 @@ impl OverlayError {
 
 /// The interface every overlay implements. All methods take the current time; outputs are
 /// appended to `out` in the order they must be carried out.
-pub trait Overlay: Send {
+pub trait Overlay: Send + 'static {
     /// Which overlay this is.
     fn kind(&self) -> OverlayKind;
+
+    /// The overlay as `Any`, so tools holding a `dyn Overlay` (the simulator's checks) can read
+    /// the concrete state machine's own state.
+    fn as_any(&self) -> &dyn std::any::Any;
 
     /// Arms the overlay's timers; called once before anything else.
     fn start(&mut self, now: Instant, out: &mut Vec<OverlayOutput>);

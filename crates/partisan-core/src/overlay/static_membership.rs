@@ -71,6 +71,10 @@ impl Overlay for StaticMembership {
         OverlayKind::Static
     }
 
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
     fn start(&mut self, _now: Instant, out: &mut Vec<OverlayOutput>) {
         for spec in self.members.values() {
             out.push(OverlayOutput::Connect(spec.clone()));

@@ -1,0 +1,69 @@
+//! Settings of an engine.
+
+use std::time::Duration;
+
+use crate::connection_plan::Backoff;
+use crate::wire::handshake::Identity;
+
+/// Keepalive of every lane (Partisan's `connection_ping`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Time without inbound traffic before a lane is probed.
+    pub idle: Duration,
+    /// Time to wait for an answer before probing again.
+    pub timeout: Duration,
+    /// Unanswered probes after which the lane is closed as dead.
+    pub max_attempts: u32,
+}
+
+impl Default for Keepalive {
+    /// Partisan's defaults: probe after 20 s idle, every 10 s, give up after 5 (about 70 s).
+    fn default() -> Self {
+        Keepalive {
+            idle: Duration::from_secs(20),
+            timeout: Duration::from_secs(10),
+            max_attempts: 5,
+        }
+    }
+}
+
+impl Keepalive {
+    /// How long a lane whose peer vanished stays up: `idle + max_attempts * timeout`.
+    pub fn detection_time(&self) -> Duration {
+        self.idle + self.timeout * self.max_attempts
+    }
+}
+
+/// Settings of an engine.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// How this node presents itself in handshakes (spec, creation, overlay, tag, frame limit).
+    pub identity: Identity,
+    /// Redial backoff.
+    pub backoff: Backoff,
+    /// Keepalive of lanes; `None` disables probing (a lane then stays up until the transport
+    /// reports it down).
+    pub keepalive: Option<Keepalive>,
+    /// How long a temporary connection (made to deliver overlay messages) lasts after its last
+    /// use.
+    pub transient_ttl: Duration,
+    /// How long a node reached through `join` stays connected while the overlay decides whether
+    /// to keep it.
+    pub join_ttl: Duration,
+    /// Overlay messages held per peer while a connection to it is made.
+    pub pending_per_peer: usize,
+}
+
+impl EngineConfig {
+    /// Defaults for everything but the identity.
+    pub fn new(identity: Identity) -> Self {
+        EngineConfig {
+            identity,
+            backoff: Backoff::default(),
+            keepalive: Some(Keepalive::default()),
+            transient_ttl: Duration::from_secs(10),
+            join_ttl: Duration::from_secs(30),
+            pending_per_peer: 256,
+        }
+    }
+}

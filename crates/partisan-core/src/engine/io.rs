@@ -1,0 +1,266 @@
+//! What goes into an engine and what comes out: commands, dial results, outputs, events,
+//! answers to waiters, and counters.
+
+use std::net::SocketAddr;
+
+use crate::connection_plan::{CloseReason, ConnId, DialFailure, DialRequest, DialTarget};
+use crate::id::{Creation, NodeName, NodeSpec};
+use crate::overlay::{OverlayError, Tag};
+use crate::time::Instant;
+use crate::wire::handshake::PeerHello;
+use crate::wire::Message;
+
+/// A caller's token for a command whose answer comes later, as an [`Event::Answer`]. Chosen
+/// by the caller; the engine hands it back exactly once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Waiter(pub u64);
+
+/// Identifies one dial the engine asked for; the caller reports its outcome with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DialId(pub u64);
+
+/// Who a connect or a join is aimed at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Whatever node answers at this address.
+    Addr(SocketAddr),
+    /// That node, at the addresses of its spec.
+    Spec(NodeSpec),
+}
+
+/// What the user asks of the control plane.
+#[derive(Clone, Debug)]
+pub enum Command {
+    /// Keep every lane to a node up until [`Command::Disconnect`]; the waiter is answered
+    /// [`Answer::Reached`] once a lane to it is up (or [`Answer::Failed`]).
+    Connect {
+        /// The node.
+        target: Target,
+        /// Who waits.
+        waiter: Option<Waiter>,
+    },
+    /// Withdraw the user's want of a node.
+    Disconnect {
+        /// The node.
+        node: NodeName,
+    },
+    /// Stop dialing an address no node answered at yet; answered [`Answer::Cancelled`] with
+    /// whether such a dial was pending, and its waiters get [`ConnectFailure::Cancelled`].
+    CancelConnect {
+        /// The address.
+        addr: SocketAddr,
+        /// Who waits.
+        waiter: Option<Waiter>,
+    },
+    /// Join the cluster through a node: it is dialed (with backoff) and the overlay joins
+    /// through it once reached; answered [`Answer::Reached`].
+    Join {
+        /// The contact.
+        target: Target,
+        /// Who waits.
+        waiter: Option<Waiter>,
+    },
+    /// Leave the cluster gracefully; answered [`Answer::Done`].
+    Leave {
+        /// Who waits.
+        waiter: Option<Waiter>,
+    },
+    /// Remove another node from the cluster; answered [`Answer::Done`].
+    Remove {
+        /// The node.
+        node: NodeName,
+        /// Who waits.
+        waiter: Option<Waiter>,
+    },
+    /// Replace the membership; answered [`Answer::Done`].
+    UpdateMembers {
+        /// The new members.
+        specs: Vec<NodeSpec>,
+        /// Who waits.
+        waiter: Option<Waiter>,
+    },
+    /// Reserve a HyParView active-view slot; answered [`Answer::Reserved`].
+    Reserve {
+        /// Tag the slot is for.
+        tag: Tag,
+        /// Who waits.
+        waiter: Option<Waiter>,
+    },
+    /// Close everything and refuse what comes; answered [`Answer::Done`] once every lane is
+    /// down.
+    Shutdown {
+        /// Who waits.
+        waiter: Option<Waiter>,
+    },
+}
+
+/// Why a connect or a join failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectFailure {
+    /// The address is one of this node's own.
+    #[error("{0} is this node's own address")]
+    SelfConnect(SocketAddr),
+    /// Retrying cannot help (the node answered as someone else, is this node, ...).
+    #[error("gave up: {0}")]
+    GaveUp(String),
+    /// The attempt was cancelled with [`Command::CancelConnect`].
+    #[error("connection attempt to {0} cancelled")]
+    Cancelled(SocketAddr),
+    /// The node left the cluster while the join was pending.
+    #[error("left the cluster")]
+    LeftCluster,
+    /// The node is shutting down.
+    #[error("node is shutting down")]
+    ShuttingDown,
+}
+
+/// The answer to a command with a waiter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// A connect or join reached this node.
+    Reached(NodeName),
+    /// A connect or join failed.
+    Failed(ConnectFailure),
+    /// Leave, remove, update or shutdown carried out.
+    Done,
+    /// Whether a cancelled address was still pending.
+    Cancelled(bool),
+    /// The outcome of a reservation.
+    Reserved(Result<(), OverlayError>),
+}
+
+/// The outcome of a dial.
+#[derive(Clone, Debug)]
+pub enum DialResult {
+    /// The peer admitted the connection.
+    Established {
+        /// The id the caller gives the connection (never reused).
+        conn: ConnId,
+        /// Who answered.
+        hello: PeerHello,
+    },
+    /// The dial failed before being admitted.
+    Failed(DialFailure),
+}
+
+/// Why a frame could not be put on a lane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransmitFailure {
+    /// The lane's queue is full.
+    Full,
+    /// The lane is closed (it failed, and its end has not been reported yet).
+    Closed,
+}
+
+/// What the caller must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Open a connection, and report the outcome with [`Engine::handle_dial_result`].
+    Dial {
+        /// The dial's id.
+        id: DialId,
+        /// What to dial.
+        req: DialRequest,
+    },
+    /// Close a lane: flush and say goodbye, except for [`CloseReason::KeepaliveTimeout`] (cut
+    /// at once). Report it down when it is.
+    Close {
+        /// Which.
+        conn: ConnId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// Put a frame (control or keepalive probe) on a lane's queue; report a failure with
+    /// [`Engine::handle_transmit_failed`].
+    Transmit {
+        /// Which lane.
+        conn: ConnId,
+        /// The frame.
+        msg: Message,
+    },
+}
+
+/// What happened, for the API and the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The answer to a command's waiter.
+    Answer {
+        /// The waiter.
+        waiter: Waiter,
+        /// The answer.
+        answer: Answer,
+    },
+    /// The first lane to a peer is up.
+    PeerUp {
+        /// The peer.
+        node: NodeName,
+        /// Its creation.
+        creation: Creation,
+    },
+    /// The last lane to a peer is down.
+    PeerDown {
+        /// The peer.
+        node: NodeName,
+    },
+    /// A node could not be reached; `dropped` overlay messages held for it were dropped.
+    Unreachable {
+        /// The node.
+        node: NodeName,
+        /// Messages dropped.
+        dropped: usize,
+    },
+    /// A connect or join target was given up on.
+    GaveUp {
+        /// The target.
+        target: DialTarget,
+        /// Why.
+        reason: String,
+    },
+    /// A lane was closed because its peer stopped answering keepalive probes.
+    KeepaliveTimeout {
+        /// The lane.
+        conn: ConnId,
+        /// Its peer.
+        node: NodeName,
+    },
+    /// An overlay message from a peer was rejected.
+    OverlayRejected {
+        /// The peer.
+        node: NodeName,
+        /// Why.
+        error: OverlayError,
+    },
+    /// Members, specs, views or connectivity may have changed: read them again, and take
+    /// the up/down transitions with [`Engine::membership_events`].
+    MembershipChanged,
+}
+
+/// When each lane last received anything, as the transport saw it.
+pub trait LaneActivity {
+    /// The last time `conn` received a frame (any frame, probes and answers included); `None`
+    /// when unknown (counted from when the lane opened).
+    fn last_received(&self, conn: ConnId) -> Option<Instant>;
+}
+
+/// No activity known for any lane: every lane counts as silent since it opened.
+impl LaneActivity for () {
+    fn last_received(&self, _conn: ConnId) -> Option<Instant> {
+        None
+    }
+}
+
+/// Counters of an engine.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Overlay messages dropped: a full lane queue, a full hold queue, or a peer found
+    /// unreachable while they were held.
+    pub overlay_dropped: u64,
+    /// Overlay messages from peers that the overlay rejected.
+    pub overlay_rejected: u64,
+    /// Control frames from an unknown lane or another run of its peer, dropped.
+    pub control_stale: u64,
+    /// Lanes closed because their peer stopped answering keepalive probes.
+    pub keepalive_timeouts: u64,
+    /// Keepalive probes sent.
+    pub probes_sent: u64,
+}

@@ -1,0 +1,187 @@
+//! Engine tests, on the shared testing network (real engines end to end).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::engine::{Answer, Command, Keepalive, Target, Waiter};
+use crate::overlay::{
+    FullMesh, FullMeshConfig, HyParView, HyParViewConfig, Overlay, OverlayKind, PeerInfo,
+};
+use crate::testing::{NetConfig, Network, Setup};
+use crate::time::Instant;
+
+fn full_mesh(nodes: u32, seed: u64) -> Setup {
+    Setup::new(
+        nodes,
+        seed,
+        Arc::new(|_, info: &PeerInfo, seed| {
+            use rand::SeedableRng;
+            let rng = Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+            Box::new(FullMesh::new(info.clone(), FullMeshConfig::default(), rng))
+                as Box<dyn Overlay>
+        }),
+    )
+}
+
+fn hyparview(nodes: u32, seed: u64) -> Setup {
+    Setup::new(
+        nodes,
+        seed,
+        Arc::new(|_, info: &PeerInfo, seed| {
+            use rand::SeedableRng;
+            let rng = Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+            Box::new(HyParView::new(
+                info.clone(),
+                HyParViewConfig::default(),
+                rng,
+            )) as Box<dyn Overlay>
+        }),
+    )
+}
+
+/// Every pair of engines with a lane up holds exactly one per (channel, lane) slot, and both
+/// ends agree.
+fn one_connection_per_slot(net: &Network) -> Result<(), String> {
+    let mut slots = std::collections::BTreeMap::new();
+    for (d, a, ch, lane) in net.open_connections() {
+        let key = (d.min(a), d.max(a), ch.to_string(), lane);
+        *slots.entry(key).or_insert(0) += 1;
+    }
+    match slots.iter().find(|(_, n)| **n > 1) {
+        Some((k, n)) => Err(format!("{n} connections for slot {k:?}")),
+        None => Ok(()),
+    }
+}
+
+#[test]
+fn two_nodes_join_over_one_connection_per_lane_and_agree() {
+    let mut net = Network::new(full_mesh(2, 1));
+    net.command(
+        1,
+        Command::Join {
+            target: Target::Spec(net.node(0).info.spec.clone()),
+            waiter: Some(Waiter(7)),
+        },
+    );
+    net.run_for(Duration::from_secs(2));
+    let names = |i| net.engine(i).overlay().members();
+    assert_eq!(names(0), names(1));
+    assert_eq!(names(0).len(), 2);
+    assert_eq!(
+        net.node(1).answers,
+        vec![(Waiter(7), Answer::Reached(net.name_of(0).clone()))]
+    );
+    one_connection_per_slot(&net).unwrap();
+    // default and membership, one lane each.
+    assert_eq!(net.open_connections().len(), 2);
+    assert_eq!(net.engine(0).overlay().kind(), OverlayKind::FullMesh);
+}
+
+#[test]
+fn a_silent_crash_is_detected_at_the_keepalive_timing() {
+    let ka = Keepalive {
+        idle: Duration::from_secs(4),
+        timeout: Duration::from_secs(2),
+        max_attempts: 3,
+    };
+    let mut setup = full_mesh(2, 2);
+    setup.keepalive = Some(ka);
+    setup.net = NetConfig {
+        silent_crashes: true,
+        ..NetConfig::default()
+    };
+    let mut net = Network::new(setup);
+    net.join(1, 0);
+    net.run_for(Duration::from_secs(30));
+    assert!(net.linked(0, 1));
+    let crash = net.now;
+    net.crash(1);
+    let mut detected = None;
+    while net.now < crash + Duration::from_secs(60) {
+        net.run_for(Duration::from_millis(100));
+        if !net.linked(0, 1) {
+            detected = Some(net.now - crash);
+            break;
+        }
+    }
+    let took = detected.expect("the crash was never detected");
+    // Last traffic was at most one idle period before the crash (probes answered), so the
+    // lane closes between detection_time - idle and detection_time after it.
+    assert!(
+        took <= ka.detection_time() + Duration::from_millis(200),
+        "{took:?}"
+    );
+    assert!(took >= ka.detection_time() - ka.idle, "{took:?}");
+    assert!(net.engine(0).stats().keepalive_timeouts >= 1);
+}
+
+#[test]
+fn keepalive_keeps_an_idle_healthy_lane_up() {
+    let mut setup = full_mesh(2, 3);
+    setup.keepalive = Some(Keepalive {
+        idle: Duration::from_secs(1),
+        timeout: Duration::from_millis(500),
+        max_attempts: 2,
+    });
+    let mut net = Network::new(setup);
+    net.join(1, 0);
+    net.run_for(Duration::from_secs(120));
+    assert!(net.linked(0, 1) && net.linked(1, 0));
+    assert_eq!(net.engine(0).stats().keepalive_timeouts, 0);
+    assert!(net.engine(0).stats().probes_sent > 0);
+}
+
+#[test]
+fn identities_stay_bounded_by_wanted_and_connected_peers() {
+    let mut net = Network::new(hyparview(40, 4));
+    for i in 1..40 {
+        net.join(i, i % 3);
+        net.run_for(Duration::from_millis(200));
+    }
+    for _ in 0..60 {
+        net.run_for(Duration::from_secs(5));
+        for i in net.live() {
+            let e = net.engine(i);
+            for p in e.known_peers() {
+                assert!(
+                    e.is_wanted(p) || e.lanes().any(|(_, l)| &l.peer == p),
+                    "n{i} keeps the identity of {p}, neither wanted nor connected"
+                );
+            }
+        }
+    }
+    one_connection_per_slot(&net).unwrap();
+}
+
+#[test]
+fn shutdown_answers_once_every_lane_is_down_and_fails_waiters() {
+    let mut net = Network::new(full_mesh(3, 5));
+    net.join(1, 0);
+    net.join(2, 0);
+    net.run_for(Duration::from_secs(5));
+    assert!(net.engine(0).lanes().count() >= 4);
+    net.command(
+        0,
+        Command::Connect {
+            target: Target::Addr("10.9.9.9:1".parse().unwrap()),
+            waiter: Some(Waiter(1)),
+        },
+    );
+    net.command(
+        0,
+        Command::Shutdown {
+            waiter: Some(Waiter(2)),
+        },
+    );
+    assert!(net
+        .node(0)
+        .answers
+        .iter()
+        .any(|(w, a)| *w == Waiter(1) && matches!(a, Answer::Failed(_))));
+    net.run_for(Duration::from_secs(5));
+    assert!(net.engine(0).is_shut_down());
+    assert_eq!(net.node(0).answers.last(), Some(&(Waiter(2), Answer::Done)));
+    // The others learned it from the goodbyes.
+    assert!(!net.linked(1, 0) && !net.linked(2, 0));
+    let _ = Instant::ZERO;
+}

@@ -1,0 +1,1434 @@
+//! One in-memory network of [`Engine`]s, shared by the unit tests, the property tests and the
+//! simulator (`partisan-sim`). Behind the `testing` feature.
+//!
+//! Every node runs the real engine (planner, overlay, held messages, keepalive, timers); this
+//! module plays the transport and the clock, as the tokio runtime does for a real node:
+//!
+//! - **Time** is virtual: one event queue ordered by (time, sequence). One seed derives every
+//!   node's RNGs and the network's own; the same seed gives the same trace ([`TraceHash`]).
+//! - **Dials** become connections, one per (pair, channel, lane) as in the runtime: the
+//!   handshake reaches the acceptor three latencies after the dial and is admitted or refused
+//!   by its engine (simultaneous-dial tie-break, older creation refused, shutting down); the
+//!   verdict reaches the dialer one latency later. A dial to a dead process is refused within
+//!   a round trip; one to a vanished host (silent crash) or across a partition times out after
+//!   `connect_timeout`. A dial that reaches another node than the one expected fails for good.
+//! - **Frames** on a connection arrive in order (TCP), one latency each way, apart from
+//!   injected loss and duplication of control frames. The transport answers a probe with a
+//!   pong and remembers when each end last received anything, which engines read for their
+//!   keepalive. A frame handed to an end whose connection already failed (but whose engine was
+//!   not told yet) comes back as [`crate::engine::TransmitFailure::Closed`].
+//! - **Closes** flush and say goodbye: the far end learns after the frames already in flight
+//!   (nothing, across a partition: its keepalive finds out); a keepalive timeout cuts at once.
+//! - **Crashes** reset every connection of a process (peers notice within one latency) or, when
+//!   silent, leave them open at the peers until their keepalive gives up. A restarted node runs
+//!   a new engine with the next creation, at the same address.
+//! - **Partitions** (one way or both) lose every frame across them; connections stay up at both
+//!   ends until keepalive closes them, exactly as on a real network.
+//!
+//! Tests that need to drive messages by hand (reorder, duplicate, lose one) use the in-flight
+//! controls: [`Network::in_flight`], [`Network::deliver_now`], [`Network::drop_in_flight`],
+//! [`Network::duplicate_in_flight`], and [`Network::fire_overlay_timer`].
+
+mod config;
+mod trace;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::connection_plan::{CloseReason, ConnId, DialFailure, DialRequest};
+use crate::engine::{
+    Answer, Command, DialId, DialResult, Engine, EngineConfig, Event, LaneActivity, Output, Target,
+    TransmitFailure, Waiter,
+};
+use crate::id::{ChannelName, NodeName, NodeSpec};
+use crate::overlay::{OverlayKind, OverlayMsg, OverlayTimer, PeerInfo};
+use crate::time::Instant;
+use crate::wire::handshake::{Identity, PeerHello, RefuseCode};
+use crate::wire::{Control, FrameDecoder, Message, DEFAULT_MAX_FRAME_LEN};
+
+pub use config::{NetConfig, OverlayFactory, Setup};
+pub use trace::{derive_seed, TraceHash};
+
+/// Index of a node in the network.
+pub type NodeId = u32;
+
+/// Side of a connection: the dialer's end or the acceptor's.
+const DIALER: usize = 0;
+const ACCEPTOR: usize = 1;
+
+/// How long a closing end waits for the peer's answer to its goodbye before cutting (the
+/// runtime's linger).
+const LINGER: Duration = Duration::from_secs(2);
+
+/// One node of the network.
+pub struct SimNode {
+    /// Its engine (replaced at each restart).
+    pub engine: Engine,
+    /// How peers see it now.
+    pub info: PeerInfo,
+    /// Whether it runs.
+    pub alive: bool,
+    /// Bumped at every crash and restart; events for an older incarnation are dropped.
+    pub incarnation: u32,
+    /// Control bytes this node sent (frames as on the wire, length prefix included).
+    pub bytes_sent: u64,
+    /// Control frames this node sent.
+    pub messages_sent: u64,
+    /// Answers its engine gave to waiters, in order.
+    pub answers: Vec<(Waiter, Answer)>,
+    /// Membership changes its engine reported.
+    pub membership_changes: u64,
+    wake: Option<(Instant, u64)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EndState {
+    /// The handshake is under way.
+    Connecting,
+    /// Its engine holds it as a lane.
+    Open,
+    /// It failed or was closed; its engine is told (or will be) and it carries nothing.
+    Broken,
+    /// Its engine was told it is down (or never held it).
+    Gone,
+}
+
+#[derive(Clone, Debug)]
+struct End {
+    node: NodeId,
+    inc: u32,
+    id: ConnId,
+    state: EndState,
+    last_rx: Instant,
+}
+
+#[derive(Clone, Debug)]
+struct Conn {
+    dial: DialId,
+    req: DialRequest,
+    ends: [End; 2],
+    /// Last arrival time scheduled per direction (to side 0, to side 1): frames keep order.
+    fifo: [Instant; 2],
+}
+
+#[derive(Debug)]
+enum Ev {
+    Accept {
+        conn: u64,
+    },
+    Verdict {
+        conn: u64,
+        refused: Option<RefuseCode>,
+    },
+    DialFailed {
+        node: NodeId,
+        inc: u32,
+        dial: DialId,
+        failure: DialFailure,
+    },
+    Frame {
+        conn: u64,
+        to: usize,
+        msg: Message,
+    },
+    /// The transport notices one end of a connection is down (goodbye answered, reset, cut).
+    Down {
+        conn: u64,
+        side: usize,
+    },
+    /// The end's engine is told (a moment later: frames handed to the end meanwhile fail).
+    LaneDown {
+        conn: u64,
+        side: usize,
+    },
+    Wake {
+        node: NodeId,
+        inc: u32,
+        token: u64,
+    },
+    TransmitFailed {
+        node: NodeId,
+        inc: u32,
+        end: ConnId,
+        msg: Message,
+    },
+}
+
+/// What kind of event [`Network::step`] processed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stepped {
+    /// A control frame (overlay message).
+    Message,
+    /// A connection or dial change.
+    Connection,
+    /// A node's timers.
+    Timer,
+    /// Keepalive traffic, or an event for a node that is gone.
+    Other,
+}
+
+/// A control frame in flight, as [`Network::in_flight`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InFlight {
+    /// Sender.
+    pub from: NodeId,
+    /// Receiver.
+    pub to: NodeId,
+    /// The message.
+    pub msg: OverlayMsg,
+    /// When it is due.
+    pub at: Instant,
+}
+
+/// A control frame as the log records it ([`Network::set_log`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// When it was sent.
+    pub at: Instant,
+    /// Sender.
+    pub from: NodeId,
+    /// Receiver.
+    pub to: NodeId,
+    /// The message.
+    pub msg: OverlayMsg,
+}
+
+/// The network. See the module documentation.
+pub struct Network {
+    /// Current virtual time.
+    pub now: Instant,
+    nodes: Vec<SimNode>,
+    setup: Setup,
+    net: NetConfig,
+    queue: BTreeMap<(Instant, u64), Ev>,
+    seq: u64,
+    rng: ChaCha8Rng,
+    index: HashMap<NodeName, NodeId>,
+    addrs: HashMap<SocketAddr, NodeId>,
+    conns: BTreeMap<u64, Conn>,
+    ends: HashMap<ConnId, (u64, usize)>,
+    by_node: Vec<BTreeSet<u64>>,
+    next_conn: u64,
+    next_end: u64,
+    partitions: BTreeSet<(NodeId, NodeId)>,
+    log: Option<Vec<Sent>>,
+    /// Nodes whose events are printed to stderr (debugging a scenario).
+    watch: BTreeSet<NodeId>,
+    /// Hash of every processed event, in order.
+    pub trace: TraceHash,
+    /// Events processed.
+    pub events: u64,
+    /// Overlay messages rejected by their receiver (0 without injected faults).
+    pub rejected: u64,
+    /// Control frames that failed to decode on arrival (always 0 unless a codec bug).
+    pub decode_errors: u64,
+}
+
+/// The name of node `i`.
+pub fn node_name(i: NodeId) -> NodeName {
+    NodeName::new(&format!("n{i}@sim")).expect("valid simulated node name")
+}
+
+/// The address node `i` listens on.
+pub fn node_addr(i: NodeId) -> SocketAddr {
+    let ip = Ipv4Addr::from(0x0a00_0000u32 | i);
+    SocketAddr::from((ip, 4370))
+}
+
+struct Activity<'a> {
+    conns: &'a BTreeMap<u64, Conn>,
+    ends: &'a HashMap<ConnId, (u64, usize)>,
+}
+
+impl LaneActivity for Activity<'_> {
+    fn last_received(&self, conn: ConnId) -> Option<Instant> {
+        let (c, side) = self.ends.get(&conn)?;
+        Some(self.conns.get(c)?.ends[*side].last_rx)
+    }
+}
+
+impl Network {
+    /// A network of `setup.nodes` nodes, all started at time zero.
+    pub fn new(setup: Setup) -> Network {
+        let n = setup.nodes;
+        let mut net = Network {
+            now: Instant::ZERO,
+            nodes: Vec::with_capacity(n as usize),
+            net: setup.net.clone(),
+            queue: BTreeMap::new(),
+            seq: 0,
+            rng: ChaCha8Rng::seed_from_u64(derive_seed(setup.seed, u64::MAX)),
+            index: HashMap::with_capacity(n as usize),
+            addrs: HashMap::with_capacity(n as usize),
+            conns: BTreeMap::new(),
+            ends: HashMap::new(),
+            by_node: vec![BTreeSet::new(); n as usize],
+            next_conn: 0,
+            next_end: 0,
+            partitions: BTreeSet::new(),
+            log: None,
+            watch: std::env::var("PARTISAN_SIM_WATCH")
+                .ok()
+                .map(|v| {
+                    v.split(',')
+                        .filter_map(|x| x.trim().trim_start_matches('n').parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            trace: TraceHash::new(),
+            events: 0,
+            rejected: 0,
+            decode_errors: 0,
+            setup,
+        };
+        for i in 0..n {
+            let info = PeerInfo {
+                spec: NodeSpec::new(node_name(i), vec![node_addr(i)], net.setup.channels.clone())
+                    .expect("valid simulated spec"),
+                creation: 1,
+                tag: net.setup.tags.get(i as usize).cloned().flatten(),
+            };
+            net.index.insert(info.name().clone(), i);
+            net.addrs.insert(node_addr(i), i);
+            let engine = net.make_engine(i, &info, derive_seed(net.setup.seed, u64::from(i) << 8));
+            net.nodes.push(SimNode {
+                engine,
+                info,
+                alive: true,
+                incarnation: 0,
+                bytes_sent: 0,
+                messages_sent: 0,
+                answers: Vec::new(),
+                membership_changes: 0,
+                wake: None,
+            });
+        }
+        for i in 0..n {
+            net.drain(i);
+        }
+        net
+    }
+
+    fn make_engine(&self, i: NodeId, info: &PeerInfo, seed: u64) -> Engine {
+        let overlay = (self.setup.overlay)(i, info, seed);
+        let identity = Identity {
+            spec: info.spec.clone(),
+            creation: info.creation,
+            overlay: overlay.kind(),
+            tag: info.tag.clone(),
+            max_frame: u32::try_from(DEFAULT_MAX_FRAME_LEN).unwrap_or(u32::MAX),
+        };
+        let mut cfg = EngineConfig::new(identity);
+        cfg.backoff = self.setup.backoff;
+        cfg.keepalive = self.setup.keepalive;
+        cfg.transient_ttl = self.setup.transient_ttl;
+        cfg.join_ttl = self.setup.join_ttl;
+        let rng = Box::new(ChaCha8Rng::seed_from_u64(derive_seed(seed, 1)));
+        Engine::new(cfg, overlay, rng, self.now)
+    }
+
+    // ----- reads -----
+
+    /// The seed the network was created with.
+    pub fn seed(&self) -> u64 {
+        self.setup.seed
+    }
+
+    /// How the network was set up.
+    pub fn setup(&self) -> &Setup {
+        &self.setup
+    }
+
+    /// The overlay every node runs.
+    pub fn overlay_kind(&self) -> OverlayKind {
+        self.nodes[0].engine.overlay().kind()
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the network has no node.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Node `i`.
+    pub fn node(&self, i: NodeId) -> &SimNode {
+        &self.nodes[i as usize]
+    }
+
+    /// Every node, by id.
+    pub fn nodes(&self) -> &[SimNode] {
+        &self.nodes
+    }
+
+    /// Node `i`'s engine.
+    pub fn engine(&self, i: NodeId) -> &Engine {
+        &self.nodes[i as usize].engine
+    }
+
+    /// Node id of a name.
+    pub fn id_of(&self, name: &NodeName) -> Option<NodeId> {
+        self.index.get(name).copied()
+    }
+
+    /// Name of a node.
+    pub fn name_of(&self, id: NodeId) -> &NodeName {
+        self.nodes[id as usize].info.name()
+    }
+
+    /// Ids of live nodes.
+    pub fn live(&self) -> Vec<NodeId> {
+        (0..self.nodes.len() as NodeId)
+            .filter(|i| self.nodes[*i as usize].alive)
+            .collect()
+    }
+
+    /// Whether `a` holds an open lane to `b`.
+    pub fn linked(&self, a: NodeId, b: NodeId) -> bool {
+        let na = &self.nodes[a as usize];
+        na.alive && na.engine.is_connected(self.name_of(b))
+    }
+
+    /// Active view of node `i`, as node ids.
+    pub fn active_ids(&self, i: NodeId) -> Vec<NodeId> {
+        self.nodes[i as usize]
+            .engine
+            .overlay()
+            .active_view()
+            .iter()
+            .filter_map(|n| self.id_of(n))
+            .collect()
+    }
+
+    /// The network's own random stream (for experiments and scenarios).
+    pub fn rng(&mut self) -> &mut ChaCha8Rng {
+        &mut self.rng
+    }
+
+    /// Connections with both ends open, as (dialer, acceptor, channel, lane).
+    pub fn open_connections(&self) -> Vec<(NodeId, NodeId, ChannelName, u16)> {
+        self.conns
+            .values()
+            .filter(|c| c.ends.iter().all(|e| e.state == EndState::Open))
+            .map(|c| {
+                (
+                    c.ends[DIALER].node,
+                    c.ends[ACCEPTOR].node,
+                    c.req.channel.clone(),
+                    c.req.lane,
+                )
+            })
+            .collect()
+    }
+
+    /// When the next event is due, if any.
+    pub fn next_time(&self) -> Option<Instant> {
+        self.queue.keys().next().map(|(at, _)| *at)
+    }
+
+    // ----- setup changes and faults -----
+
+    /// Replaces the network model (e.g. to heal after a faulty phase).
+    pub fn set_net(&mut self, net: NetConfig) {
+        self.net = net;
+    }
+
+    /// The network model in force.
+    pub fn net(&self) -> &NetConfig {
+        &self.net
+    }
+
+    /// Starts (or stops) recording every control frame sent, in [`Network::sent`].
+    pub fn set_log(&mut self, on: bool) {
+        self.log = on.then(Vec::new);
+    }
+
+    /// Control frames sent since logging started.
+    pub fn sent(&self) -> &[Sent] {
+        self.log.as_deref().unwrap_or(&[])
+    }
+
+    /// Empties the log of sent frames.
+    pub fn clear_log(&mut self) {
+        if let Some(l) = &mut self.log {
+            l.clear();
+        }
+    }
+
+    /// Runs a command on node `i` now.
+    pub fn command(&mut self, i: NodeId, cmd: Command) {
+        if !self.nodes[i as usize].alive {
+            return;
+        }
+        let now = self.now;
+        self.nodes[i as usize].engine.handle_command(cmd, now);
+        self.drain(i);
+    }
+
+    /// Node `i` joins the cluster through node `contact` (its spec, as a configured seed
+    /// would name it).
+    pub fn join(&mut self, i: NodeId, contact: NodeId) {
+        if !self.nodes[i as usize].alive || i == contact {
+            return;
+        }
+        self.trace
+            .mix(&[20, self.now.0, u64::from(i), u64::from(contact)]);
+        let spec = self.nodes[contact as usize].info.spec.clone();
+        self.command(
+            i,
+            Command::Join {
+                target: Target::Spec(spec),
+                waiter: None,
+            },
+        );
+    }
+
+    /// Node `i` leaves the cluster gracefully now.
+    pub fn leave(&mut self, i: NodeId) {
+        if !self.nodes[i as usize].alive {
+            return;
+        }
+        self.trace.mix(&[21, self.now.0, u64::from(i)]);
+        self.command(i, Command::Leave { waiter: None });
+    }
+
+    /// Node `i` crashes now: its state is lost; its connections are reset (or, with silent
+    /// crashes, just go quiet).
+    pub fn crash(&mut self, i: NodeId) {
+        if !self.nodes[i as usize].alive {
+            return;
+        }
+        self.trace.mix(&[22, self.now.0, u64::from(i)]);
+        let node = &mut self.nodes[i as usize];
+        node.alive = false;
+        node.incarnation += 1;
+        node.wake = None;
+        let conns: Vec<u64> = std::mem::take(&mut self.by_node[i as usize])
+            .into_iter()
+            .collect();
+        for c in conns {
+            let Some(conn) = self.conns.get_mut(&c) else {
+                continue;
+            };
+            let mine = if conn.ends[DIALER].node == i {
+                DIALER
+            } else {
+                ACCEPTOR
+            };
+            conn.ends[mine].state = EndState::Gone;
+            let other = 1 - mine;
+            let o = conn.ends[other].clone();
+            if matches!(o.state, EndState::Open | EndState::Broken)
+                && !self.net.silent_crashes
+                && !self.blocked(i, o.node)
+            {
+                let at = self.now + self.latency();
+                self.schedule(
+                    at,
+                    Ev::Down {
+                        conn: c,
+                        side: other,
+                    },
+                );
+            }
+            self.reap(c);
+        }
+    }
+
+    /// Restarts a crashed node with a new engine of the next creation.
+    pub fn restart(&mut self, i: NodeId) {
+        if self.nodes[i as usize].alive {
+            return;
+        }
+        let seed = derive_seed(self.setup.seed, (u64::from(i) << 8) | 1) ^ self.now.0;
+        let mut info = self.nodes[i as usize].info.clone();
+        info.creation += 1;
+        let engine = self.make_engine(i, &info, seed);
+        let node = &mut self.nodes[i as usize];
+        node.incarnation += 1;
+        node.alive = true;
+        node.info = info;
+        node.engine = engine;
+        node.wake = None;
+        self.trace.mix(&[23, self.now.0, u64::from(i)]);
+        self.drain(i);
+    }
+
+    /// Blocks traffic from `a` to `b` (and from `b` to `a` when `both`). Connections across
+    /// stay up until keepalive closes them.
+    pub fn partition(&mut self, a: NodeId, b: NodeId, both: bool) {
+        self.trace
+            .mix(&[24, self.now.0, u64::from(a), u64::from(b), u64::from(both)]);
+        self.partitions.insert((a, b));
+        if both {
+            self.partitions.insert((b, a));
+        }
+    }
+
+    /// Removes every partition.
+    pub fn heal(&mut self) {
+        self.trace.mix(&[25, self.now.0]);
+        self.partitions.clear();
+    }
+
+    /// Runs overlay timer `timer` of node `i` now, whatever its deadline.
+    pub fn fire_overlay_timer(&mut self, i: NodeId, timer: OverlayTimer) {
+        if !self.nodes[i as usize].alive {
+            return;
+        }
+        let now = self.now;
+        self.nodes[i as usize].engine.fire_overlay_timer(timer, now);
+        self.drain(i);
+    }
+
+    // ----- running -----
+
+    /// Processes the next event; `None` when the queue is empty. Returns what kind of event it
+    /// was and the node whose state it may have changed.
+    pub fn step(&mut self) -> Option<(Stepped, Option<NodeId>)> {
+        let ((at, _), ev) = self.queue.pop_first()?;
+        self.now = self.now.max(at);
+        self.events += 1;
+        if !self.watch.is_empty() {
+            self.print_watched(&ev);
+        }
+        Some(self.process(ev))
+    }
+
+    /// Processes every event due up to `until`, then sets the clock to `until`.
+    pub fn run_until(&mut self, until: Instant) {
+        while self.next_time().is_some_and(|t| t <= until) {
+            self.step();
+        }
+        self.now = self.now.max(until);
+    }
+
+    /// Runs for `d` of virtual time.
+    pub fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        self.run_until(until);
+    }
+
+    /// Like [`Network::run_until`], calling `check` after every event with the node it
+    /// touched; stops at the first error.
+    pub fn run_checked<E>(
+        &mut self,
+        until: Instant,
+        mut check: impl FnMut(&Network, NodeId) -> Result<(), E>,
+    ) -> Result<(), E> {
+        while self.next_time().is_some_and(|t| t <= until) {
+            if let Some((_, Some(n))) = self.step() {
+                check(self, n)?;
+            }
+        }
+        self.now = self.now.max(until);
+        Ok(())
+    }
+
+    // ----- driving messages by hand -----
+
+    /// Control frames in flight, in the order they are due.
+    pub fn in_flight(&self) -> Vec<InFlight> {
+        self.queue
+            .iter()
+            .filter_map(|((at, _), ev)| match ev {
+                Ev::Frame {
+                    conn,
+                    to,
+                    msg: Message::Control(Control::Overlay(m)),
+                } => {
+                    let c = self.conns.get(conn)?;
+                    Some(InFlight {
+                        from: c.ends[1 - *to].node,
+                        to: c.ends[*to].node,
+                        msg: m.clone(),
+                        at: *at,
+                    })
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn in_flight_key(&self, k: usize) -> Option<(Instant, u64)> {
+        self.queue
+            .iter()
+            .filter(|(_, ev)| {
+                matches!(
+                    ev,
+                    Ev::Frame {
+                        msg: Message::Control(_),
+                        ..
+                    }
+                )
+            })
+            .nth(k)
+            .map(|(key, _)| *key)
+    }
+
+    /// Delivers the `k`-th in-flight control frame now, ahead of its turn.
+    pub fn deliver_now(&mut self, k: usize) -> bool {
+        let Some(key) = self.in_flight_key(k) else {
+            return false;
+        };
+        let ev = self.queue.remove(&key).expect("key just found");
+        self.events += 1;
+        self.process(ev);
+        true
+    }
+
+    /// Loses the `k`-th in-flight control frame.
+    pub fn drop_in_flight(&mut self, k: usize) -> bool {
+        let Some(key) = self.in_flight_key(k) else {
+            return false;
+        };
+        self.queue.remove(&key);
+        true
+    }
+
+    /// Delivers a copy of the `k`-th in-flight control frame now, keeping the original.
+    pub fn duplicate_in_flight(&mut self, k: usize) -> bool {
+        let Some(key) = self.in_flight_key(k) else {
+            return false;
+        };
+        let copy = match &self.queue[&key] {
+            Ev::Frame { conn, to, msg } => Ev::Frame {
+                conn: *conn,
+                to: *to,
+                msg: msg.clone(),
+            },
+            _ => return false,
+        };
+        self.events += 1;
+        self.process(copy);
+        true
+    }
+
+    // ----- internals -----
+
+    fn schedule(&mut self, at: Instant, ev: Ev) {
+        self.seq += 1;
+        self.queue.insert((at.max(self.now), self.seq), ev);
+    }
+
+    fn latency(&mut self) -> Duration {
+        let lo = self.net.latency_min.as_micros() as u64;
+        let hi = self.net.latency_max.as_micros() as u64;
+        Duration::from_micros(if hi > lo {
+            self.rng.gen_range(lo..=hi)
+        } else {
+            lo
+        })
+    }
+
+    fn blocked(&self, a: NodeId, b: NodeId) -> bool {
+        self.partitions.contains(&(a, b))
+    }
+
+    fn current(&self, node: NodeId, inc: u32) -> bool {
+        let n = &self.nodes[node as usize];
+        n.alive && n.incarnation == inc
+    }
+
+    /// Carries out everything node `i`'s engine asks for, then schedules its next wake.
+    fn drain(&mut self, i: NodeId) {
+        loop {
+            let Some(out) = self.nodes[i as usize].engine.poll_output() else {
+                break;
+            };
+            match out {
+                Output::Dial { id, req } => self.dial(i, id, req),
+                Output::Close { conn, reason } => self.close_end(i, conn, reason),
+                Output::Transmit { conn, msg } => self.transmit(i, conn, msg),
+            }
+        }
+        let node = &mut self.nodes[i as usize];
+        while let Some(ev) = node.engine.poll_event() {
+            match ev {
+                Event::Answer { waiter, answer } => node.answers.push((waiter, answer)),
+                Event::MembershipChanged => node.membership_changes += 1,
+                Event::OverlayRejected { .. } => self.rejected += 1,
+                _ => {}
+            }
+        }
+        self.reschedule(i);
+    }
+
+    fn reschedule(&mut self, i: NodeId) {
+        let node = &self.nodes[i as usize];
+        if !node.alive {
+            return;
+        }
+        let Some(t) = node.engine.poll_timeout() else {
+            return;
+        };
+        if node.wake.is_some_and(|(at, _)| at <= t) {
+            return;
+        }
+        self.seq += 1;
+        let token = self.seq;
+        let inc = node.incarnation;
+        self.nodes[i as usize].wake = Some((t, token));
+        self.schedule(
+            t,
+            Ev::Wake {
+                node: i,
+                inc,
+                token,
+            },
+        );
+    }
+
+    fn new_end(&mut self, node: NodeId, state: EndState) -> End {
+        self.next_end += 1;
+        End {
+            node,
+            inc: self.nodes[node as usize].incarnation,
+            id: ConnId(self.next_end),
+            state,
+            last_rx: self.now,
+        }
+    }
+
+    /// Node `i` dials: a connection to whoever listens at the request's first address that
+    /// belongs to a node, or a failure.
+    fn dial(&mut self, i: NodeId, id: DialId, req: DialRequest) {
+        let inc = self.nodes[i as usize].incarnation;
+        let target = req.addrs.iter().find_map(|a| self.addrs.get(a).copied());
+        let fail = |net: &mut Network, after: Duration, why: &str| {
+            let at = net.now + after;
+            net.schedule(
+                at,
+                Ev::DialFailed {
+                    node: i,
+                    inc,
+                    dial: id,
+                    failure: DialFailure::Transient(why.into()),
+                },
+            );
+        };
+        let Some(b) = target else {
+            let rtt = self.latency() * 2;
+            return fail(self, rtt, "connection refused");
+        };
+        if b == i {
+            let at = self.now + self.latency();
+            return self.schedule(
+                at,
+                Ev::DialFailed {
+                    node: i,
+                    inc,
+                    dial: id,
+                    failure: DialFailure::Permanent("connection to self".into()),
+                },
+            );
+        }
+        if self.blocked(i, b) || self.blocked(b, i) {
+            let t = self.net.connect_timeout;
+            return fail(self, t, "timed out");
+        }
+        if !self.nodes[b as usize].alive {
+            if self.net.silent_crashes {
+                let t = self.net.connect_timeout;
+                return fail(self, t, "timed out");
+            }
+            let rtt = self.latency() * 2;
+            return fail(self, rtt, "connection refused");
+        }
+        let dialer = self.new_end(i, EndState::Connecting);
+        let acceptor = self.new_end(b, EndState::Connecting);
+        self.next_conn += 1;
+        let c = self.next_conn;
+        self.ends.insert(dialer.id, (c, DIALER));
+        self.ends.insert(acceptor.id, (c, ACCEPTOR));
+        self.by_node[i as usize].insert(c);
+        self.by_node[b as usize].insert(c);
+        self.conns.insert(
+            c,
+            Conn {
+                dial: id,
+                req,
+                ends: [dialer, acceptor],
+                fifo: [Instant::ZERO; 2],
+            },
+        );
+        let at = self.now + self.latency() * 3;
+        self.schedule(at, Ev::Accept { conn: c });
+    }
+
+    fn hello_of(&self, node: NodeId, req: &DialRequest) -> PeerHello {
+        PeerHello {
+            identity: self.nodes[node as usize].engine.identity().clone(),
+            channel: req.channel.clone(),
+            lane: req.lane,
+        }
+    }
+
+    /// Fails the dial of connection `c` at its dialer after `after`, and forgets it.
+    fn fail_conn(&mut self, c: u64, after: Duration, failure: DialFailure) {
+        let Some(conn) = self.conns.get_mut(&c) else {
+            return;
+        };
+        let d = conn.ends[DIALER].clone();
+        let dial = conn.dial;
+        for e in &mut conn.ends {
+            if e.state == EndState::Connecting {
+                e.state = EndState::Gone;
+            }
+        }
+        let at = self.now + after;
+        self.schedule(
+            at,
+            Ev::DialFailed {
+                node: d.node,
+                inc: d.inc,
+                dial,
+                failure,
+            },
+        );
+        self.reap(c);
+    }
+
+    fn accept(&mut self, c: u64) -> Stepped {
+        let Some(conn) = self.conns.get(&c) else {
+            return Stepped::Other;
+        };
+        let (d, a) = (conn.ends[DIALER].clone(), conn.ends[ACCEPTOR].clone());
+        let req = conn.req.clone();
+        self.trace
+            .mix(&[1, self.now.0, u64::from(d.node), u64::from(a.node)]);
+        if !self.current(a.node, a.inc) {
+            let after = if self.net.silent_crashes {
+                self.net.connect_timeout
+            } else {
+                self.latency()
+            };
+            self.fail_conn(c, after, DialFailure::Transient("connection reset".into()));
+            return Stepped::Connection;
+        }
+        if self.blocked(d.node, a.node) || self.blocked(a.node, d.node) {
+            let t = self.net.connect_timeout;
+            self.fail_conn(c, t, DialFailure::Transient("timed out".into()));
+            return Stepped::Connection;
+        }
+        let acceptor_name = self.name_of(a.node).clone();
+        if req.expect.as_ref().is_some_and(|e| *e != acceptor_name) {
+            let l = self.latency();
+            self.fail_conn(
+                c,
+                l,
+                DialFailure::Permanent(format!("{acceptor_name} answered")),
+            );
+            return Stepped::Connection;
+        }
+        let hello = self.hello_of(d.node, &req);
+        if hello.identity.overlay != self.nodes[a.node as usize].engine.identity().overlay {
+            let l = self.latency();
+            self.fail_conn(c, l, DialFailure::Permanent("overlay mismatch".into()));
+            return Stepped::Connection;
+        }
+        let now = self.now;
+        let verdict = self.nodes[a.node as usize]
+            .engine
+            .handle_accept(a.id, &hello, now);
+        let refused = match verdict {
+            Ok(()) => {
+                let conn = self.conns.get_mut(&c).expect("conn exists");
+                conn.ends[ACCEPTOR].state = EndState::Open;
+                conn.ends[ACCEPTOR].last_rx = now;
+                None
+            }
+            Err(code) => {
+                let conn = self.conns.get_mut(&c).expect("conn exists");
+                conn.ends[ACCEPTOR].state = EndState::Gone;
+                Some(code)
+            }
+        };
+        // The verdict travels first on the connection: frames the acceptor sends next follow.
+        let at = self.now + self.latency();
+        self.conns.get_mut(&c).expect("conn exists").fifo[DIALER] = at;
+        self.schedule(at, Ev::Verdict { conn: c, refused });
+        self.drain(a.node);
+        Stepped::Connection
+    }
+
+    fn verdict(&mut self, c: u64, refused: Option<RefuseCode>) -> Stepped {
+        let Some(conn) = self.conns.get(&c) else {
+            return Stepped::Other;
+        };
+        let (d, a) = (conn.ends[DIALER].clone(), conn.ends[ACCEPTOR].clone());
+        let dial = conn.dial;
+        self.trace.mix(&[
+            2,
+            self.now.0,
+            u64::from(d.node),
+            u64::from(a.node),
+            u64::from(refused.is_some()),
+        ]);
+        if !self.current(d.node, d.inc) {
+            // The dialer died meanwhile: the acceptor's end is reset (or, silently, lingers).
+            if let Some(conn) = self.conns.get_mut(&c) {
+                conn.ends[DIALER].state = EndState::Gone;
+            }
+            if a.state == EndState::Open && !self.net.silent_crashes {
+                let at = self.now + self.latency();
+                self.schedule(
+                    at,
+                    Ev::Down {
+                        conn: c,
+                        side: ACCEPTOR,
+                    },
+                );
+            }
+            self.reap(c);
+            return Stepped::Other;
+        }
+        if let Some(code) = refused {
+            let failure = match code {
+                RefuseCode::SelfConnect | RefuseCode::WrongName | RefuseCode::OverlayMismatch => {
+                    DialFailure::Permanent(format!("refused: {code:?}"))
+                }
+                _ => DialFailure::Transient(format!("refused: {code:?}")),
+            };
+            self.fail_conn(c, Duration::ZERO, failure);
+            return Stepped::Connection;
+        }
+        if self.blocked(a.node, d.node) {
+            // The welcome is lost: the dialer times out, the acceptor keeps a lane its
+            // keepalive will close.
+            if let Some(conn) = self.conns.get_mut(&c) {
+                conn.ends[DIALER].state = EndState::Gone;
+            }
+            let at = self.now + self.net.connect_timeout;
+            self.schedule(
+                at,
+                Ev::DialFailed {
+                    node: d.node,
+                    inc: d.inc,
+                    dial,
+                    failure: DialFailure::Transient("timed out".into()),
+                },
+            );
+            return Stepped::Connection;
+        }
+        let now = self.now;
+        let hello = {
+            let conn = &self.conns[&c];
+            self.hello_of(a.node, &conn.req)
+        };
+        let verdict = self.nodes[d.node as usize].engine.handle_dial_result(
+            dial,
+            DialResult::Established { conn: d.id, hello },
+            now,
+        );
+        match verdict {
+            Ok(()) => {
+                let conn = self.conns.get_mut(&c).expect("conn exists");
+                conn.ends[DIALER].state = EndState::Open;
+                conn.ends[DIALER].last_rx = now;
+            }
+            Err(_) => {
+                // The dialer drops it: the acceptor's end learns with a goodbye.
+                let conn = self.conns.get_mut(&c).expect("conn exists");
+                conn.ends[DIALER].state = EndState::Gone;
+                if a.state == EndState::Open {
+                    self.send_frame(c, DIALER, Message::Goodbye);
+                }
+            }
+        }
+        self.drain(d.node);
+        self.reap(c);
+        Stepped::Connection
+    }
+
+    fn dial_failed(&mut self, node: NodeId, inc: u32, dial: DialId, f: DialFailure) -> Stepped {
+        if !self.current(node, inc) {
+            return Stepped::Other;
+        }
+        self.trace.mix(&[3, self.now.0, u64::from(node), dial.0]);
+        let now = self.now;
+        let _ =
+            self.nodes[node as usize]
+                .engine
+                .handle_dial_result(dial, DialResult::Failed(f), now);
+        self.drain(node);
+        Stepped::Connection
+    }
+
+    /// Node `i` puts `msg` on its end `end`.
+    fn transmit(&mut self, i: NodeId, end: ConnId, msg: Message) {
+        let open = self.ends.get(&end).and_then(|(c, side)| {
+            let e = &self.conns.get(c)?.ends[*side];
+            (e.state == EndState::Open).then_some((*c, *side))
+        });
+        let Some((c, side)) = open else {
+            let inc = self.nodes[i as usize].incarnation;
+            let now = self.now;
+            self.schedule(
+                now,
+                Ev::TransmitFailed {
+                    node: i,
+                    inc,
+                    end,
+                    msg,
+                },
+            );
+            return;
+        };
+        if let Message::Control(Control::Overlay(m)) = &msg {
+            let to = self.conns[&c].ends[1 - side].node;
+            let size = if self.net.encode {
+                let mut buf = BytesMut::new();
+                match msg.encode_frame(&mut buf, DEFAULT_MAX_FRAME_LEN) {
+                    Ok(()) => buf.len() as u64,
+                    Err(_) => {
+                        self.decode_errors += 1;
+                        0
+                    }
+                }
+            } else {
+                0
+            };
+            let node = &mut self.nodes[i as usize];
+            node.messages_sent += 1;
+            node.bytes_sent += size;
+            if let Some(log) = &mut self.log {
+                log.push(Sent {
+                    at: self.now,
+                    from: i,
+                    to,
+                    msg: m.clone(),
+                });
+            }
+            if self.net.loss > 0.0 && self.rng.gen_bool(self.net.loss) {
+                return;
+            }
+            if self.net.duplicate > 0.0 && self.rng.gen_bool(self.net.duplicate) {
+                self.send_frame(c, side, msg.clone());
+            }
+        }
+        self.send_frame(c, side, msg);
+    }
+
+    /// Schedules `msg` from side `from` of connection `c` to the other side, in order; lost
+    /// across a partition.
+    fn send_frame(&mut self, c: u64, from: usize, msg: Message) {
+        let Some(conn) = self.conns.get(&c) else {
+            return;
+        };
+        let to = 1 - from;
+        let (a, b) = (conn.ends[from].node, conn.ends[to].node);
+        if self.blocked(a, b) {
+            return;
+        }
+        let prev = conn.fifo[to];
+        let at = (self.now + self.latency()).max(prev);
+        let msg = if self.net.encode {
+            self.round_trip(msg)
+        } else {
+            Some(msg)
+        };
+        let Some(msg) = msg else {
+            return;
+        };
+        self.conns.get_mut(&c).expect("conn exists").fifo[to] = at;
+        self.schedule(at, Ev::Frame { conn: c, to, msg });
+    }
+
+    /// Encodes and decodes a frame, as the wire would.
+    fn round_trip(&mut self, msg: Message) -> Option<Message> {
+        if !matches!(msg, Message::Control(_)) {
+            return Some(msg);
+        }
+        let mut buf = BytesMut::new();
+        let decoded = msg
+            .encode_frame(&mut buf, DEFAULT_MAX_FRAME_LEN)
+            .ok()
+            .and_then(|()| {
+                FrameDecoder::new(DEFAULT_MAX_FRAME_LEN)
+                    .decode(&mut buf)
+                    .ok()
+                    .flatten()
+            })
+            .and_then(|body| Message::decode(body).ok());
+        if decoded.as_ref() != Some(&msg) {
+            self.decode_errors += 1;
+        }
+        decoded
+    }
+
+    fn frame(&mut self, c: u64, to: usize, msg: Message) -> Stepped {
+        let Some(conn) = self.conns.get(&c) else {
+            return Stepped::Other;
+        };
+        let end = conn.ends[to].clone();
+        let from = conn.ends[1 - to].node;
+        if end.state != EndState::Open || !self.current(end.node, end.inc) {
+            return Stepped::Other;
+        }
+        self.conns.get_mut(&c).expect("conn exists").ends[to].last_rx = self.now;
+        let now = self.now;
+        match msg {
+            Message::Control(ctl) => {
+                let code = match &ctl {
+                    Control::Overlay(m) => msg_code(m),
+                };
+                self.trace
+                    .mix(&[4, now.0, u64::from(from), u64::from(end.node), code]);
+                self.nodes[end.node as usize]
+                    .engine
+                    .handle_control(end.id, ctl, now);
+                self.drain(end.node);
+                Stepped::Message
+            }
+            Message::Ping(id) => {
+                self.send_frame(c, to, Message::Pong(id));
+                Stepped::Other
+            }
+            Message::Goodbye => {
+                self.trace.mix(&[5, now.0, u64::from(end.node), end.id.0]);
+                self.down(c, to)
+            }
+            _ => Stepped::Other,
+        }
+    }
+
+    /// Node `i` closes its end `end`.
+    fn close_end(&mut self, i: NodeId, end: ConnId, reason: CloseReason) {
+        let Some(&(c, side)) = self.ends.get(&end) else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(&c) else {
+            return;
+        };
+        if conn.ends[side].state != EndState::Open {
+            return;
+        }
+        conn.ends[side].state = EndState::Broken;
+        let other = conn.ends[1 - side].clone();
+        let far_open = other.state == EndState::Open;
+        let reachable = far_open && !self.blocked(i, other.node) && !self.blocked(other.node, i);
+        let now = self.now;
+        if reason == CloseReason::KeepaliveTimeout {
+            self.schedule(now, Ev::Down { conn: c, side });
+            if far_open && !self.blocked(i, other.node) {
+                let at = now + self.latency();
+                self.schedule(
+                    at,
+                    Ev::Down {
+                        conn: c,
+                        side: 1 - side,
+                    },
+                );
+            }
+            return;
+        }
+        // Flush and say goodbye; this end is done once the peer answers in kind, or after the
+        // linger.
+        if far_open {
+            self.send_frame(c, side, Message::Goodbye);
+        }
+        let at = if reachable {
+            now + self.latency() * 2
+        } else {
+            now + LINGER
+        };
+        self.schedule(at, Ev::Down { conn: c, side });
+    }
+
+    /// End `side` of connection `c` learns it is down.
+    fn end_down(&mut self, c: u64, side: usize) {
+        let Some(conn) = self.conns.get_mut(&c) else {
+            return;
+        };
+        let end = conn.ends[side].clone();
+        if matches!(end.state, EndState::Gone | EndState::Connecting) {
+            return;
+        }
+        conn.ends[side].state = EndState::Gone;
+        if self.current(end.node, end.inc) {
+            let now = self.now;
+            self.nodes[end.node as usize]
+                .engine
+                .handle_lane_down(end.id, now);
+            self.drain(end.node);
+        }
+        self.reap(c);
+    }
+
+    fn down(&mut self, c: u64, side: usize) -> Stepped {
+        let Some(conn) = self.conns.get(&c) else {
+            return Stepped::Other;
+        };
+        let end = conn.ends[side].clone();
+        if matches!(end.state, EndState::Gone | EndState::Connecting) {
+            return Stepped::Other;
+        }
+        self.trace
+            .mix(&[6, self.now.0, u64::from(end.node), end.id.0]);
+        // The end fails: frames handed to it from now on come back to its engine, which is
+        // told a moment later (the runtime's reader reports through the driver's queue).
+        self.conns.get_mut(&c).expect("conn exists").ends[side].state = EndState::Broken;
+        let lo = self.net.latency_min.as_micros() as u64;
+        let at = self.now + Duration::from_micros(self.rng.gen_range(0..=lo));
+        self.schedule(at, Ev::LaneDown { conn: c, side });
+        Stepped::Connection
+    }
+
+    /// Forgets a connection both of whose ends are gone.
+    fn reap(&mut self, c: u64) {
+        let done = self
+            .conns
+            .get(&c)
+            .is_some_and(|conn| conn.ends.iter().all(|e| e.state == EndState::Gone));
+        if !done {
+            return;
+        }
+        if let Some(conn) = self.conns.remove(&c) {
+            for e in &conn.ends {
+                self.ends.remove(&e.id);
+                if let Some(set) = self.by_node.get_mut(e.node as usize) {
+                    set.remove(&c);
+                }
+            }
+        }
+    }
+
+    fn wake(&mut self, node: NodeId, inc: u32, token: u64) -> Stepped {
+        if !self.current(node, inc) || self.nodes[node as usize].wake.map(|(_, t)| t) != Some(token)
+        {
+            return Stepped::Other;
+        }
+        self.nodes[node as usize].wake = None;
+        self.trace.mix(&[7, self.now.0, u64::from(node)]);
+        let now = self.now;
+        let Network {
+            nodes, conns, ends, ..
+        } = self;
+        let activity = Activity { conns, ends };
+        nodes[node as usize].engine.handle_timeout(now, &activity);
+        self.drain(node);
+        Stepped::Timer
+    }
+
+    fn transmit_failed(&mut self, node: NodeId, inc: u32, end: ConnId, msg: Message) -> Stepped {
+        if !self.current(node, inc) {
+            return Stepped::Other;
+        }
+        self.trace.mix(&[8, self.now.0, u64::from(node), end.0]);
+        let now = self.now;
+        self.nodes[node as usize].engine.handle_transmit_failed(
+            end,
+            msg,
+            TransmitFailure::Closed,
+            now,
+        );
+        self.drain(node);
+        Stepped::Connection
+    }
+
+    fn touched(&self, ev: &Ev) -> Option<NodeId> {
+        match ev {
+            Ev::Accept { conn } => self.conns.get(conn).map(|c| c.ends[ACCEPTOR].node),
+            Ev::Verdict { conn, .. } => self.conns.get(conn).map(|c| c.ends[DIALER].node),
+            Ev::Frame { conn, to, .. } => self.conns.get(conn).map(|c| c.ends[*to].node),
+            Ev::Down { conn, side } | Ev::LaneDown { conn, side } => {
+                self.conns.get(conn).map(|c| c.ends[*side].node)
+            }
+            Ev::DialFailed { node, .. }
+            | Ev::Wake { node, .. }
+            | Ev::TransmitFailed { node, .. } => Some(*node),
+        }
+    }
+
+    fn process(&mut self, ev: Ev) -> (Stepped, Option<NodeId>) {
+        let node = self.touched(&ev);
+        let kind = match ev {
+            Ev::Accept { conn } => self.accept(conn),
+            Ev::Verdict { conn, refused } => self.verdict(conn, refused),
+            Ev::DialFailed {
+                node,
+                inc,
+                dial,
+                failure,
+            } => self.dial_failed(node, inc, dial, failure),
+            Ev::Frame { conn, to, msg } => self.frame(conn, to, msg),
+            Ev::Down { conn, side } => self.down(conn, side),
+            Ev::LaneDown { conn, side } => {
+                self.end_down(conn, side);
+                Stepped::Connection
+            }
+            Ev::Wake { node, inc, token } => self.wake(node, inc, token),
+            Ev::TransmitFailed {
+                node,
+                inc,
+                end,
+                msg,
+            } => self.transmit_failed(node, inc, end, msg),
+        };
+        (kind, node)
+    }
+
+    fn print_watched(&self, ev: &Ev) {
+        let involved: Vec<NodeId> = match ev {
+            Ev::Accept { conn }
+            | Ev::Verdict { conn, .. }
+            | Ev::Frame { conn, .. }
+            | Ev::Down { conn, .. }
+            | Ev::LaneDown { conn, .. } => self
+                .conns
+                .get(conn)
+                .map(|c| vec![c.ends[0].node, c.ends[1].node])
+                .unwrap_or_default(),
+            Ev::DialFailed { node, .. }
+            | Ev::Wake { node, .. }
+            | Ev::TransmitFailed { node, .. } => vec![*node],
+        };
+        if involved.iter().any(|n| self.watch.contains(n)) {
+            eprintln!("[{:>10.3}s] {involved:?} {ev:?}", self.now.0 as f64 / 1e6);
+        }
+    }
+}
+
+/// A small stable code per overlay message variant, for the trace hash.
+pub fn msg_code(m: &OverlayMsg) -> u64 {
+    use crate::overlay::{CsMsg, FullMeshMsg, HvMsg};
+    match m {
+        OverlayMsg::HyParView(h) => match h {
+            HvMsg::Join { .. } => 10,
+            HvMsg::ForwardJoin { ttl, .. } => 11 + (u64::from(*ttl) << 8),
+            HvMsg::ForwardJoinAccepted => 12,
+            HvMsg::NeighborRequest { high } => 13 + (u64::from(*high) << 8),
+            HvMsg::NeighborReply { accepted } => 14 + (u64::from(*accepted) << 8),
+            HvMsg::Disconnect => 15,
+            HvMsg::Leave { handover } => 16 + ((handover.len() as u64) << 8),
+            HvMsg::Shuffle { sample, .. } => 17 + ((sample.len() as u64) << 8),
+            HvMsg::ShuffleReply { sample } => 18 + ((sample.len() as u64) << 8),
+            HvMsg::KeepActive => 19,
+        },
+        OverlayMsg::FullMesh(f) => match f {
+            FullMeshMsg::Digest { .. } => 30,
+            FullMeshMsg::Sync { .. } => 31,
+            FullMeshMsg::Delta { .. } => 32,
+            FullMeshMsg::Join { .. } => 33,
+            FullMeshMsg::Handover { .. } => 34,
+        },
+        OverlayMsg::ClientServer(c) => match c {
+            CsMsg::Hello { .. } => 40,
+            CsMsg::Welcome { members, .. } => 41 + ((members.len() as u64) << 8),
+            CsMsg::Announce { .. } => 42,
+            CsMsg::Refused { .. } => 43,
+            CsMsg::Leaving => 44,
+            CsMsg::Removed { .. } => 45,
+        },
+        OverlayMsg::Static(_) => 50,
+    }
+}
