@@ -318,7 +318,7 @@ fn full_mesh(a: FmArgs) -> anyhow::Result<()> {
 }
 
 fn swarm(a: SwarmArgs) -> anyhow::Result<()> {
-    use partisan_sim::swarm::{run_scenario, SwarmLimits};
+    use partisan_sim::swarm::{run_scenario, ScenarioFailure, ScenarioReport, SwarmLimits};
     let seeds: Vec<u64> = match a.seed {
         Some(s) => vec![s],
         None => (a.first..a.first.saturating_add(a.seeds)).collect(),
@@ -338,30 +338,63 @@ fn swarm(a: SwarmArgs) -> anyhow::Result<()> {
     };
     let started = std::time::Instant::now();
     let tty = std::io::stderr().is_terminal() && !a.json;
-    let mut passed = Vec::new();
-    let mut failures = Vec::new();
-    for (k, seed) in seeds.iter().enumerate() {
-        match run_scenario(*seed, limits) {
-            Ok(r) => passed.push(r),
-            Err(f) => {
-                if !a.json {
-                    eprintln!("\r\x1b[2KFAILED {f}");
+    // Scenarios run on every core; results come back in seed order.
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Result<ScenarioReport, ScenarioFailure>>>> =
+        seeds.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads.min(seeds.len()) {
+            scope.spawn(|| loop {
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(seed) = seeds.get(k) else {
+                    return;
+                };
+                let r = run_scenario(*seed, limits);
+                if let Err(f) = &r {
+                    failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if !a.json {
+                        eprintln!("\r\x1b[2KFAILED {f}");
+                    }
                 }
-                failures.push(f);
-            }
+                *results[k].lock().expect("no poisoned result") = Some(r);
+                let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if tty {
+                    eprint!(
+                        "\r\x1b[2K[swarm] {d}/{} seeds, {} failed, {:.1}s",
+                        seeds.len(),
+                        failed.load(std::sync::atomic::Ordering::Relaxed),
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            });
         }
-        if tty {
-            eprint!(
-                "\r\x1b[2K[swarm] {}/{} seeds, {} failed, {:.1}s",
-                k + 1,
-                seeds.len(),
-                failures.len(),
-                started.elapsed().as_secs_f64()
-            );
-        }
-    }
+    });
     if tty {
         eprintln!();
+    }
+    let mut passed = Vec::new();
+    let mut failures = Vec::new();
+    for r in results {
+        match r.into_inner().expect("no poisoned result") {
+            Some(Ok(r)) => passed.push(r),
+            Some(Err(f)) => failures.push(f),
+            None => {}
+        }
+    }
+    let mut overlays: std::collections::BTreeMap<String, usize> =
+        ["hyparview", "full-mesh", "client-server", "static"]
+            .iter()
+            .map(|o| (o.to_string(), 0))
+            .collect();
+    for o in passed
+        .iter()
+        .map(|r| &r.overlay)
+        .chain(failures.iter().map(|f| &f.overlay))
+    {
+        *overlays.entry(o.clone()).or_default() += 1;
     }
     let events: u64 = passed.iter().map(|r| r.events).sum();
     if a.json {
@@ -369,6 +402,8 @@ fn swarm(a: SwarmArgs) -> anyhow::Result<()> {
             "seeds": seeds.len(),
             "first": seeds[0],
             "passed": passed.len(),
+            "overlays": overlays,
+            "failed": failures.len(),
             "failures": failures,
             "events": events,
             "wall_secs": started.elapsed().as_secs_f64(),
@@ -376,13 +411,12 @@ fn swarm(a: SwarmArgs) -> anyhow::Result<()> {
         });
         println!("{v}");
     } else {
-        let hv = passed.iter().filter(|r| r.overlay == "hyparview").count();
         let worst = passed.iter().map(|r| r.heal_secs).fold(0.0f64, f64::max);
+        let per: Vec<String> = overlays.iter().map(|(o, n)| format!("{n} {o}")).collect();
         println!(
-            "swarm: {} seeds ({} hyparview, {} full-mesh passed), {} failed, {} events, longest heal {:.0}s virtual, {:.1}s wall",
+            "swarm: {} seeds ({}), {} failed, {} events, longest heal {:.0}s virtual, {:.1}s wall",
             seeds.len(),
-            hv,
-            passed.len() - hv,
+            per.join(", "),
             failures.len(),
             events,
             worst,

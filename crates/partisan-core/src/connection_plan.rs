@@ -129,6 +129,11 @@ pub enum PlanOutput {
         /// The node that answered.
         hello: PeerHello,
     },
+    /// The planner stopped tracking a node: no reason to want it and no lane up.
+    Forgotten {
+        /// The node.
+        node: NodeName,
+    },
     /// A target was given up on because of a permanent failure.
     GaveUp {
         /// The target.
@@ -417,6 +422,7 @@ impl ConnectionPlan {
             if was_up {
                 out.push(PlanOutput::PeerDown { node: node.clone() });
             }
+            out.push(PlanOutput::Forgotten { node: node.clone() });
         }
     }
 
@@ -604,6 +610,7 @@ impl ConnectionPlan {
             out.push(PlanOutput::PeerDown { node: node.clone() });
             if !peer.reasons.any() {
                 self.peers.remove(node);
+                out.push(PlanOutput::Forgotten { node: node.clone() });
             }
         }
     }
@@ -666,7 +673,20 @@ impl ConnectionPlan {
                     else {
                         continue;
                     };
-                    if r != at || !peer.dials(&key) {
+                    if r != at {
+                        continue;
+                    }
+                    if !peer.dials(&key) {
+                        // Not wanted now (the peer is kept for another reason, such as a
+                        // temporary want of its membership lane): the slot waits idle, and a
+                        // later want dials it at once.
+                        peer.slots.insert(
+                            key,
+                            Slot::Idle {
+                                failures,
+                                retry_at: None,
+                            },
+                        );
                         continue;
                     }
                     let spec = peer.spec.clone().expect("dialed slots have a spec");
@@ -688,6 +708,17 @@ impl ConnectionPlan {
     /// Whether `node` is wanted for any reason.
     pub fn is_wanted(&self, node: &NodeName) -> bool {
         self.peers.get(node).is_some_and(|p| p.reasons.any())
+    }
+
+    /// The planner's state for `node` (wants, slots, creation), for diagnostics.
+    pub fn describe_peer(&self, node: &NodeName) -> String {
+        match self.peers.get(node) {
+            None => "not known".into(),
+            Some(p) => format!(
+                "user={} overlay={} transient_until={:?} creation={:?} slots={:?}",
+                p.reasons.user, p.reasons.overlay, p.reasons.transient_until, p.creation, p.slots
+            ),
+        }
     }
 
     /// Address targets still waiting for their first answer.
@@ -1031,7 +1062,10 @@ mod tests {
         let tc = DialTarget::Node(c_spec.name().clone());
         out.clear();
         a.on_dial_failed(&tc, &data, 0, wrong(), Instant::ZERO, &mut out);
-        assert!(matches!(out[0], PlanOutput::GaveUp { .. }), "{out:?}");
+        assert!(
+            out.iter().any(|o| matches!(o, PlanOutput::GaveUp { .. })),
+            "{out:?}"
+        );
         assert!(!a.is_wanted(c_spec.name()));
         // b was connected, then lost; its address now answers with another node: redialed.
         a.want(b_spec.clone(), Want::User, Instant::ZERO, &mut out);
@@ -1323,6 +1357,37 @@ mod want_tests {
             .filter(|o| matches!(o, PlanOutput::Unreachable { .. }))
             .count();
         assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn a_redial_due_while_the_lane_is_not_wanted_leaves_it_ready_for_the_next_want() {
+        // Found by the swarm (seed 113): the overlay stopped wanting b while a temporary want
+        // kept it; the pending redial of a data lane came due and was dropped, leaving the slot
+        // idle with a stale redial time, so the next overlay want never dialed it again.
+        let mut p = plan();
+        let b = spec("b@h", 2);
+        let mut out = vec![];
+        p.want(b.clone(), Want::Overlay, Instant::ZERO, &mut out);
+        let ttl = Duration::from_secs(60);
+        p.want(b.clone(), Want::Transient { ttl }, Instant::ZERO, &mut out);
+        let t = DialTarget::Node(b.name().clone());
+        let data = ChannelName::new("data").unwrap();
+        p.on_dial_failed(
+            &t,
+            &data,
+            0,
+            DialFailure::Transient("refused".into()),
+            Instant::ZERO,
+            &mut out,
+        );
+        p.unwant(b.name(), Want::Overlay, &mut out);
+        assert!(p.is_wanted(b.name()), "the temporary want keeps it");
+        let due = p.next_deadline().unwrap();
+        out.clear();
+        p.on_tick(due, &mut out);
+        assert!(dials(&out).is_empty(), "not wanted: nothing dialed");
+        p.want(b.clone(), Want::Overlay, due, &mut out);
+        assert!(dials(&out).contains(&"data/0".to_string()), "{out:?}");
     }
 
     #[test]

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use partisan_core::overlay::FullMeshConfig;
+use partisan_core::overlay::{FullMesh, FullMeshConfig};
 use rand::Rng;
 use serde::Serialize;
 
-use crate::engine::{NetConfig, NodeId, OverlayChoice, Sim, SimOverlay};
 use crate::progress::Progress;
+use crate::{NetConfig, Network, NodeId, OverlayChoice};
 
 /// Parameters of the experiment.
 #[derive(Debug, Clone)]
@@ -79,10 +79,10 @@ pub struct FullMeshReport {
 }
 
 /// Whether every node holds the same membership of all `n` nodes.
-fn converged(sim: &Sim, n: usize) -> bool {
+fn converged(sim: &Network, n: usize) -> bool {
     let mut first = None;
-    for node in &sim.nodes {
-        let SimOverlay::FullMesh(fm) = &node.overlay else {
+    for node in sim.nodes() {
+        let Some(fm) = node.engine.overlay_as::<FullMesh>() else {
             return false;
         };
         let h = fm.membership().hash();
@@ -92,14 +92,13 @@ fn converged(sim: &Sim, n: usize) -> bool {
             _ => {}
         }
     }
-    match &sim.nodes[0].overlay {
-        SimOverlay::FullMesh(fm) => fm.membership().members().len() == n,
-        SimOverlay::HyParView(_) => false,
-    }
+    sim.engine(0)
+        .overlay_as::<FullMesh>()
+        .is_some_and(|fm| fm.membership().members().len() == n)
 }
 
-fn totals(sim: &Sim) -> (u64, u64) {
-    sim.nodes
+fn totals(sim: &Network) -> (u64, u64) {
+    sim.nodes()
         .iter()
         .fold((0, 0), |(b, m), n| (b + n.bytes_sent, m + n.messages_sent))
 }
@@ -109,8 +108,12 @@ pub fn run(opts: &FullMeshOpts, progress: &mut dyn Progress) -> FullMeshReport {
     let wall = std::time::Instant::now();
     let n = opts.nodes.max(2);
     let choice = OverlayChoice::FullMesh(opts.config.clone());
-    let mut sim = Sim::new(n, &choice, opts.net.clone(), opts.seed);
-    sim.set_count_bytes(true);
+    let mut setup = choice.setup(n, opts.seed);
+    setup.net = NetConfig {
+        encode: true,
+        ..opts.net.clone()
+    };
+    let mut sim = Network::new(setup);
     let window = opts.storm.as_micros() as u64;
     let mut joins: Vec<(u64, NodeId)> = (1..n)
         .map(|i| {
@@ -155,17 +158,14 @@ pub fn run(opts: &FullMeshOpts, progress: &mut dyn Progress) -> FullMeshReport {
     }
     let (b1, m1) = totals(&sim);
     let secs = (sim.now - t0).as_secs_f64();
-    let full_state_bytes = match &sim.nodes[0].overlay {
-        SimOverlay::FullMesh(fm) => {
-            let delta = fm
-                .membership()
-                .delta_for(&partisan_core::membership::CausalContext::new());
-            postcard::serialize_with_flavor(&delta, postcard::ser_flavors::Size::default())
-                .unwrap_or(0) as u64
-                + 8
-        }
-        SimOverlay::HyParView(_) => 0,
-    };
+    let full_state_bytes = sim.engine(0).overlay_as::<FullMesh>().map_or(0, |fm| {
+        let delta = fm
+            .membership()
+            .delta_for(&partisan_core::membership::CausalContext::new());
+        postcard::serialize_with_flavor(&delta, postcard::ser_flavors::Size::default()).unwrap_or(0)
+            as u64
+            + 8
+    });
     let period = opts.config.periodic_interval.as_secs_f64();
     FullMeshReport {
         seed: opts.seed,

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::engine::{NodeId, Sim};
+use crate::{Network, NodeId};
 
 /// Directed active-view edges among live nodes (edges to dead nodes are dropped: a flood
 /// cannot cross them).
@@ -17,7 +17,7 @@ pub struct Graph {
 
 impl Graph {
     /// Snapshot of the current active views.
-    pub fn of(sim: &Sim) -> Graph {
+    pub fn of(sim: &Network) -> Graph {
         let live = sim.live();
         let pos: BTreeMap<NodeId, usize> = live.iter().enumerate().map(|(i, n)| (*n, i)).collect();
         let mut dead_edges = 0;

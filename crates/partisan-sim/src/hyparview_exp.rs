@@ -11,13 +11,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use partisan_core::engine::Keepalive;
 use partisan_core::overlay::HyParViewConfig;
 use rand::Rng;
 use serde::Serialize;
 
-use crate::engine::{NetConfig, NodeId, OverlayChoice, Sim};
 use crate::graph::Graph;
 use crate::progress::Progress;
+use crate::{NetConfig, Network, NodeId, OverlayChoice};
 
 /// Parameters of the experiment.
 #[derive(Debug, Clone)]
@@ -40,6 +41,9 @@ pub struct HyParViewOpts {
     pub config: HyParViewConfig,
     /// Network model.
     pub net: NetConfig,
+    /// Keepalive of every lane (the runtime's default: a vanished peer is noticed 20 to 70 s
+    /// after its last traffic).
+    pub keepalive: Option<Keepalive>,
 }
 
 impl Default for HyParViewOpts {
@@ -54,6 +58,7 @@ impl Default for HyParViewOpts {
             settle_rounds: 10,
             config: HyParViewConfig::default(),
             net: NetConfig::default(),
+            keepalive: Some(Keepalive::default()),
         }
     }
 }
@@ -85,8 +90,11 @@ pub struct HyParViewReport {
     pub nodes: u32,
     /// Fraction crashed.
     pub crash: f64,
-    /// Whether crashes were silent (noticed after the keepalive timeout).
+    /// Whether crashes were silent (noticed by keepalive).
     pub silent_crashes: bool,
+    /// Seconds after which keepalive closes a lane whose peer vanished (idle + attempts x
+    /// timeout), if keepalive is on.
+    pub keepalive_detection_secs: Option<f64>,
     /// Nodes alive after the crash.
     pub live: usize,
     /// Wall-clock seconds the run took.
@@ -120,7 +128,7 @@ pub struct HyParViewReport {
 const SOURCES: usize = 20;
 
 /// Mean fraction of live nodes reached by floods from `SOURCES` random live nodes.
-fn reliability(sim: &mut Sim, g: &Graph) -> f64 {
+fn reliability(sim: &mut Network, g: &Graph) -> f64 {
     if g.live.is_empty() {
         return 1.0;
     }
@@ -132,7 +140,7 @@ fn reliability(sim: &mut Sim, g: &Graph) -> f64 {
     sum / SOURCES as f64
 }
 
-fn measure(sim: &mut Sim, round: u32, at_secs: f64) -> RoundReport {
+fn measure(sim: &mut Network, round: u32, at_secs: f64) -> RoundReport {
     let g = Graph::of(sim);
     RoundReport {
         round,
@@ -149,7 +157,10 @@ pub fn run(opts: &HyParViewOpts, progress: &mut dyn Progress) -> HyParViewReport
     let wall = std::time::Instant::now();
     let choice = OverlayChoice::HyParView(opts.config.clone());
     let n = opts.nodes.max(2);
-    let mut sim = Sim::new(n, &choice, opts.net.clone(), opts.seed);
+    let mut setup = choice.setup(n, opts.seed);
+    setup.net = opts.net.clone();
+    setup.keepalive = opts.keepalive;
+    let mut sim = Network::new(setup);
     let contacts = opts.contacts.clamp(1, n);
     // Contacts join the first one at once; everyone else joins a random contact at a random
     // time in the join window.
@@ -227,6 +238,7 @@ pub fn run(opts: &HyParViewOpts, progress: &mut dyn Progress) -> HyParViewReport
         nodes: n,
         crash: opts.crash,
         silent_crashes: opts.net.silent_crashes,
+        keepalive_detection_secs: opts.keepalive.map(|k| k.detection_time().as_secs_f64()),
         live: last.live.len(),
         wall_secs: wall.elapsed().as_secs_f64(),
         events: sim.events,

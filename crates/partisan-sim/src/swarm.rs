@@ -1,23 +1,49 @@
-//! Swarm testing: random scenarios (overlay, size, latency, loss, duplication, partitions one
-//! way and both ways, crashes, restarts, leaves) derived from one seed, invariants checked
-//! after every event, then a healing phase that must converge within a bound.
+//! Swarm testing: random scenarios derived from one seed, over every overlay, with invariants
+//! checked after every event, then a healing phase that must converge within a bound.
 //!
-//! Invariants after every event: HyParView views within their bounds, without self, active
-//! and passive disjoint; full mesh membership holding the node itself unless it left; no
-//! overlay message rejected. Once healed (faults stopped, crashed nodes restarted, leavers
-//! rejoined): HyParView active views symmetric, free of dead nodes and forming one connected
-//! graph; full mesh membership identical on every node and equal to all nodes.
+//! A scenario picks an overlay (HyParView, full mesh, client-server with 1 to 3 servers,
+//! static), a family, sizes, protocol timers, keepalive timing and a network model (latency,
+//! loss, duplication, silent or loud crashes, how late a node learns that a connection ended),
+//! then runs joins and faults:
+//!
+//! - `chaos`: crashes, restarts, partitions one way and both ways, splits of the cluster in
+//!   two, heals, leaves and rejoins.
+//! - `churn`: no crash nor partition, but frequent leaves and rejoins, short-lived temporary
+//!   connections, and a long delay before a node learns a connection ended, so overlay messages
+//!   keep meeting lanes that are closing, held messages meet lanes that open while others
+//!   close, and temporary wants lapse on lanes the peer still uses.
+//!
+//! Invariants after every event, on the node it touched:
+//! - overlay state: HyParView views within their bounds, without the node itself, active and
+//!   passive disjoint; full mesh membership holding the node itself unless it left;
+//! - no overlay message rejected, no control frame that fails to decode;
+//! - known identities only of peers wanted or with a lane (bounded by wanted + connected);
+//! - overlay messages held only for peers with no open lane (none stranded);
+//! - every overlay message accounted for (on a lane, held, or dropped for a stated reason), and
+//!   none dropped for a full queue when the network loses nothing;
+//! - no node closes as unwanted a lane its peer dialed (the peer still relies on it).
+//!
+//! Once healed (faults stopped, crashed nodes restarted, leavers rejoined), per overlay:
+//! HyParView active views symmetric, free of dead nodes and one connected graph; full mesh
+//! membership identical everywhere and equal to all nodes; client-server servers connected to
+//! everyone and clients to every server, each client with a connected relay; static: every
+//! node connected to every other. And for every overlay: exactly one connection per (pair,
+//! channel, lane) the overlay keeps, with every lane of it up.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use partisan_core::overlay::{FullMeshConfig, HyParViewConfig, Overlay};
+use partisan_core::engine::Keepalive;
+use partisan_core::id::{ChannelName, ChannelOpts, NodeName};
+use partisan_core::overlay::{
+    ClientServer, FullMesh, FullMeshConfig, HyParView, HyParViewConfig, Overlay,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::engine::{derive_seed, NetConfig, NodeId, OverlayChoice, Sim, SimOverlay};
 use crate::graph::Graph;
+use crate::{derive_seed, NetConfig, Network, NodeId, OverlayChoice};
 
 /// Sizes of generated scenarios.
 #[derive(Debug, Clone, Copy)]
@@ -50,6 +76,8 @@ pub struct ScenarioReport {
     pub seed: u64,
     /// Overlay.
     pub overlay: String,
+    /// Family of faults (`chaos` or `churn`).
+    pub family: String,
     /// Nodes.
     pub nodes: u32,
     /// Faults injected.
@@ -68,62 +96,151 @@ pub struct ScenarioReport {
 pub struct ScenarioFailure {
     /// Seed.
     pub seed: u64,
+    /// Overlay.
+    pub overlay: String,
     /// What went wrong, and when.
     pub reason: String,
     /// The command that replays this exact run.
     pub command: String,
 }
 
-fn check_node(sim: &Sim, n: NodeId) -> Result<(), String> {
-    if sim.rejected > 0 {
-        return Err(format!("an overlay message was rejected (at node {n})"));
+/// Families of scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Chaos,
+    Churn,
+}
+
+impl Family {
+    fn name(self) -> &'static str {
+        match self {
+            Family::Chaos => "chaos",
+            Family::Churn => "churn",
+        }
     }
-    let node = &sim.nodes[n as usize];
+}
+
+/// The invariants checked after every event on node `n`.
+pub fn check_node(sim: &Network, n: NodeId) -> Result<(), String> {
+    if sim.rejected > 0 {
+        return Err(format!("an overlay message was rejected (at node n{n})"));
+    }
+    if sim.decode_errors > 0 {
+        return Err("a control frame failed to decode".into());
+    }
+    if sim.peer_lanes_closed > 0 {
+        return Err(format!(
+            "a node closed as unwanted a lane its peer dialed (at node n{n})"
+        ));
+    }
+    let node = sim.node(n);
     if !node.alive {
         return Ok(());
     }
+    let e = &node.engine;
     let me = node.info.name();
-    match &node.overlay {
-        SimOverlay::HyParView(h) => {
-            let (active, passive) = (h.active_view(), h.passive_view());
-            let cfg = h.config();
-            if active.len() > cfg.active_max {
-                return Err(format!(
-                    "{me}: active view {} > {}",
-                    active.len(),
-                    cfg.active_max
-                ));
-            }
-            if passive.len() > cfg.passive_max {
-                return Err(format!(
-                    "{me}: passive view {} > {}",
-                    passive.len(),
-                    cfg.passive_max
-                ));
-            }
-            if active.contains(me) || passive.contains(me) {
-                return Err(format!("{me}: itself in a view"));
-            }
-            if let Some(x) = active.iter().find(|a| passive.contains(a)) {
-                return Err(format!("{me}: {x} both active and passive"));
-            }
+    if let Some(h) = e.overlay_as::<HyParView>() {
+        let (active, passive) = (h.active_view(), h.passive_view());
+        let cfg = h.config();
+        if active.len() > cfg.active_max {
+            return Err(format!(
+                "{me}: active view {} > {}",
+                active.len(),
+                cfg.active_max
+            ));
         }
-        SimOverlay::FullMesh(f) => {
-            let members = f.members();
-            if !f.has_left() && !members.contains(me) {
-                return Err(format!("{me}: not in its own membership"));
-            }
-            if members.windows(2).any(|w| w[0] >= w[1]) {
-                return Err(format!("{me}: members not sorted and unique"));
+        if passive.len() > cfg.passive_max {
+            return Err(format!(
+                "{me}: passive view {} > {}",
+                passive.len(),
+                cfg.passive_max
+            ));
+        }
+        if active.contains(me) || passive.contains(me) {
+            return Err(format!("{me}: itself in a view"));
+        }
+        if let Some(x) = active.iter().find(|a| passive.contains(a)) {
+            return Err(format!("{me}: {x} both active and passive"));
+        }
+    }
+    if let Some(f) = e.overlay_as::<FullMesh>() {
+        let members = f.members();
+        if !f.has_left() && !members.contains(me) {
+            return Err(format!("{me}: not in its own membership"));
+        }
+        if members.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(format!("{me}: members not sorted and unique"));
+        }
+    }
+    if let Some(p) = e.unneeded_identity() {
+        return Err(format!(
+            "{me}: keeps the identity of {p}, neither wanted nor connected"
+        ));
+    }
+    for p in e.peers_with_held() {
+        if e.is_connected(p) {
+            return Err(format!(
+                "{me}: {} overlay messages stranded for {p}, which has an open lane",
+                e.held_for(p)
+            ));
+        }
+    }
+    let s = e.stats();
+    let unaccounted = s.overlay_unaccounted(e.held());
+    if unaccounted != 0 {
+        return Err(format!(
+            "{me}: {unaccounted} overlay messages unaccounted for ({s:?}, {} held)",
+            e.held()
+        ));
+    }
+    if s.overlay_dropped_full > 0 {
+        return Err(format!(
+            "{me}: {} overlay messages dropped for a full queue (the network has none)",
+            s.overlay_dropped_full
+        ));
+    }
+    Ok(())
+}
+
+/// The peers node `i` keeps connected for its overlay (every lane of each).
+fn kept_peers(sim: &Network, i: NodeId) -> Vec<NodeName> {
+    let e = sim.engine(i);
+    e.overlay().active_view()
+}
+
+/// One connection per (pair, channel, lane), and every lane of every kept peer up.
+fn connections_settled(sim: &Network) -> Result<(), String> {
+    let mut slots: BTreeMap<(NodeId, NodeId, ChannelName, u16), u32> = BTreeMap::new();
+    for (d, a, ch, lane) in sim.open_connections() {
+        *slots.entry((d.min(a), d.max(a), ch, lane)).or_default() += 1;
+    }
+    if let Some(((a, b, ch, lane), k)) = slots.iter().find(|(_, k)| **k > 1) {
+        return Err(format!("{k} connections n{a}-n{b} on {ch}/{lane}"));
+    }
+    for i in sim.live() {
+        for peer in kept_peers(sim, i) {
+            let Some(j) = sim.id_of(&peer) else {
+                continue;
+            };
+            let spec = &sim.node(j).info.spec;
+            for (ch, lane) in spec.lanes() {
+                if !slots.contains_key(&(i.min(j), i.max(j), ch.clone(), lane)) {
+                    return Err(format!(
+                        "n{i} keeps n{j} but lane {ch}/{lane} is not up\n  n{i} of n{j}: {}\n  n{j} of n{i}: {}",
+                        sim.engine(i).describe_peer(&peer),
+                        sim.engine(j).describe_peer(sim.name_of(i))
+                    ));
+                }
             }
         }
     }
     Ok(())
 }
 
-fn healed(sim: &Sim) -> Result<(), String> {
-    match &sim.nodes[0].overlay {
-        SimOverlay::HyParView(_) => {
+fn healed(sim: &Network, choice: &OverlayChoice) -> Result<(), String> {
+    let n = sim.len();
+    match choice {
+        OverlayChoice::HyParView(_) => {
             let g = Graph::of(sim);
             if g.dead_edges > 0 {
                 return Err(format!("{} active entries name dead nodes", g.dead_edges));
@@ -138,13 +255,11 @@ fn healed(sim: &Sim) -> Result<(), String> {
                     g.live.len()
                 ));
             }
-            Ok(())
         }
-        SimOverlay::FullMesh(_) => {
-            let n = sim.nodes.len();
+        OverlayChoice::FullMesh(_) => {
             let mut hashes = BTreeSet::new();
-            for node in &sim.nodes {
-                let SimOverlay::FullMesh(f) = &node.overlay else {
+            for node in sim.nodes() {
+                let Some(f) = node.engine.overlay_as::<FullMesh>() else {
                     return Err("mixed overlays".into());
                 };
                 if f.members().len() != n {
@@ -159,86 +274,114 @@ fn healed(sim: &Sim) -> Result<(), String> {
             if hashes.len() != 1 {
                 return Err(format!("{} different memberships", hashes.len()));
             }
-            Ok(())
+        }
+        OverlayChoice::ClientServer { servers } => {
+            for i in sim.live() {
+                let e = sim.engine(i);
+                let members = e.overlay().members();
+                let mut expect: Vec<NodeName> = (0..n as NodeId)
+                    .filter(|j| *j == i || i < *servers || *j < *servers)
+                    .map(|j| sim.name_of(j).clone())
+                    .collect();
+                expect.sort();
+                if members != expect {
+                    return Err(format!(
+                        "n{i} has members {} instead of {}",
+                        short(&members),
+                        short(&expect)
+                    ));
+                }
+                if i >= *servers {
+                    let cs = e
+                        .overlay_as::<ClientServer>()
+                        .ok_or_else(|| "mixed overlays".to_string())?;
+                    let relays = cs.servers();
+                    if !relays.iter().any(|r| e.is_connected(r)) {
+                        return Err(format!("client n{i} has no connected relay"));
+                    }
+                }
+            }
+        }
+        OverlayChoice::Static => {
+            for i in sim.live() {
+                let members = sim.engine(i).overlay().members();
+                if members.len() != n {
+                    return Err(format!("n{i} has {} of {n} members", members.len()));
+                }
+            }
         }
     }
+    connections_settled(sim)
 }
 
-/// For a HyParView failure: each node's views, to see why the overlay did not heal.
-fn describe(sim: &Sim) -> String {
-    if sim.nodes.len() > 64 {
+fn short(v: &[NodeName]) -> String {
+    v.iter()
+        .map(|x| x.short_name().to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// For a failure: each node's views or memberships, to see why the overlay did not heal.
+fn describe(sim: &Network) -> String {
+    if sim.len() > 64 {
         return String::new();
     }
-    if matches!(sim.nodes[0].overlay, SimOverlay::FullMesh(_)) {
-        let all: BTreeSet<_> = sim.nodes.iter().map(|n| n.info.name().clone()).collect();
-        let mut s = String::from("\n  memberships (node: missing):");
-        for n in &sim.nodes {
-            let SimOverlay::FullMesh(f) = &n.overlay else {
-                continue;
-            };
-            let have: BTreeSet<_> = f.members().into_iter().collect();
-            let missing: Vec<_> = all
-                .difference(&have)
-                .map(|x| x.short_name().to_string())
-                .collect();
-            s.push_str(&format!(
-                "\n  {}{}{}: {}",
-                n.info.name().short_name(),
-                if f.has_left() { " (left)" } else { "" },
-                if f.is_isolated() { " (isolated)" } else { "" },
-                missing.join(",")
-            ));
-        }
-        return s;
-    }
-    let mut s = String::from("\n  views (node: active | passive):");
-    for (i, n) in sim.nodes.iter().enumerate() {
-        let o = n.overlay.as_dyn();
-        let short = |v: Vec<partisan_core::id::NodeName>| {
-            v.iter()
-                .map(|x| x.short_name().to_string())
-                .collect::<Vec<_>>()
-                .join(",")
+    let mut s = String::from("\n  nodes (node: members or active | passive | lanes to):");
+    for i in 0..sim.len() as NodeId {
+        let node = sim.node(i);
+        let o = node.engine.overlay();
+        let view = if node.engine.overlay_as::<HyParView>().is_some() {
+            format!("{} | {}", short(&o.active_view()), short(&o.passive_view()))
+        } else {
+            short(&o.members())
         };
+        let lanes: Vec<NodeName> = node.engine.connected_peers().cloned().collect();
         s.push_str(&format!(
-            "\n  n{i}{}: {} | {}",
-            if n.alive { "" } else { " (dead)" },
-            short(o.active_view()),
-            short(o.passive_view())
+            "\n  n{i}{}: {view} | {}",
+            if node.alive { "" } else { " (dead)" },
+            short(&lanes)
         ));
     }
     s
 }
 
-/// Runs the scenario of `seed`.
-pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, ScenarioFailure> {
-    let fail = |reason: String| ScenarioFailure {
-        seed,
-        reason,
-        command: format!("partisan sim swarm --seed {seed}"),
-    };
-    let mut g = ChaCha8Rng::seed_from_u64(derive_seed(seed, 0x5_4a11));
+struct Scenario {
+    choice: OverlayChoice,
+    family: Family,
+    nodes: u32,
+}
+
+fn generate(g: &mut ChaCha8Rng, limits: SwarmLimits) -> (Scenario, NetConfig, Keepalive) {
     let nodes = g.gen_range(limits.min_nodes..=limits.max_nodes.max(limits.min_nodes));
-    let hyparview = g.gen_bool(0.5);
-    let choice = if hyparview {
-        let active_max = g.gen_range(3..=6);
-        OverlayChoice::HyParView(HyParViewConfig {
-            active_max,
-            active_min: g.gen_range(1..=active_max.min(3)),
-            passive_max: g.gen_range(5..=30),
-            shuffle_interval: Duration::from_millis(g.gen_range(2_000..=10_000)),
-            random_promotion_interval: Duration::from_millis(g.gen_range(1_000..=5_000)),
-            ..HyParViewConfig::default()
-        })
-    } else {
-        OverlayChoice::FullMesh(FullMeshConfig {
+    let choice = match g.gen_range(0..4) {
+        0 => {
+            let active_max = g.gen_range(3..=6);
+            OverlayChoice::HyParView(HyParViewConfig {
+                active_max,
+                active_min: g.gen_range(1..=active_max.min(3)),
+                passive_max: g.gen_range(5..=30),
+                shuffle_interval: Duration::from_millis(g.gen_range(2_000..=10_000)),
+                random_promotion_interval: Duration::from_millis(g.gen_range(1_000..=5_000)),
+                ..HyParViewConfig::default()
+            })
+        }
+        1 => OverlayChoice::FullMesh(FullMeshConfig {
             periodic_interval: Duration::from_millis(g.gen_range(1_000..=10_000)),
             fanout: g.gen_range(1..=5),
             ..FullMeshConfig::default()
-        })
+        }),
+        2 => OverlayChoice::ClientServer {
+            servers: g.gen_range(1..=3),
+        },
+        _ => OverlayChoice::Static,
+    };
+    let family = if g.gen_bool(0.7) {
+        Family::Chaos
+    } else {
+        Family::Churn
     };
     let lat_min = g.gen_range(1..=5);
-    let faulty = NetConfig {
+    let net = NetConfig {
         latency_min: Duration::from_millis(lat_min),
         latency_max: Duration::from_millis(g.gen_range(lat_min..=100)),
         loss: if g.gen_bool(0.5) {
@@ -251,26 +394,99 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
         } else {
             0.0
         },
-        detect_delay: Duration::from_millis(g.gen_range(1_000..=10_000)),
         connect_timeout: Duration::from_millis(g.gen_range(200..=2_000)),
         silent_crashes: g.gen_bool(0.3),
+        notice_delay: Duration::from_millis(match family {
+            Family::Chaos => g.gen_range(0..=20),
+            Family::Churn => g.gen_range(20..=300),
+        }),
+        encode: true,
     };
+    let keepalive = Keepalive {
+        idle: Duration::from_millis(g.gen_range(1_000..=10_000)),
+        timeout: Duration::from_millis(g.gen_range(500..=3_000)),
+        max_attempts: g.gen_range(1..=5),
+    };
+    (
+        Scenario {
+            choice,
+            family,
+            nodes,
+        },
+        net,
+        keepalive,
+    )
+}
+
+/// A contact for node `v` to join through, among `live` (never itself): a server for
+/// client-server, anyone for the others. `None` when there is none.
+fn contact(
+    g: &mut ChaCha8Rng,
+    choice: &OverlayChoice,
+    v: NodeId,
+    live: &[NodeId],
+) -> Option<NodeId> {
+    let ok: Vec<NodeId> = live
+        .iter()
+        .copied()
+        .filter(|x| {
+            *x != v
+                && (!matches!(choice, OverlayChoice::ClientServer { .. }) || choice.is_server(*x))
+        })
+        .collect();
+    (!ok.is_empty()).then(|| ok[g.gen_range(0..ok.len())])
+}
+
+/// Runs the scenario of `seed`.
+pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, ScenarioFailure> {
+    let mut g = ChaCha8Rng::seed_from_u64(derive_seed(seed, 0x5_4a11));
+    let (sc, faulty, keepalive) = generate(&mut g, limits);
+    let choice = sc.choice.clone();
+    let fail = |reason: String| ScenarioFailure {
+        seed,
+        overlay: choice.name().into(),
+        reason,
+        command: format!("partisan sim swarm --seed {seed}"),
+    };
+    let nodes = sc.nodes;
+    let mut setup = choice.setup(nodes, derive_seed(seed, 1));
+    setup.net = faulty.clone();
+    setup.keepalive = Some(keepalive);
+    if g.gen_bool(0.3) {
+        // A data channel of several lanes: more slots per pair to settle.
+        setup.channels.insert(
+            ChannelName::new("data").expect("valid channel"),
+            ChannelOpts::with_parallelism(g.gen_range(2..=3)),
+        );
+    }
+    if sc.family == Family::Churn {
+        setup.transient_ttl = Duration::from_millis(g.gen_range(500..=3_000));
+    }
     let clean = NetConfig {
         loss: 0.0,
         duplicate: 0.0,
         ..faulty.clone()
     };
-    let mut sim = Sim::new(nodes, &choice, faulty, derive_seed(seed, 1));
-    let overlay_name = if hyparview { "hyparview" } else { "full-mesh" };
+    let mut sim = Network::new(setup);
+    let static_overlay = matches!(choice, OverlayChoice::Static);
 
-    // Joins within the first 5 s, each through a random earlier node.
-    let mut joins: Vec<(u64, NodeId, NodeId)> = (1..nodes)
-        .map(|i| (g.gen_range(0..5_000_000), i, g.gen_range(0..i)))
-        .collect();
+    // Joins within the first 5 s, each through a random earlier node (a server for
+    // client-server; static nodes know each other from their configuration).
+    let mut joins: Vec<(u64, NodeId, NodeId)> = Vec::new();
+    if !static_overlay {
+        for i in 1..nodes {
+            let earlier: Vec<NodeId> = (0..i).collect();
+            if let Some(c) = contact(&mut g, &choice, i, &earlier) {
+                joins.push((g.gen_range(0..5_000_000), i, c));
+            }
+        }
+    }
     joins.sort_unstable();
-    // Faults during the chaos phase.
     let chaos = limits.chaos.as_micros() as u64;
-    let n_faults = g.gen_range(0..=limits.max_faults);
+    let n_faults = match sc.family {
+        Family::Chaos => g.gen_range(0..=limits.max_faults),
+        Family::Churn => g.gen_range(limits.max_faults / 2..=limits.max_faults * 2),
+    };
     let mut faults: Vec<(u64, u32)> = (0..n_faults)
         .map(|k| (g.gen_range(5_000_000..5_000_000 + chaos), k))
         .collect();
@@ -283,11 +499,12 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
     let mut crashed: BTreeSet<NodeId> = BTreeSet::new();
     let mut log: Vec<String> = Vec::new();
     let mut left: BTreeSet<NodeId> = BTreeSet::new();
+    let mut unjoined: BTreeSet<NodeId> = BTreeSet::new();
     let start = sim.now;
-    let checker = |s: &Sim, n: NodeId| check_node(s, n);
+    let secs = |sim: &Network| sim.now.0 as f64 / 1e6;
     for (t, join) in plan {
         let at = start + Duration::from_micros(t);
-        sim.run_checked(at, checker)
+        sim.run_checked(at, check_node)
             .map_err(|e| fail(format!("at {:.3}s: {e}", at.0 as f64 / 1e6)))?;
         if let Some((i, c)) = join {
             sim.join(i, c);
@@ -299,11 +516,16 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
             .filter(|x| !left.contains(x))
             .collect();
         let pick = |g: &mut ChaCha8Rng, v: &[NodeId]| v[g.gen_range(0..v.len())];
-        match g.gen_range(0..7) {
+        let kind = match sc.family {
+            Family::Chaos => g.gen_range(0..7),
+            Family::Churn => [5, 6][g.gen_range(0..2)],
+        };
+        match kind {
             0 if live.len() > (nodes as usize).div_ceil(2) => {
                 let v = pick(&mut g, &live);
+                unjoined.remove(&v);
                 sim.crash(v);
-                log.push(format!("{:.1}s crash n{v}", sim.now.0 as f64 / 1e6));
+                log.push(format!("{:.1}s crash n{v}", secs(&sim)));
                 crashed.insert(v);
             }
             1 if !crashed.is_empty() => {
@@ -312,11 +534,20 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
                     .nth(g.gen_range(0..crashed.len()))
                     .expect("non-empty");
                 crashed.remove(&v);
-                sim.restart(v, &choice);
-                log.push(format!("{:.1}s restart n{v}", sim.now.0 as f64 / 1e6));
-                let c = pick(&mut g, &live);
-                sim.join(v, c);
-                log.push(format!("{:.1}s join n{v} via n{c}", sim.now.0 as f64 / 1e6));
+                sim.restart(v);
+                log.push(format!("{:.1}s restart n{v}", secs(&sim)));
+                if !static_overlay {
+                    match contact(&mut g, &choice, v, &live) {
+                        Some(c) => {
+                            sim.join(v, c);
+                            log.push(format!("{:.1}s join n{v} via n{c}", secs(&sim)));
+                        }
+                        // Nobody to join through now: it joins when healing starts.
+                        None => {
+                            unjoined.insert(v);
+                        }
+                    }
+                }
             }
             2 => {
                 let (a, b) = (g.gen_range(0..nodes), g.gen_range(0..nodes));
@@ -325,7 +556,7 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
                     sim.partition(a, b, both);
                     log.push(format!(
                         "{:.1}s partition n{a}-n{b} both={both}",
-                        sim.now.0 as f64 / 1e6
+                        secs(&sim)
                     ));
                 }
             }
@@ -333,7 +564,7 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
                 // Split the cluster in two groups.
                 let both = g.gen_bool(0.7);
                 let side: Vec<bool> = (0..nodes).map(|_| g.gen_bool(0.5)).collect();
-                log.push(format!("{:.1}s split both={both}", sim.now.0 as f64 / 1e6));
+                log.push(format!("{:.1}s split both={both}", secs(&sim)));
                 for a in 0..nodes {
                     for b in 0..nodes {
                         if side[a as usize] && !side[b as usize] {
@@ -344,12 +575,20 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
             }
             4 => {
                 sim.heal();
-                log.push(format!("{:.1}s heal", sim.now.0 as f64 / 1e6));
+                log.push(format!("{:.1}s heal", secs(&sim)));
             }
-            5 if live.len() > 2 => {
+            5 if live.len() > 2 && !static_overlay => {
                 let v = pick(&mut g, &live);
+                // Client-server: the last server member stays (nobody could be joined again).
+                let servers_left = live
+                    .iter()
+                    .filter(|x| **x != v && choice.is_server(**x))
+                    .count();
+                if choice.is_server(v) && servers_left == 0 {
+                    continue;
+                }
                 sim.leave(v);
-                log.push(format!("{:.1}s leave n{v}", sim.now.0 as f64 / 1e6));
+                log.push(format!("{:.1}s leave n{v}", secs(&sim)));
                 left.insert(v);
             }
             6 if !left.is_empty() => {
@@ -357,56 +596,65 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
                     .iter()
                     .nth(g.gen_range(0..left.len()))
                     .expect("non-empty");
-                left.remove(&v);
-                let c = pick(&mut g, &live);
-                sim.join(v, c);
-                log.push(format!("{:.1}s join n{v} via n{c}", sim.now.0 as f64 / 1e6));
+                if let Some(c) = contact(&mut g, &choice, v, &live) {
+                    left.remove(&v);
+                    sim.join(v, c);
+                    log.push(format!("{:.1}s join n{v} via n{c}", secs(&sim)));
+                }
             }
             _ => {}
         }
     }
-    sim.run_checked(start + Duration::from_micros(5_000_000 + chaos), checker)
+    sim.run_checked(start + Duration::from_micros(5_000_000 + chaos), check_node)
         .map_err(|e| fail(format!("during chaos: {e}")))?;
 
     // Heal: no more faults; crashed nodes restart and leavers rejoin through live members.
     sim.heal();
     sim.set_net(clean);
+    for &v in &crashed {
+        sim.restart(v);
+        log.push(format!("{:.1}s restart n{v}", secs(&sim)));
+    }
     let members: Vec<NodeId> = sim
         .live()
         .into_iter()
         .filter(|x| !left.contains(x))
         .collect();
-    for v in crashed {
-        sim.restart(v, &choice);
-        log.push(format!("{:.1}s restart n{v}", sim.now.0 as f64 / 1e6));
-        let c = members[g.gen_range(0..members.len())];
-        sim.join(v, c);
-        log.push(format!("{:.1}s join n{v} via n{c}", sim.now.0 as f64 / 1e6));
+    if !static_overlay {
+        let rejoin: BTreeSet<NodeId> = crashed
+            .iter()
+            .chain(&left)
+            .chain(&unjoined)
+            .copied()
+            .collect();
+        for v in rejoin {
+            if let Some(c) = contact(&mut g, &choice, v, &members) {
+                sim.join(v, c);
+                log.push(format!("{:.1}s join n{v} via n{c}", secs(&sim)));
+            }
+        }
     }
-    for v in left {
-        let c = members[g.gen_range(0..members.len())];
-        sim.join(v, c);
-        log.push(format!("{:.1}s join n{v} via n{c}", sim.now.0 as f64 / 1e6));
-    }
-    let period = match &choice {
-        OverlayChoice::HyParView(h) => h.shuffle_interval,
-        OverlayChoice::FullMesh(f) => f.periodic_interval,
-    };
+    let period = choice
+        .period()
+        .max(keepalive.detection_time() / 4)
+        .max(Duration::from_secs(1));
     let heal_start = sim.now;
     let bound = 40;
     let mut last = Err(String::new());
     for _ in 0..bound {
         let until = sim.now + period;
-        sim.run_checked(until, checker)
+        sim.run_checked(until, check_node)
             .map_err(|e| fail(format!("while healing: {e}")))?;
-        last = healed(&sim);
+        last = healed(&sim, &choice);
         if last.is_ok() {
             break;
         }
     }
     if let Err(e) = last {
         return Err(fail(format!(
-            "not healed within {bound} periods ({:.0}s): {e}{}\n  faults: {}",
+            "{} {}: not healed within {bound} periods ({:.0}s): {e}{}\n  faults: {}",
+            sc.family.name(),
+            choice.name(),
             (sim.now - heal_start).as_secs_f64(),
             describe(&sim),
             log.join("; ")
@@ -414,7 +662,8 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
     }
     Ok(ScenarioReport {
         seed,
-        overlay: overlay_name.into(),
+        overlay: choice.name().into(),
+        family: sc.family.name().into(),
         nodes,
         faults: n_faults,
         events: sim.events,

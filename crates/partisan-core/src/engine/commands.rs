@@ -121,15 +121,18 @@ impl Engine {
                     );
                     return;
                 }
-                self.plan.want(spec, transient, now, &mut self.plan_out);
+                self.plan
+                    .want(spec.clone(), transient, now, &mut self.plan_out);
                 if self.lanes.is_connected(&name) {
                     self.join_connected(name, waiter, now);
                 } else {
-                    self.waiters
+                    let entry = self
+                        .waiters
                         .join_node
                         .entry(name)
-                        .or_default()
-                        .extend(waiter);
+                        .or_insert_with(|| (spec.clone(), Vec::new()));
+                    entry.0 = spec;
+                    entry.1.extend(waiter);
                 }
             }
         }

@@ -250,11 +250,24 @@ impl LaneActivity for () {
 }
 
 /// Counters of an engine.
+///
+/// Overlay messages are kept in a ledger: every message the overlay sends, and every one the
+/// caller hands back ([`TransmitFailure`]), ends up put on a lane, held for a peer, or dropped
+/// for a stated reason. [`EngineStats::overlay_unaccounted`] is the difference, always 0.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EngineStats {
-    /// Overlay messages dropped: a full lane queue, a full hold queue, or a peer found
-    /// unreachable while they were held.
-    pub overlay_dropped: u64,
+    /// Overlay messages the overlay asked to send.
+    pub overlay_sent: u64,
+    /// Overlay messages handed back by the caller (lane full or found closed).
+    pub overlay_returned: u64,
+    /// Overlay messages put on a lane (once per attempt).
+    pub overlay_handed: u64,
+    /// Overlay messages dropped because the lane's queue was full.
+    pub overlay_dropped_full: u64,
+    /// Overlay messages dropped to make room in a full hold queue (the oldest go).
+    pub overlay_dropped_overflow: u64,
+    /// Overlay messages held for a peer found unreachable (or whose node is unknown), dropped.
+    pub overlay_dropped_unreachable: u64,
     /// Overlay messages from peers that the overlay rejected.
     pub overlay_rejected: u64,
     /// Control frames from an unknown lane or another run of its peer, dropped.
@@ -263,4 +276,20 @@ pub struct EngineStats {
     pub keepalive_timeouts: u64,
     /// Keepalive probes sent.
     pub probes_sent: u64,
+}
+
+impl EngineStats {
+    /// Overlay messages dropped, for every reason.
+    pub fn overlay_dropped(&self) -> u64 {
+        self.overlay_dropped_full + self.overlay_dropped_overflow + self.overlay_dropped_unreachable
+    }
+
+    /// Overlay messages neither on a lane, held (`held`, the engine's current count) nor
+    /// dropped for a stated reason: 0 unless a message vanished.
+    pub fn overlay_unaccounted(&self, held: usize) -> i128 {
+        i128::from(self.overlay_sent) + i128::from(self.overlay_returned)
+            - i128::from(self.overlay_handed)
+            - held as i128
+            - i128::from(self.overlay_dropped())
+    }
 }

@@ -1,5 +1,6 @@
-//! Keepalive and failure detection: a lane silent for `idle` is probed every `timeout` and
-//! closed after `max_attempts` unanswered probes. The transport answers probes and records
+//! Keepalive and failure detection: a lane silent for `idle` (less up to a quarter, at random,
+//! so both ends rarely probe at once) is probed every `timeout` and closed after
+//! `max_attempts` unanswered probes. The transport answers probes and records
 //! when each lane last received anything; the engine only reads that ([`LaneActivity`]).
 
 use crate::connection_plan::{CloseReason, ConnId};
@@ -9,6 +10,8 @@ use crate::wire::Message;
 use super::{Engine, Event, LaneActivity, Output, TimerKey};
 
 impl Engine {
+    /// A keepalive check of `conn` came due: probe it if it has been silent long enough, close
+    /// it if too many probes went unanswered, else check again later.
     pub(super) fn keepalive_check(
         &mut self,
         conn: ConnId,
@@ -18,7 +21,7 @@ impl Engine {
         let Some(ka) = self.cfg.keepalive else {
             return;
         };
-        let Some(lane) = self.lanes.get_mut(conn) else {
+        let Some(lane) = self.lanes.get(conn) else {
             return;
         };
         if !lane.is_open() {
@@ -28,14 +31,17 @@ impl Engine {
             .last_received(conn)
             .unwrap_or(lane.opened)
             .max(lane.opened);
-        if lane.probes > 0 && last > lane.last_probe {
-            // Answered (or any traffic since the probe).
-            lane.probes = 0;
-        }
-        if lane.probes == 0 {
-            let due = last + ka.idle;
-            if now < due {
+        let answered = lane.probes > 0 && last > lane.last_probe;
+        let probes = if answered { 0 } else { lane.probes };
+        if probes == 0 {
+            // Silent for less than the shortest idle period drawn: look again when it would be.
+            let shortest = last + (ka.idle - ka.idle / 4);
+            if now < shortest {
+                let due = self.idle_deadline(last, ka);
                 self.timers.arm(TimerKey::Keepalive(conn), due);
+                if let Some(lane) = self.lanes.get_mut(conn) {
+                    lane.probes = 0;
+                }
                 return;
             }
         } else {
@@ -44,7 +50,7 @@ impl Engine {
                 self.timers.arm(TimerKey::Keepalive(conn), due);
                 return;
             }
-            if lane.probes >= ka.max_attempts {
+            if probes >= ka.max_attempts {
                 let node = lane.peer.clone();
                 self.stats.keepalive_timeouts += 1;
                 self.events
@@ -53,7 +59,10 @@ impl Engine {
                 return;
             }
         }
-        lane.probes += 1;
+        let Some(lane) = self.lanes.get_mut(conn) else {
+            return;
+        };
+        lane.probes = probes + 1;
         lane.last_probe = now;
         let id = u64::from(lane.probes);
         self.stats.probes_sent += 1;

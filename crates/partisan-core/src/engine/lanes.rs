@@ -118,6 +118,11 @@ impl Lanes {
         self.by_peer.contains_key(peer)
     }
 
+    /// Peers with any lane (open or closing), sorted.
+    pub(crate) fn peers(&self) -> impl Iterator<Item = &NodeName> {
+        self.by_peer.keys()
+    }
+
     /// Peers with at least one open lane, sorted.
     pub(crate) fn connected(&self) -> impl Iterator<Item = &NodeName> {
         self.by_peer.keys().filter(|p| self.is_connected(p))

@@ -59,7 +59,7 @@ mod waiters;
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
-use rand::RngCore;
+use rand::{Rng, RngCore, SeedableRng};
 
 use crate::connection_plan::{
     CloseReason, ConnId, ConnectionPlan, DialRequest, DialTarget, PlanOutput, Want,
@@ -102,8 +102,8 @@ pub struct Engine {
     next_dial: u64,
     pending: Pending,
     identities: std::collections::BTreeMap<NodeName, Identity>,
-    /// Peers that went down: their identity is forgotten once they are neither connected nor
-    /// wanted (often decided later than the down itself, by the overlay's reaction).
+    /// Peers whose lanes or wants changed in the current batch: their identity is forgotten
+    /// at its end if they are neither wanted nor have a lane.
     lost: BTreeSet<NodeName>,
     waiters: Waiters,
     up: UpTracker,
@@ -114,6 +114,8 @@ pub struct Engine {
     overlay_out: Vec<OverlayOutput>,
     stats: EngineStats,
     shutdown: Option<Vec<Waiter>>,
+    /// Keepalive jitter.
+    rng: rand::rngs::StdRng,
 }
 
 impl std::fmt::Debug for Engine {
@@ -137,7 +139,7 @@ pub fn peer_info(id: &Identity) -> PeerInfo {
 
 impl Engine {
     /// An engine for the node `cfg.identity` describes, running `overlay`, started at `now`.
-    /// `rng` drives redial jitter (the overlay has its own).
+    /// `rng` drives redial and keepalive jitter (the overlay has its own).
     pub fn new(
         cfg: EngineConfig,
         overlay: Box<dyn Overlay>,
@@ -145,7 +147,10 @@ impl Engine {
         now: Instant,
     ) -> Engine {
         let local = peer_info(&cfg.identity);
-        let plan = ConnectionPlan::new(cfg.identity.spec.clone(), cfg.backoff, rng);
+        let mut rng = rng;
+        let plan_rng = rand::rngs::StdRng::from_rng(&mut rng).expect("seeding from an RNG");
+        let own_rng = rand::rngs::StdRng::from_rng(&mut rng).expect("seeding from an RNG");
+        let plan = ConnectionPlan::new(cfg.identity.spec.clone(), cfg.backoff, Box::new(plan_rng));
         let pending = Pending::new(cfg.pending_per_peer);
         let mut e = Engine {
             cfg,
@@ -168,6 +173,7 @@ impl Engine {
             overlay_out: Vec::new(),
             stats: EngineStats::default(),
             shutdown: None,
+            rng: own_rng,
         };
         e.overlay.start(now, &mut e.overlay_out);
         e.apply(now);
@@ -206,6 +212,11 @@ impl Engine {
         self.lanes.is_connected(node)
     }
 
+    /// Whether any lane to `node` is known, open or closing.
+    pub fn has_lane_to(&self, node: &NodeName) -> bool {
+        self.lanes.has_any(node)
+    }
+
     /// Peers with at least one open lane, sorted.
     pub fn connected_peers(&self) -> impl Iterator<Item = &NodeName> {
         self.lanes.connected()
@@ -231,6 +242,21 @@ impl Engine {
         self.plan.wanted()
     }
 
+    /// The connection planner's state for `node`, for diagnostics.
+    pub fn describe_peer(&self, node: &NodeName) -> String {
+        let lanes: Vec<String> = self
+            .lanes
+            .iter()
+            .filter(|(_, l)| &l.peer == node)
+            .map(|(c, l)| format!("{}:{}/{}{:?}", c.0, l.channel, l.lane, l.state))
+            .collect();
+        format!(
+            "{} lanes=[{}]",
+            self.plan.describe_peer(node),
+            lanes.join(" ")
+        )
+    }
+
     /// Handshake identities this node keeps (of wanted or connected peers).
     pub fn known_identities(&self) -> usize {
         self.identities.len()
@@ -239,6 +265,26 @@ impl Engine {
     /// The identity a peer presented, while it is known.
     pub fn identity_of(&self, node: &NodeName) -> Option<&Identity> {
         self.identities.get(node)
+    }
+
+    /// A kept identity of a peer neither wanted nor with a lane, if any: always `None` (known
+    /// identities are bounded by wanted plus connected peers). One merged pass over sorted
+    /// sets, cheap enough to check after every input.
+    pub fn unneeded_identity(&self) -> Option<&NodeName> {
+        let mut wanted = self.plan.wanted().peekable();
+        let mut laned = self.lanes.peers().peekable();
+        for p in self.identities.keys() {
+            while wanted.peek().is_some_and(|w| *w < p) {
+                wanted.next();
+            }
+            while laned.peek().is_some_and(|w| *w < p) {
+                laned.next();
+            }
+            if wanted.peek() != Some(&p) && laned.peek() != Some(&p) {
+                return Some(p);
+            }
+        }
+        None
     }
 
     /// Names of peers whose identity is kept, sorted.
@@ -517,15 +563,16 @@ impl Engine {
             self.membership_dirty = true;
         }
         if let Message::Control(Control::Overlay(m)) = msg {
+            self.stats.overlay_returned += 1;
             match (why, peer) {
+                (TransmitFailure::Full, _) => self.stats.overlay_dropped_full += 1,
                 (TransmitFailure::Closed, Some(peer)) => {
-                    if let Some(spec) = self.identities.get(&peer).map(|i| i.spec.clone()) {
-                        self.send_overlay(spec, m, now);
-                    } else {
-                        self.stats.overlay_dropped += 1;
+                    match self.identities.get(&peer).map(|i| i.spec.clone()) {
+                        Some(spec) => self.route_overlay(spec, m, now),
+                        None => self.stats.overlay_dropped_unreachable += 1,
                     }
                 }
-                _ => self.stats.overlay_dropped += 1,
+                (TransmitFailure::Closed, None) => self.stats.overlay_dropped_unreachable += 1,
             }
         }
         self.apply(now);
@@ -584,7 +631,8 @@ impl Engine {
             self.membership_dirty = true;
         }
         if let Some(ka) = self.cfg.keepalive {
-            self.timers.arm(TimerKey::Keepalive(conn), now + ka.idle);
+            let due = self.idle_deadline(now, ka);
+            self.timers.arm(TimerKey::Keepalive(conn), due);
         }
         let known = self.identities.get(&peer);
         if known.is_none_or(|i| i.creation <= hello.creation()) {
@@ -593,6 +641,23 @@ impl Engine {
         // Messages held while no lane was open go out now (a peer that lost one lane and kept
         // others never comes "up" again to flush them).
         self.flush_pending(&peer, now);
+    }
+
+    /// When a lane last heard from at `last` is probed: `idle` after, less up to a quarter of
+    /// it at random, so the two ends of an idle lane rarely probe at once (the first probe
+    /// counts as traffic at the other end, which then need not probe).
+    fn idle_deadline(&mut self, last: Instant, ka: Keepalive) -> Instant {
+        let quarter = (ka.idle.as_micros() / 4) as u64;
+        let jitter = if quarter > 0 {
+            self.rng.gen_range(0..=quarter)
+        } else {
+            0
+        };
+        Instant(
+            last.0
+                .saturating_add(ka.idle.as_micros() as u64)
+                .saturating_sub(jitter),
+        )
     }
 
     /// Asks the caller to close `conn`; it is not used any more.
@@ -610,21 +675,24 @@ impl Engine {
         self.outputs.push_back(Output::Close { conn, reason });
     }
 
-    /// Sends an overlay message on an open lane to its node, or holds it while a temporary
-    /// connection is made.
+    /// Sends an overlay message the overlay asked for.
     fn send_overlay(&mut self, to: NodeSpec, msg: OverlayMsg, now: Instant) {
+        if to.name() == self.local.name() {
+            return;
+        }
+        self.stats.overlay_sent += 1;
+        self.route_overlay(to, msg, now);
+    }
+
+    /// Puts an overlay message on an open lane to its node, or holds it while a temporary
+    /// connection is made.
+    fn route_overlay(&mut self, to: NodeSpec, msg: OverlayMsg, now: Instant) {
         let name = to.name().clone();
-        if &name == self.local.name() {
-            return;
-        }
         if let Some(conn) = self.lanes.control_route(&name) {
-            self.outputs.push_back(Output::Transmit {
-                conn,
-                msg: Message::Control(Control::Overlay(msg)),
-            });
+            self.transmit_overlay(conn, msg);
             return;
         }
-        self.stats.overlay_dropped += self.pending.push(&name, msg);
+        self.stats.overlay_dropped_overflow += self.pending.push(&name, msg);
         if self.shutdown.is_none() {
             let ttl = self.cfg.transient_ttl;
             self.plan
@@ -632,16 +700,28 @@ impl Engine {
         }
     }
 
+    fn transmit_overlay(&mut self, conn: ConnId, msg: OverlayMsg) {
+        self.stats.overlay_handed += 1;
+        self.outputs.push_back(Output::Transmit {
+            conn,
+            msg: Message::Control(Control::Overlay(msg)),
+        });
+    }
+
     fn flush_pending(&mut self, node: &NodeName, _now: Instant) {
         let Some(conn) = self.lanes.control_route(node) else {
             return;
         };
         for m in self.pending.take(node) {
-            self.outputs.push_back(Output::Transmit {
-                conn,
-                msg: Message::Control(Control::Overlay(m)),
-            });
+            self.transmit_overlay(conn, m);
         }
+    }
+
+    /// Drops the messages held for `node` (found unreachable).
+    fn drop_held(&mut self, node: &NodeName) -> usize {
+        let dropped = self.pending.take(node).len();
+        self.stats.overlay_dropped_unreachable += dropped as u64;
+        dropped
     }
 
     /// Carries out planner and overlay outputs until neither has more, forgets identities no
@@ -675,17 +755,12 @@ impl Engine {
         }
     }
 
-    /// Forgets the identity of every lost peer now neither connected nor wanted.
+    /// Forgets the identity of every peer whose lanes or wants changed in this batch and that
+    /// is now neither wanted nor has a lane. A peer still needed is looked at again when its
+    /// last lane goes down or the planner forgets it.
     fn forget_lost_identities(&mut self) {
-        if self.lost.is_empty() {
-            return;
-        }
-        let lost = std::mem::take(&mut self.lost);
-        for node in lost {
-            if self.lanes.has_any(&node) || self.plan.is_wanted(&node) {
-                // Still has a lane (maybe closing: decided when it goes down) or is wanted.
-                self.lost.insert(node);
-            } else {
+        for node in std::mem::take(&mut self.lost) {
+            if !self.lanes.has_any(&node) && !self.plan.is_wanted(&node) {
                 self.identities.remove(&node);
             }
         }
@@ -712,7 +787,7 @@ impl Engine {
                 }
                 self.flush_pending(&name, now);
                 let info = peer_info(&hello.identity);
-                if let Some(waiters) = self.waiters.join_node.remove(&name) {
+                if let Some((_, waiters)) = self.waiters.join_node.remove(&name) {
                     self.overlay.join(&info, now, &mut self.overlay_out);
                     for w in waiters {
                         self.answer(w, Answer::Reached(name.clone()));
@@ -746,8 +821,20 @@ impl Engine {
                 }
             }
             PlanOutput::Unreachable { node } => {
-                let dropped = self.pending.take(&node).len();
-                self.stats.overlay_dropped += dropped as u64;
+                // A join contact not reached yet is tried on until it answers (or the join is
+                // given up by a leave): a join made during a partition completes once it heals.
+                if let Some((spec, _)) = self.waiters.join_node.get(&node) {
+                    if self.shutdown.is_none() {
+                        let ttl = self.cfg.join_ttl;
+                        self.plan.want(
+                            spec.clone(),
+                            Want::Transient { ttl },
+                            now,
+                            &mut self.plan_out,
+                        );
+                    }
+                }
+                let dropped = self.drop_held(&node);
                 self.events.push_back(Event::Unreachable {
                     node: node.clone(),
                     dropped,
@@ -756,6 +843,9 @@ impl Engine {
                     self.overlay
                         .on_unreachable(&node, now, &mut self.overlay_out);
                 }
+                self.lost.insert(node);
+            }
+            PlanOutput::Forgotten { node } => {
                 self.lost.insert(node);
             }
             PlanOutput::GaveUp { target, reason } => {
@@ -767,8 +857,7 @@ impl Engine {
                     self.answer(w, Answer::Failed(ConnectFailure::GaveUp(reason.clone())));
                 }
                 if let DialTarget::Node(n) = &target {
-                    let dropped = self.pending.take(n).len();
-                    self.stats.overlay_dropped += dropped as u64;
+                    self.drop_held(n);
                     if self.shutdown.is_none() {
                         self.overlay.on_unreachable(n, now, &mut self.overlay_out);
                     }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use crate::id::NodeName;
+use crate::id::{NodeName, NodeSpec};
 
 use super::Waiter;
 
@@ -14,7 +14,8 @@ pub(crate) struct Waiters {
     pub(crate) connect_addr: BTreeMap<SocketAddr, Vec<Waiter>>,
     pub(crate) connect_node: BTreeMap<NodeName, Vec<Waiter>>,
     pub(crate) join_addr: BTreeMap<SocketAddr, Vec<Waiter>>,
-    pub(crate) join_node: BTreeMap<NodeName, Vec<Waiter>>,
+    /// Pending joins by contact node, with the contact's spec (to dial it again).
+    pub(crate) join_node: BTreeMap<NodeName, (NodeSpec, Vec<Waiter>)>,
 }
 
 impl Waiters {
@@ -28,7 +29,12 @@ impl Waiters {
     /// Everyone waiting on `node`, connects and joins, and the join it was (if any) dropped.
     pub(crate) fn take_node(&mut self, node: &NodeName) -> Vec<Waiter> {
         let mut w = self.connect_node.remove(node).unwrap_or_default();
-        w.extend(self.join_node.remove(node).unwrap_or_default());
+        w.extend(
+            self.join_node
+                .remove(node)
+                .map(|(_, v)| v)
+                .unwrap_or_default(),
+        );
         w
     }
 
@@ -51,7 +57,7 @@ impl Waiters {
         for (_, v) in std::mem::take(&mut self.join_addr) {
             w.extend(v);
         }
-        for (_, v) in std::mem::take(&mut self.join_node) {
+        for (_, (_, v)) in std::mem::take(&mut self.join_node) {
             w.extend(v);
         }
         w

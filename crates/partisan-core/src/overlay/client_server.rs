@@ -6,8 +6,19 @@
 //! connect to (a client gets the servers, a server gets everyone) and announces the joiner to
 //! the other servers, which then greet it. A failed member stays a member and is redialed;
 //! only `leave` and `remove` drop members.
+//!
+//! Every `period` (10 s by default) each member greets again every server it knows, and every
+//! node it greeted that has not welcomed it yet: the contacts it joined through (until they
+//! answer) and the nodes other members told it about (for [`GREET_PERIODS`] periods after the
+//! last mention; servers mention every member in the answer to a server's greeting, so a node
+//! some server knows keeps being greeted). A node that knows no server any more (the ones it
+//! knew left) greets the contacts it ever joined through, every period, until one takes it
+//! back. A lost Hello, Welcome or Announce is made good
+//! within a period or two, and a server restarted with an empty member list relearns its
+//! clients from their next greeting.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -85,23 +96,48 @@ fn cs(msg: CsMsg) -> OverlayMsg {
     OverlayMsg::ClientServer(msg)
 }
 
+/// Default interval between greetings of the known servers.
+pub const DEFAULT_PERIOD: Duration = Duration::from_secs(10);
+
+/// Periods a node another member mentioned keeps being greeted without an answer.
+pub const GREET_PERIODS: u32 = 6;
+
 /// The client-server overlay.
 pub struct ClientServer {
     local: PeerInfo,
     role: Role,
+    period: Duration,
     members: BTreeMap<NodeName, (PeerInfo, Role)>,
+    /// Nodes greeted that have not welcomed this node yet, with the periods left to greet them
+    /// again (`u32::MAX`: a join contact, greeted until it answers).
+    pending: BTreeMap<NodeName, (NodeSpec, u32)>,
+    /// Every contact joined through since the last leave: greeted while no server is known.
+    seeds: BTreeMap<NodeName, NodeSpec>,
     left: bool,
 }
 
 impl ClientServer {
-    /// A node of `role`.
+    /// A node of `role`, greeting its servers every [`DEFAULT_PERIOD`].
     pub fn new(local: PeerInfo, role: Role) -> Self {
+        Self::with_period(local, role, DEFAULT_PERIOD)
+    }
+
+    /// A node of `role`, greeting its servers every `period`.
+    pub fn with_period(local: PeerInfo, role: Role, period: Duration) -> Self {
         ClientServer {
             local,
             role,
+            period: period.max(Duration::from_millis(1)),
             members: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            seeds: BTreeMap::new(),
             left: false,
         }
+    }
+
+    /// Interval between greetings.
+    pub fn period(&self) -> Duration {
+        self.period
     }
 
     /// This node's role.
@@ -149,6 +185,18 @@ impl ClientServer {
         }
     }
 
+    /// Greets a node another member told us about, and again every period for
+    /// [`GREET_PERIODS`] periods unless it answers (a join contact keeps its endless budget).
+    fn greet_mentioned(&mut self, to: &NodeSpec, out: &mut Vec<OverlayOutput>) {
+        let entry = self
+            .pending
+            .entry(to.name().clone())
+            .or_insert_with(|| (to.clone(), 0));
+        entry.0 = to.clone();
+        entry.1 = entry.1.max(GREET_PERIODS);
+        self.greet(to, out);
+    }
+
     fn greet(&self, to: &NodeSpec, out: &mut Vec<OverlayOutput>) {
         out.push(OverlayOutput::Send {
             to: to.clone(),
@@ -166,14 +214,24 @@ impl Overlay for ClientServer {
         self
     }
 
-    fn start(&mut self, _now: Instant, out: &mut Vec<OverlayOutput>) {
+    fn start(&mut self, now: Instant, out: &mut Vec<OverlayOutput>) {
         out.push(OverlayOutput::MembersChanged);
+        out.push(OverlayOutput::SetTimer {
+            timer: OverlayTimer::Periodic,
+            at: now + self.period,
+        });
     }
 
     fn join(&mut self, contact: &PeerInfo, _now: Instant, out: &mut Vec<OverlayOutput>) {
         if self.left {
             self.left = false;
             out.push(OverlayOutput::MembersChanged);
+        }
+        if contact.name() != self.local.name() {
+            self.pending
+                .insert(contact.name().clone(), (contact.spec.clone(), u32::MAX));
+            self.seeds
+                .insert(contact.name().clone(), contact.spec.clone());
         }
         self.greet(&contact.spec, out);
     }
@@ -190,6 +248,8 @@ impl Overlay for ClientServer {
             self.drop_member(&n, out);
         }
         self.left = true;
+        self.pending.clear();
+        self.seeds.clear();
         out.push(OverlayOutput::MembersChanged);
     }
 
@@ -263,6 +323,7 @@ impl Overlay for ClientServer {
                             reason: "clients do not connect to clients; join a server".into(),
                         }),
                     });
+                    self.pending.remove(from.name());
                     return Err(OverlayError::rejected(
                         "hello",
                         format!("{} is a client greeting a client", from.name()),
@@ -275,6 +336,7 @@ impl Overlay for ClientServer {
                     .take(MAX_MEMBERS_PER_MESSAGE)
                     .cloned()
                     .collect();
+                self.pending.remove(from.name());
                 let fresh = self.add(from, role, out);
                 out.push(OverlayOutput::Send {
                     to: from.spec.clone(),
@@ -301,13 +363,14 @@ impl Overlay for ClientServer {
                 if members.len() > MAX_MEMBERS_PER_MESSAGE {
                     return Err(OverlayError::rejected("welcome", "too many members"));
                 }
+                self.pending.remove(from.name());
                 self.add(from, role, out);
                 for (p, r) in &members {
                     if self.role.connects_to(*r)
                         && p.name() != self.local.name()
                         && !self.members.contains_key(p.name())
                     {
-                        self.greet(&p.spec, out);
+                        self.greet_mentioned(&p.spec, out);
                     }
                 }
             }
@@ -316,17 +379,19 @@ impl Overlay for ClientServer {
                     return Err(OverlayError::rejected("announce", "sent to a client"));
                 }
                 if peer.name() != self.local.name() && !self.members.contains_key(peer.name()) {
-                    self.greet(&peer.spec, out);
+                    self.greet_mentioned(&peer.spec, out);
                 }
                 let _ = role;
             }
             CsMsg::Refused { reason } => {
+                self.pending.remove(from.name());
                 return Err(OverlayError::rejected(
                     "hello",
                     format!("{} refused us: {reason}", from.name()),
                 ));
             }
             CsMsg::Leaving => {
+                self.pending.remove(from.name());
                 self.drop_member(from.name(), out);
             }
             CsMsg::Removed { node } => {
@@ -350,7 +415,40 @@ impl Overlay for ClientServer {
 
     fn on_unreachable(&mut self, _node: &NodeName, _now: Instant, _out: &mut Vec<OverlayOutput>) {}
 
-    fn on_timer(&mut self, _timer: OverlayTimer, _now: Instant, _out: &mut Vec<OverlayOutput>) {}
+    fn on_timer(&mut self, timer: OverlayTimer, now: Instant, out: &mut Vec<OverlayOutput>) {
+        if timer != OverlayTimer::Periodic {
+            return;
+        }
+        out.push(OverlayOutput::SetTimer {
+            timer: OverlayTimer::Periodic,
+            at: now + self.period,
+        });
+        if self.left {
+            return;
+        }
+        let mut greet: BTreeMap<&NodeName, &NodeSpec> = self
+            .members
+            .iter()
+            .filter(|(_, (_, r))| *r == Role::Server)
+            .map(|(n, (p, _))| (n, &p.spec))
+            .collect();
+        let alone = greet.is_empty();
+        for (n, (spec, _)) in &self.pending {
+            greet.entry(n).or_insert(spec);
+        }
+        if alone {
+            for (n, spec) in &self.seeds {
+                greet.entry(n).or_insert(spec);
+            }
+        }
+        for spec in greet.values() {
+            self.greet(spec, out);
+        }
+        self.pending.retain(|_, (_, left)| {
+            *left = left.saturating_sub(1);
+            *left > 0
+        });
+    }
 
     fn members(&self) -> Vec<NodeName> {
         let mut v: Vec<NodeName> = self.members.keys().cloned().collect();

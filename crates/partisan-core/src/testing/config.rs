@@ -28,6 +28,10 @@ pub struct NetConfig {
     /// out, and dials to it time out. Otherwise a crash is a process dying: its connections are
     /// reset (peers notice within one latency) and dials to it are refused at once.
     pub silent_crashes: bool,
+    /// Longest time between the transport noticing a connection ended and the engine being
+    /// told (drawn uniformly; the runtime's reader reports through the driver's queue). Frames
+    /// handed to the lane meanwhile come back to the engine as failed.
+    pub notice_delay: Duration,
     /// Every control frame crosses the network encoded and is decoded on arrival, as on the
     /// wire (a frame that fails to decode is counted in [`super::Network::decode_errors`]).
     pub encode: bool,
@@ -42,6 +46,7 @@ impl Default for NetConfig {
             duplicate: 0.0,
             connect_timeout: Duration::from_secs(1),
             silent_crashes: false,
+            notice_delay: Duration::from_millis(1),
             encode: true,
         }
     }

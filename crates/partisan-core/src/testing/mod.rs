@@ -227,6 +227,10 @@ pub struct Network {
     pub rejected: u64,
     /// Control frames that failed to decode on arrival (always 0 unless a codec bug).
     pub decode_errors: u64,
+    /// Lanes a node closed as unwanted although the peer dialed them (and so still wants
+    /// them): always 0 unless the planner breaks its rule, which looks like a failure to the
+    /// peer.
+    pub peer_lanes_closed: u64,
 }
 
 /// The name of node `i`.
@@ -284,6 +288,7 @@ impl Network {
             events: 0,
             rejected: 0,
             decode_errors: 0,
+            peer_lanes_closed: 0,
             setup,
         };
         for i in 0..n {
@@ -617,16 +622,18 @@ impl Network {
         self.run_until(until);
     }
 
-    /// Like [`Network::run_until`], calling `check` after every event with the node it
-    /// touched; stops at the first error.
+    /// Like [`Network::run_until`], calling `check` after every event that may have changed
+    /// an engine (keepalive traffic and stale events do not), with the node it touched; stops
+    /// at the first error.
     pub fn run_checked<E>(
         &mut self,
         until: Instant,
         mut check: impl FnMut(&Network, NodeId) -> Result<(), E>,
     ) -> Result<(), E> {
         while self.next_time().is_some_and(|t| t <= until) {
-            if let Some((_, Some(n))) = self.step() {
-                check(self, n)?;
+            match self.step() {
+                Some((Stepped::Other, _)) | Some((_, None)) | None => {}
+                Some((_, Some(n))) => check(self, n)?,
             }
         }
         self.now = self.now.max(until);
@@ -1214,6 +1221,12 @@ impl Network {
         }
         conn.ends[side].state = EndState::Broken;
         let other = conn.ends[1 - side].clone();
+        if reason == CloseReason::Unwanted
+            && side == ACCEPTOR
+            && !self.nodes[i as usize].engine.is_shutting_down()
+        {
+            self.peer_lanes_closed += 1;
+        }
         let far_open = other.state == EndState::Open;
         let reachable = far_open && !self.blocked(i, other.node) && !self.blocked(other.node, i);
         let now = self.now;
@@ -1277,7 +1290,7 @@ impl Network {
         // The end fails: frames handed to it from now on come back to its engine, which is
         // told a moment later (the runtime's reader reports through the driver's queue).
         self.conns.get_mut(&c).expect("conn exists").ends[side].state = EndState::Broken;
-        let lo = self.net.latency_min.as_micros() as u64;
+        let lo = self.net.notice_delay.as_micros() as u64;
         let at = self.now + Duration::from_micros(self.rng.gen_range(0..=lo));
         self.schedule(at, Ev::LaneDown { conn: c, side });
         Stepped::Connection

@@ -390,6 +390,7 @@ impl Driver {
                 self.overlay
                     .on_unreachable(&node, now, &mut self.overlay_out);
             }
+            PlanOutput::Forgotten { .. } => {}
             PlanOutput::GaveUp { target, reason } => {
                 tracing::warn!(?target, %reason, "giving up on connection target");
                 let waiters: Vec<ConnectReply> = match &target {
