@@ -171,7 +171,7 @@ pub struct Config {
     pub creation_file: Option<PathBuf>,
     /// Send on the default channel when the requested one does not exist at the peer.
     pub channel_fallback: bool,
-    /// Milliseconds allowed for a TCP connect.
+    /// Milliseconds allowed for a dial (a TCP connect, or the transport's equivalent).
     pub connect_timeout: u64,
     /// Milliseconds allowed for a whole handshake.
     pub handshake_timeout: u64,

@@ -9,8 +9,6 @@ use partisan_core::connection_plan::ConnId;
 use partisan_core::id::{ChannelName, Creation, NodeName, Pid};
 use partisan_core::wire::{FrameDecoder, Message, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +17,7 @@ use crate::lane_queue::LaneQueue;
 use crate::node::Shared;
 use crate::registry::{Envelope, LocalTarget};
 use crate::stats::ChannelStats;
+use crate::transport::{Stream, StreamReader, StreamWriter};
 
 /// Smallest read: what the read buffer always has room for.
 const READ_MIN: usize = 64 * 1024;
@@ -75,8 +74,11 @@ impl std::fmt::Display for End {
 }
 
 /// Starts the reader and writer tasks of an established connection.
-pub(crate) fn run(ctx: Arc<ConnCtx>, stream: TcpStream, leftover: BytesMut) {
-    let (rd, wr) = stream.into_split();
+pub(crate) fn run(ctx: Arc<ConnCtx>, stream: Stream, leftover: BytesMut) {
+    let Stream {
+        reader: rd,
+        writer: wr,
+    } = stream;
     let tasks = ctx.shared.tasks.clone();
     let writer = tasks.spawn(write_loop(ctx.clone(), wr));
     tasks.spawn(async move {
@@ -116,7 +118,7 @@ pub(crate) fn run(ctx: Arc<ConnCtx>, stream: TcpStream, leftover: BytesMut) {
     });
 }
 
-async fn read_loop(ctx: &ConnCtx, mut rd: OwnedReadHalf, mut buf: BytesMut) -> End {
+async fn read_loop(ctx: &ConnCtx, mut rd: StreamReader, mut buf: BytesMut) -> End {
     let decoder = FrameDecoder::new(ctx.shared.cfg.max_frame_len);
     let ping = ctx.shared.cfg.ping;
     let mut last_rx = Instant::now();
@@ -325,7 +327,7 @@ async fn deliver(ctx: &ConnCtx, to: Target, from: Option<u64>, payload: Bytes) {
     }
 }
 
-async fn write_loop(ctx: Arc<ConnCtx>, mut wr: OwnedWriteHalf) {
+async fn write_loop(ctx: Arc<ConnCtx>, mut wr: StreamWriter) {
     let mut spare: Vec<Bytes> = Vec::new();
     let mut moved = 0usize;
     loop {
@@ -366,7 +368,7 @@ async fn write_loop(ctx: Arc<ConnCtx>, mut wr: OwnedWriteHalf) {
 /// `fair_share` bytes per syscall; `moved` counts bytes since the writer last let the other
 /// tasks of its thread run.
 async fn write_chunks(
-    wr: &mut OwnedWriteHalf,
+    wr: &mut StreamWriter,
     chunks: &[Bytes],
     moved: &mut usize,
     fair_share: usize,

@@ -1,4 +1,4 @@
-//! Running the core handshake state machines over a TCP stream.
+//! Running the core handshake state machines over a transport's stream.
 
 use std::io;
 use std::net::SocketAddr;
@@ -13,9 +13,9 @@ use partisan_core::wire::handshake::{
 use partisan_core::wire::FrameDecoder;
 use rand::RngCore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::node::Shared;
+use crate::transport::Stream;
 
 /// Largest handshake frame accepted (a spec with 64 channels and 16 addresses fits easily).
 const MAX_HANDSHAKE_FRAME: usize = 64 * 1024;
@@ -108,7 +108,7 @@ pub(crate) fn nonce() -> Nonce {
 }
 
 async fn read_frame(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     decoder: &FrameDecoder,
 ) -> Result<Bytes, HsFail> {
@@ -117,7 +117,7 @@ async fn read_frame(
             return Ok(f);
         }
         buf.reserve(decoder.wanted(buf).saturating_sub(buf.len()).max(512));
-        if stream.read_buf(buf).await? == 0 {
+        if stream.reader.read_buf(buf).await? == 0 {
             return Err(HsFail::Eof);
         }
     }
@@ -125,7 +125,7 @@ async fn read_frame(
 
 /// An established, admitted-by-the-peer outgoing connection.
 pub(crate) struct Dialed {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Stream,
     pub(crate) peer: PeerHello,
     pub(crate) leftover: BytesMut,
 }
@@ -151,10 +151,9 @@ pub(crate) async fn dial(shared: &Shared, req: &DialRequest) -> Result<Dialed, H
 
 async fn dial_addr(shared: &Shared, req: &DialRequest, addr: SocketAddr) -> Result<Dialed, HsFail> {
     let cfg = &shared.cfg;
-    let mut stream = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr))
+    let mut stream = tokio::time::timeout(cfg.connect_timeout, shared.transport.dial(addr))
         .await
         .map_err(|_| HsFail::Timeout)??;
-    stream.set_nodelay(true)?;
     let params = DialParams {
         local: shared.identity.clone(),
         expect: req.expect.clone(),
@@ -163,17 +162,18 @@ async fn dial_addr(shared: &Shared, req: &DialRequest, addr: SocketAddr) -> Resu
     };
     let run = async {
         let (mut dialer, hello) = Dialer::start(params, cfg.cookie.clone(), nonce());
-        stream.write_all(&hello).await?;
+        stream.writer.write_all(&hello).await?;
         let decoder = FrameDecoder::new(MAX_HANDSHAKE_FRAME);
         let mut buf = BytesMut::with_capacity(4096);
         loop {
             let frame = read_frame(&mut stream, &mut buf, &decoder).await?;
             match dialer.on_frame(&frame) {
-                Ok(DialerStep::Send(f)) => stream.write_all(&f).await?,
+                Ok(DialerStep::Send(f)) => stream.writer.write_all(&f).await?,
                 Ok(DialerStep::Established(peer)) => return Ok((peer, buf)),
                 Err(e) => {
                     if let Some((code, detail)) = e.refusal() {
                         let _ = stream
+                            .writer
                             .write_all(&handshake::encode_refusal(code, detail))
                             .await;
                     }
@@ -196,7 +196,7 @@ async fn dial_addr(shared: &Shared, req: &DialRequest, addr: SocketAddr) -> Resu
 /// the returned Welcome frame (our proof) if it admits the dialer.
 pub(crate) async fn accept(
     shared: &Shared,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     timeout: Duration,
 ) -> Result<(PeerHello, Bytes, BytesMut), HsFail> {
     let run = async {
@@ -209,7 +209,7 @@ pub(crate) async fn accept(
                 Ok(x) => x,
                 Err(e) => return Err(refuse(stream, e).await),
             };
-        stream.write_all(&challenge).await?;
+        stream.writer.write_all(&challenge).await?;
         let response = read_frame(stream, &mut buf, &decoder).await?;
         match acceptor.on_response(shared.identity.overlay, &response) {
             Ok((peer, welcome)) => Ok((peer, welcome, buf)),
@@ -221,9 +221,10 @@ pub(crate) async fn accept(
         .map_err(|_| HsFail::Timeout)?
 }
 
-async fn refuse(stream: &mut TcpStream, e: HandshakeError) -> HsFail {
+async fn refuse(stream: &mut Stream, e: HandshakeError) -> HsFail {
     if let Some((code, detail)) = e.refusal() {
         let _ = stream
+            .writer
             .write_all(&handshake::encode_refusal(code, detail))
             .await;
     }
@@ -231,17 +232,10 @@ async fn refuse(stream: &mut TcpStream, e: HandshakeError) -> HsFail {
 }
 
 /// Sends a refusal decided after authentication (tie-break, stale creation, shutdown).
-pub(crate) async fn send_refusal(stream: &mut TcpStream, code: RefuseCode, detail: &str) {
+pub(crate) async fn send_refusal(stream: &mut Stream, code: RefuseCode, detail: &str) {
     let _ = stream
+        .writer
         .write_all(&handshake::encode_refusal(code, detail))
         .await;
-    let _ = stream.shutdown().await;
-}
-
-/// Describes a peer address for logs.
-pub(crate) fn peer_addr(stream: &TcpStream) -> String {
-    stream
-        .peer_addr()
-        .map(|a: SocketAddr| a.to_string())
-        .unwrap_or_else(|_| "?".into())
+    let _ = stream.writer.shutdown().await;
 }

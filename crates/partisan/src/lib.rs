@@ -1,6 +1,7 @@
 //! partisan: a distributed runtime for Rust.
 //!
-//! Nodes connect over an authenticated TCP transport with named channels of several lanes
+//! Nodes connect over an authenticated transport (TCP by default, or any [`Transport`], such
+//! as the in-memory [`MemoryTransport`] for tests) with named channels of several lanes
 //! (connections) each; processes on any node message each other by pid, alias reference or
 //! registered name. Protocol logic lives in the sans-IO [`partisan_core`]; this crate drives it
 //! with tokio.
@@ -41,6 +42,7 @@ mod registry;
 mod relay;
 mod send;
 mod stats;
+pub mod transport;
 
 pub use cluster::{NodeFilter, NodeStatus, Subscription};
 pub use config::{
@@ -58,5 +60,6 @@ pub use process::{Process, RecvError};
 pub use registry::Envelope;
 pub use send::{Dest, Destination, SendOptions};
 pub use stats::{ChannelSnapshot, StatsSnapshot};
+pub use transport::{MemoryTransport, TcpTransport, Transport};
 
 pub use partisan_core;

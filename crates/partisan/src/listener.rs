@@ -1,31 +1,32 @@
 //! Accepting connections: handshake, then admission by the driver.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use partisan_core::wire::handshake::RefuseCode;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::connection;
 use crate::driver::DriverCmd;
-use crate::handshake_io::{self, peer_addr};
+use crate::handshake_io;
 use crate::node::Shared;
+use crate::transport::{Listener, Stream};
 
 /// Handshakes in progress at once; more inbound connections are closed at once, so
 /// unauthenticated peers cannot pile up tasks and buffers.
 const MAX_PENDING_HANDSHAKES: usize = 256;
 
-pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+pub(crate) async fn accept_loop(shared: Arc<Shared>, mut listener: Box<dyn Listener>) {
     let permits = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
     loop {
         let accepted = tokio::select! {
             _ = shared.shutdown_conns.cancelled() => return,
             r = listener.accept() => r,
         };
-        let stream = match accepted {
-            Ok((s, _)) => s,
+        let (stream, from) = match accepted {
+            Ok(x) => x,
             Err(e) => {
                 // Out of descriptors and similar: back off briefly instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
@@ -34,16 +35,21 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             }
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(from = %peer_addr(&stream), "too many handshakes in progress; closing");
+            tracing::warn!(%from, "too many handshakes in progress; closing");
             continue;
         };
-        shared.tasks.spawn(inbound(shared.clone(), stream, permit));
+        shared
+            .tasks
+            .spawn(inbound(shared.clone(), stream, from, permit));
     }
 }
 
-async fn inbound(shared: Arc<Shared>, mut stream: TcpStream, permit: OwnedSemaphorePermit) {
-    let from = peer_addr(&stream);
-    let _ = stream.set_nodelay(true);
+async fn inbound(
+    shared: Arc<Shared>,
+    mut stream: Stream,
+    from: SocketAddr,
+    permit: OwnedSemaphorePermit,
+) {
     let accepted = tokio::select! {
         _ = shared.shutdown_conns.cancelled() => return,
         r = handshake_io::accept(&shared, &mut stream, shared.cfg.handshake_timeout) => r,

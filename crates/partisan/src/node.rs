@@ -13,7 +13,6 @@ use partisan_core::id::{
 use partisan_core::time::Instant as CoreInstant;
 use partisan_core::wire::{Target, UserHeader};
 use serde::Serialize;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,6 +27,7 @@ use crate::process::Process;
 use crate::registry::{DeliverFail, Envelope, LocalTarget, RegisterFail, Registry};
 use crate::send::{Dest, Destination, SendOptions};
 use crate::stats::{Stats, StatsSnapshot};
+use crate::transport::{TcpTransport, Transport};
 
 /// What a send does after looking its lane up.
 enum Step {
@@ -51,6 +51,8 @@ pub(crate) struct Shared {
     pub(crate) identity: partisan_core::wire::handshake::Identity,
     pub(crate) creation: Creation,
     pub(crate) cfg: Resolved,
+    /// How connections are dialed (and were listened for).
+    pub(crate) transport: Arc<dyn Transport>,
     pub(crate) registry: Registry,
     pub(crate) table: ConnTable,
     pub(crate) stats: Stats,
@@ -357,23 +359,33 @@ impl Shared {
 #[derive(Debug, Clone)]
 pub struct NodeBuilder {
     config: Config,
+    transport: Arc<dyn Transport>,
 }
 
 impl NodeBuilder {
     /// A builder for node `name` (`name@host`) with every other option at its default.
     pub fn new(name: &str) -> Self {
-        NodeBuilder {
-            config: Config {
-                name: Some(name.to_string()),
-                listen_addrs: Vec::new(),
-                ..Config::default()
-            },
-        }
+        NodeBuilder::from_config(Config {
+            name: Some(name.to_string()),
+            listen_addrs: Vec::new(),
+            ..Config::default()
+        })
     }
 
     /// A builder starting from a whole configuration.
     pub fn from_config(config: Config) -> Self {
-        NodeBuilder { config }
+        NodeBuilder {
+            config,
+            transport: Arc::new(TcpTransport),
+        }
+    }
+
+    /// Listens and dials over `transport` instead of TCP (the default): for instance a
+    /// [`MemoryTransport`](crate::MemoryTransport) shared by the nodes of a test. Not part of
+    /// the [`Config`]: the configuration stays a plain value.
+    pub fn transport(mut self, transport: impl Transport) -> Self {
+        self.transport = Arc::new(transport);
+        self
     }
 
     /// Adds a listen address (`IP:PORT`; port 0 picks a free port). Without any, the node
@@ -435,16 +447,15 @@ impl NodeBuilder {
         let mut listeners = Vec::new();
         let mut bound = Vec::new();
         for addr in &cfg.listen {
-            let l = TcpListener::bind(addr)
+            let l = self
+                .transport
+                .listen(*addr)
                 .await
                 .map_err(|source| StartError::Bind {
                     addr: *addr,
                     source,
                 })?;
-            bound.push(l.local_addr().map_err(|source| StartError::Bind {
-                addr: *addr,
-                source,
-            })?);
+            bound.push(l.local_addr());
             listeners.push(l);
         }
         let spec = NodeSpec::new(cfg.name.clone(), bound, cfg.channels.clone()).map_err(|e| {
@@ -479,6 +490,7 @@ impl NodeBuilder {
             spec,
             creation,
             cfg,
+            transport: self.transport,
             driver: tx,
             shutdown_conns: CancellationToken::new(),
             tasks: TaskTracker::new(),

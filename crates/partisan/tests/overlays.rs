@@ -1,18 +1,19 @@
-//! Overlays over real loopback TCP, ported from Partisan's suite (basic, leave, self-leave,
-//! rejoin, on_down, client-server, HyParView high/low active and 1+11) plus bad input.
-//! Every node binds port 0; every wait polls with a deadline.
+//! Overlays, ported from Partisan's suite (basic, leave, self-leave, rejoin, on_down,
+//! client-server, HyParView high/low active and 1+11) plus bad input. Each test runs over
+//! loopback TCP and over the in-memory transport with tokio's paused clock
+//! (`on_both_transports!`). Every node binds port 0; every wait polls with a deadline.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use partisan::{Config, MembershipEvent, Node, NodeBuilder, NodeName, SendOptions};
+use partisan::{Config, MembershipEvent, Node, NodeName, SendOptions};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 mod support;
-use support::{eventually, init_tracing, raw_handshake, RawPeer};
+use support::{eventually, init_tracing, raw_handshake, Net, RawPeer};
 
 fn fast(c: &mut Config) {
     c.reconnect_min = 20;
@@ -22,9 +23,9 @@ fn fast(c: &mut Config) {
     c.hyparview.random_promotion_interval = 150;
 }
 
-async fn start(name: &str, overlay: &str, tweak: impl FnOnce(&mut Config)) -> Node {
+async fn start(net: &Net, name: &str, overlay: &str, tweak: impl FnOnce(&mut Config)) -> Node {
     init_tracing();
-    NodeBuilder::new(&format!("{name}@127.0.0.1"))
+    net.builder(&format!("{name}@127.0.0.1"))
         .cookie("overlay-tests")
         .channel("data", 2)
         .configure(|c| {
@@ -69,10 +70,10 @@ async fn all_pairs_message(nodes: &[Node]) {
     }
 }
 
-async fn full_mesh(n: usize, prefix: &str) -> Vec<Node> {
+async fn full_mesh(net: &Net, n: usize, prefix: &str) -> Vec<Node> {
     let mut nodes = Vec::new();
     for i in 0..n {
-        nodes.push(start(&format!("{prefix}{i}"), "full-mesh", |_| {}).await);
+        nodes.push(start(net, &format!("{prefix}{i}"), "full-mesh", |_| {}).await);
     }
     let seed = nodes[0].listen_addrs()[0];
     for node in &nodes[1..] {
@@ -86,9 +87,9 @@ async fn full_mesh(n: usize, prefix: &str) -> Vec<Node> {
     nodes
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_mesh_basic_six_nodes_agree_and_every_pair_can_message() {
-    let nodes = full_mesh(6, "fm").await;
+on_both_transports!(full_mesh_basic_six_nodes_agree_and_every_pair_can_message);
+async fn full_mesh_basic_six_nodes_agree_and_every_pair_can_message(net: Net) {
+    let nodes = full_mesh(&net, 6, "fm").await;
     for a in &nodes {
         for b in &nodes {
             if a.name() != b.name() {
@@ -109,9 +110,9 @@ async fn full_mesh_basic_six_nodes_agree_and_every_pair_can_message() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_mesh_leave_self_leave_and_rejoin() {
-    let nodes = full_mesh(5, "lv").await;
+on_both_transports!(full_mesh_leave_self_leave_and_rejoin);
+async fn full_mesh_leave_self_leave_and_rejoin(net: Net) {
+    let nodes = full_mesh(&net, 5, "lv").await;
     // leave_test: node 1 removes the last node; everyone drops it, it ends alone.
     let last = nodes[4].clone();
     nodes[1].remove(last.name()).await;
@@ -133,9 +134,28 @@ async fn full_mesh_leave_self_leave_and_rejoin() {
         eventually("leaver dropped", move || !n.is_member(&gone)).await;
     }
     assert!(leaver.members().is_empty());
-    // It is not re-added by gossip still in flight: stays out over several periods.
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert!(!nodes[0].is_member(leaver.name()));
+    // It is not re-added by gossip still in flight: it stays out while the remaining members
+    // exchange several more anti-entropy rounds (one digest each a period, so three a period
+    // between them, plus the removed node's join retries to its contact).
+    let remaining = [&nodes[0], &nodes[1], &nodes[3]];
+    let received = || -> u64 {
+        remaining
+            .iter()
+            .map(|n| n.stats().channels["membership"].frames_received)
+            .sum()
+    };
+    let before = received();
+    eventually("several gossip rounds after the leave", || {
+        received() >= before + 16
+    })
+    .await;
+    for n in remaining {
+        assert!(
+            !n.is_member(leaver.name()),
+            "{} re-added the leaver",
+            n.name()
+        );
+    }
 
     // rejoin_test: the leaver joins again through node 0; membership reconverges.
     leaver.join(nodes[0].listen_addrs()[0]).await.unwrap();
@@ -154,9 +174,9 @@ async fn full_mesh_leave_self_leave_and_rejoin() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_down_fires_when_a_node_is_killed_and_events_stream() {
-    let nodes = full_mesh(4, "od").await;
+on_both_transports!(on_down_fires_when_a_node_is_killed_and_events_stream);
+async fn on_down_fires_when_a_node_is_killed_and_events_stream(net: Net) {
+    let nodes = full_mesh(&net, 4, "od").await;
     let fired = Arc::new(AtomicUsize::new(0));
     let f = fired.clone();
     let victim = nodes[3].name().clone();
@@ -194,13 +214,13 @@ async fn on_down_fires_when_a_node_is_killed_and_events_stream() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_mesh_node_restarted_on_a_new_port_replaces_its_old_entry() {
-    let nodes = full_mesh(3, "rs").await;
+on_both_transports!(full_mesh_node_restarted_on_a_new_port_replaces_its_old_entry);
+async fn full_mesh_node_restarted_on_a_new_port_replaces_its_old_entry(net: Net) {
+    let nodes = full_mesh(&net, 3, "rs").await;
     let old_addr = nodes[2].listen_addrs()[0];
     let old_creation = nodes[2].creation();
     nodes[2].shutdown().await;
-    let back = start("rs2", "full-mesh", |_| {}).await;
+    let back = start(&net, "rs2", "full-mesh", |_| {}).await;
     assert_ne!(back.listen_addrs()[0], old_addr);
     back.join(nodes[0].listen_addrs()[0]).await.unwrap();
     for n in &nodes[..2] {
@@ -221,14 +241,14 @@ async fn full_mesh_node_restarted_on_a_new_port_replaces_its_old_entry() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_server_two_servers_three_clients() {
+on_both_transports!(client_server_two_servers_three_clients);
+async fn client_server_two_servers_three_clients(net: Net) {
     let tag = |t: &'static str| move |c: &mut Config| c.tag = Some(t.to_string());
-    let s1 = start("cs_s1", "client-server", tag("server")).await;
-    let s2 = start("cs_s2", "client-server", tag("server")).await;
+    let s1 = start(&net, "cs_s1", "client-server", tag("server")).await;
+    let s2 = start(&net, "cs_s2", "client-server", tag("server")).await;
     let mut clients = Vec::new();
     for i in 0..3 {
-        clients.push(start(&format!("cs_c{i}"), "client-server", tag("client")).await);
+        clients.push(start(&net, &format!("cs_c{i}"), "client-server", tag("client")).await);
     }
     s2.join(s1.listen_addrs()[0]).await.unwrap();
     for c in &clients {
@@ -340,15 +360,15 @@ fn check_hyparview(nodes: &[Node], max: usize) -> Result<(), String> {
     Ok(())
 }
 
-async fn hyparview_cluster(prefix: &str, clients: usize, max: usize) {
+async fn hyparview_cluster(net: &Net, prefix: &str, clients: usize, max: usize) {
     let tweak = |c: &mut Config| {
         c.hyparview.active_max_size = max;
         c.hyparview.active_min_size = max.min(3);
     };
-    let server = start(&format!("{prefix}s"), "hyparview", tweak).await;
+    let server = start(net, &format!("{prefix}s"), "hyparview", tweak).await;
     let mut nodes = vec![server.clone()];
     for i in 0..clients {
-        let n = start(&format!("{prefix}c{i}"), "hyparview", tweak).await;
+        let n = start(net, &format!("{prefix}c{i}"), "hyparview", tweak).await;
         n.join(server.listen_addrs()[0]).await.unwrap();
         nodes.push(n);
     }
@@ -403,20 +423,20 @@ async fn hyparview_cluster(prefix: &str, clients: usize, max: usize) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hyparview_high_client_one_server_eleven_clients_active_max_5() {
-    hyparview_cluster("hh", 11, 5).await;
+on_both_transports!(hyparview_high_client_one_server_eleven_clients_active_max_5);
+async fn hyparview_high_client_one_server_eleven_clients_active_max_5(net: Net) {
+    hyparview_cluster(&net, "hh", 11, 5).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hyparview_low_active_one_server_eleven_clients_active_max_3() {
-    hyparview_cluster("hl", 11, 3).await;
+on_both_transports!(hyparview_low_active_one_server_eleven_clients_active_max_3);
+async fn hyparview_low_active_one_server_eleven_clients_active_max_3(net: Net) {
+    hyparview_cluster(&net, "hl", 11, 3).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn joining_another_overlay_is_refused_on_both_sides() {
-    let fm = start("mx_fm", "full-mesh", |_| {}).await;
-    let hv = start("mx_hv", "hyparview", |_| {}).await;
+on_both_transports!(joining_another_overlay_is_refused_on_both_sides);
+async fn joining_another_overlay_is_refused_on_both_sides(net: Net) {
+    let fm = start(&net, "mx_fm", "full-mesh", |_| {}).await;
+    let hv = start(&net, "mx_hv", "hyparview", |_| {}).await;
     let err = hv.join(fm.listen_addrs()[0]).await.unwrap_err();
     assert!(
         matches!(&err, partisan::ConnectError::GaveUp(r) if r.contains("overlay")),
@@ -432,14 +452,14 @@ async fn joining_another_overlay_is_refused_on_both_sides() {
     hv.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreachable_seed_times_out_and_the_node_keeps_trying_its_seeds() {
+on_both_transports!(an_unreachable_seed_times_out_and_the_node_keeps_trying_its_seeds);
+async fn an_unreachable_seed_times_out_and_the_node_keeps_trying_its_seeds(net: Net) {
     // An address nothing listens on, and no other test binds (they all use 127.0.0.1), so a
     // freed port cannot be taken by a parallel test's node.
     let dead: std::net::SocketAddr = "127.0.0.77:9".parse().unwrap();
-    let live = start("sd_live", "full-mesh", |_| {}).await;
+    let live = start(&net, "sd_live", "full-mesh", |_| {}).await;
     let live_addr = live.listen_addrs()[0].to_string();
-    let node = start("sd_node", "full-mesh", |c| {
+    let node = start(&net, "sd_node", "full-mesh", |c| {
         c.seeds = vec![dead.to_string(), live_addr];
     })
     .await;
@@ -457,11 +477,13 @@ async fn an_unreachable_seed_times_out_and_the_node_keeps_trying_its_seeds() {
 
 /// A raw peer `name` running `overlay`, authenticated on the membership channel.
 async fn raw_peer(
+    net: &Net,
     addr: std::net::SocketAddr,
     name: &str,
     overlay: partisan::OverlayKind,
-) -> tokio::net::TcpStream {
+) -> partisan::transport::Stream {
     raw_handshake(
+        net,
         addr,
         RawPeer {
             name,
@@ -476,14 +498,14 @@ async fn raw_peer(
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_or_inconsistent_overlay_messages_are_dropped_without_changing_state() {
+on_both_transports!(malformed_or_inconsistent_overlay_messages_are_dropped_without_changing_state);
+async fn malformed_or_inconsistent_overlay_messages_are_dropped_without_changing_state(net: Net) {
     use partisan::partisan_core::bytes::BytesMut;
     use partisan::partisan_core::overlay::{HvMsg, OverlayMsg, PeerInfo};
     use partisan::partisan_core::wire::{Control, Message};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let a = start("bad_hv_a", "hyparview", |_| {}).await;
-    let b = start("bad_hv_b", "hyparview", |_| {}).await;
+    let a = start(&net, "bad_hv_a", "hyparview", |_| {}).await;
+    let b = start(&net, "bad_hv_b", "hyparview", |_| {}).await;
     b.join(a.listen_addrs()[0]).await.unwrap();
     let (a2, bn) = (a.clone(), b.name().clone());
     eventually("b active at a", move || {
@@ -493,6 +515,7 @@ async fn malformed_or_inconsistent_overlay_messages_are_dropped_without_changing
     let before = (a.active_view(), a.passive_view());
 
     let mut raw = raw_peer(
+        &net,
         a.listen_addrs()[0],
         "raw@127.0.0.1",
         partisan::OverlayKind::HyParView,
@@ -519,7 +542,7 @@ async fn malformed_or_inconsistent_overlay_messages_are_dropped_without_changing
             .encode_frame(&mut out, 1 << 22)
             .unwrap();
     }
-    raw.write_all(&out).await.unwrap();
+    raw.writer.write_all(&out).await.unwrap();
     let a2 = a.clone();
     eventually("both rejected", move || a2.stats().overlay_rejected == 2).await;
     assert_eq!(
@@ -529,11 +552,14 @@ async fn malformed_or_inconsistent_overlay_messages_are_dropped_without_changing
     );
 
     // A control frame that does not even decode closes that connection only.
-    raw.write_all(&[0, 0, 0, 3, 5, 0xff, 0xff]).await.unwrap();
+    raw.writer
+        .write_all(&[0, 0, 0, 3, 5, 0xff, 0xff])
+        .await
+        .unwrap();
     let mut sink = [0u8; 256];
     let closed = tokio::time::timeout(WAIT, async {
         loop {
-            match raw.read(&mut sink).await {
+            match raw.reader.read(&mut sink).await {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }

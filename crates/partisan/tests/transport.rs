@@ -1,24 +1,27 @@
-//! The transport over real loopback TCP: lanes, channels, ordering, authentication, bad input,
-//! incarnations. Every node binds port 0; every wait polls with a deadline.
+//! The transport: lanes, channels, ordering, authentication, bad input, incarnations. Each
+//! test runs over loopback TCP and over the in-memory transport with tokio's paused clock
+//! (`on_both_transports!`). Every node binds port 0 unless it restarts on its own address;
+//! every wait polls with a deadline.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
+use partisan::transport::Stream;
 use partisan::{
-    ChannelName, ConnectError, Node, NodeBuilder, Pid, RemoteRef, SendError, SendOptions,
+    ChannelName, ConnectError, MemoryTransport, Node, NodeBuilder, Pid, RemoteRef, SendError,
+    SendOptions,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const WAIT: Duration = Duration::from_secs(20);
 
 mod support;
-use support::{eventually, init_tracing, raw_handshake, RawPeer};
+use support::{eventually, init_tracing, raw_handshake, Net, RawPeer};
 
-async fn node(name: &str, cookie: &str) -> Node {
+async fn node(net: &Net, name: &str, cookie: &str) -> Node {
     init_tracing();
-    NodeBuilder::new(&format!("{name}@127.0.0.1"))
+    net.builder(&format!("{name}@127.0.0.1"))
         .listen("127.0.0.1:0")
         .channel("data", 4)
         .channel("gossip", 4)
@@ -34,12 +37,12 @@ fn ch(name: &str) -> ChannelName {
     ChannelName::new(name).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_fully_connect_and_message_on_every_channel() {
+on_both_transports!(three_nodes_fully_connect_and_message_on_every_channel);
+async fn three_nodes_fully_connect_and_message_on_every_channel(net: Net) {
     let nodes = [
-        node("n1", "c").await,
-        node("n2", "c").await,
-        node("n3", "c").await,
+        node(&net, "n1", "c").await,
+        node(&net, "n2", "c").await,
+        node(&net, "n3", "c").await,
     ];
     for (i, a) in nodes.iter().enumerate() {
         for b in &nodes[i + 1..] {
@@ -120,10 +123,10 @@ async fn three_nodes_fully_connect_and_message_on_every_channel() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn partition_key_keeps_per_key_order_over_ten_thousand_messages() {
-    let a = node("pk_a", "c").await;
-    let b = node("pk_b", "c").await;
+on_both_transports!(partition_key_keeps_per_key_order_over_ten_thousand_messages);
+async fn partition_key_keeps_per_key_order_over_ten_thousand_messages(net: Net) {
+    let a = node(&net, "pk_a", "c").await;
+    let b = node(&net, "pk_b", "c").await;
     a.connect(b.listen_addrs()[0]).await.unwrap();
     assert!(a.wait_fully_connected(b.name(), WAIT).await);
     let mut inbox = b.process_named("sink").unwrap();
@@ -156,11 +159,11 @@ async fn partition_key_keeps_per_key_order_over_ten_thousand_messages() {
     b.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_cookie_is_refused_and_the_node_keeps_serving() {
-    let a = node("ck_a", "right").await;
-    let intruder = node("ck_x", "wrong").await;
-    let friend = node("ck_b", "right").await;
+on_both_transports!(wrong_cookie_is_refused_and_the_node_keeps_serving);
+async fn wrong_cookie_is_refused_and_the_node_keeps_serving(net: Net) {
+    let a = node(&net, "ck_a", "right").await;
+    let intruder = node(&net, "ck_x", "wrong").await;
+    let friend = node(&net, "ck_b", "right").await;
     let err = intruder
         .connect_timeout(a.listen_addrs()[0], Duration::from_millis(800))
         .await
@@ -191,16 +194,16 @@ async fn wrong_cookie_is_refused_and_the_node_keeps_serving() {
 
 /// Opens a raw TCP connection, sends `bytes` (then half-closes it when `eof`), and waits until
 /// the node closes it.
-async fn raw_garbage(addr: std::net::SocketAddr, bytes: &[u8], eof: bool) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(bytes).await.unwrap();
+async fn raw_garbage(net: &Net, addr: std::net::SocketAddr, bytes: &[u8], eof: bool) {
+    let mut s = net.dial(addr).await.unwrap();
+    s.writer.write_all(bytes).await.unwrap();
     if eof {
-        s.shutdown().await.unwrap();
+        s.writer.shutdown().await.unwrap();
     }
     let mut buf = [0u8; 1024];
     let closed = tokio::time::timeout(WAIT, async {
         loop {
-            match s.read(&mut buf).await {
+            match s.reader.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
@@ -213,11 +216,12 @@ async fn raw_garbage(addr: std::net::SocketAddr, bytes: &[u8], eof: bool) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_bytes_close_only_their_own_connection() {
-    let a = node("bad_a", "c").await;
+on_both_transports!(bad_bytes_close_only_their_own_connection);
+async fn bad_bytes_close_only_their_own_connection(net: Net) {
+    let a = node(&net, "bad_a", "c").await;
     init_tracing();
-    let b = NodeBuilder::new("bad_b@127.0.0.1")
+    let b = net
+        .builder("bad_b@127.0.0.1")
         .channel("data", 4)
         .cookie("c")
         .configure(|c| c.handshake_timeout = 300)
@@ -236,12 +240,13 @@ async fn bad_bytes_close_only_their_own_connection() {
     for (i, x) in rng_bytes.iter_mut().enumerate() {
         *x = (i as u8).wrapping_mul(151).wrapping_add(7);
     }
-    raw_garbage(addr, &rng_bytes, false).await;
+    raw_garbage(&net, addr, &rng_bytes, false).await;
     // A truncated frame: closed at the peer's EOF, or at the handshake timeout if it lingers.
-    raw_garbage(addr, &[0, 0, 0, 50, b'P', b'T'], true).await;
-    raw_garbage(addr, &[0, 0, 0, 50, b'P', b'T'], false).await;
-    raw_garbage(addr, &[0xff, 0xff, 0xff, 0xff, 1, 2, 3], false).await;
+    raw_garbage(&net, addr, &[0, 0, 0, 50, b'P', b'T'], true).await;
+    raw_garbage(&net, addr, &[0, 0, 0, 50, b'P', b'T'], false).await;
+    raw_garbage(&net, addr, &[0xff, 0xff, 0xff, 0xff, 1, 2, 3], false).await;
     raw_garbage(
+        &net,
         addr,
         &[0, 0, 0, 8, b'P', b'T', b'S', b'N', 0, 1, 0xfe, 0xfe],
         false,
@@ -257,7 +262,7 @@ async fn bad_bytes_close_only_their_own_connection() {
         &inbox.recv_timeout(WAIT).await.unwrap().payload[..],
         b"still here"
     );
-    let c = node("bad_c", "c").await;
+    let c = node(&net, "bad_c", "c").await;
     assert_eq!(&c.connect(addr).await.unwrap(), b.name());
     assert!(b.stats().handshakes_refused + b.stats().handshakes_failed >= 5);
     for n in [a, b, c] {
@@ -266,8 +271,9 @@ async fn bad_bytes_close_only_their_own_connection() {
 }
 
 /// A raw peer named `name` authenticated to `to` on `data` lane `lane`.
-async fn raw_authenticated(to: &Node, name: &str, cookie: &str, lane: u16) -> TcpStream {
+async fn raw_authenticated(net: &Net, to: &Node, name: &str, cookie: &str, lane: u16) -> Stream {
     raw_handshake(
+        net,
         to.listen_addrs()[0],
         RawPeer {
             name: &format!("{name}@127.0.0.1"),
@@ -283,11 +289,11 @@ async fn raw_authenticated(to: &Node, name: &str, cookie: &str, lane: u16) -> Tc
 }
 
 /// Waits until the node closes `s` (EOF or reset), reading and discarding what it sends.
-async fn closed_by_peer(mut s: TcpStream) -> bool {
+async fn closed_by_peer(mut s: Stream) -> bool {
     let mut buf = [0u8; 4096];
     tokio::time::timeout(WAIT, async {
         loop {
-            match s.read(&mut buf).await {
+            match s.reader.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
@@ -297,10 +303,11 @@ async fn closed_by_peer(mut s: TcpStream) -> bool {
     .is_ok()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_frame_after_handshake_closes_that_connection_only() {
+on_both_transports!(malformed_frame_after_handshake_closes_that_connection_only);
+async fn malformed_frame_after_handshake_closes_that_connection_only(net: Net) {
     // Authenticated peers that then send an oversized frame, and an undecodable one.
-    let a = NodeBuilder::new("mf_a@127.0.0.1")
+    let a = net
+        .builder("mf_a@127.0.0.1")
         .listen("127.0.0.1:0")
         .cookie("c")
         .configure(|c| {
@@ -311,14 +318,15 @@ async fn malformed_frame_after_handshake_closes_that_connection_only() {
         .start()
         .await
         .unwrap();
-    let b = node("mf_b", "c").await;
+    let b = node(&net, "mf_b", "c").await;
     b.connect(a.listen_addrs()[0]).await.unwrap();
     assert!(b.wait_fully_connected(a.name(), WAIT).await);
     let mut inbox = a.process_named("inbox").unwrap();
     let to = Node::name_on(a.name(), "inbox").unwrap();
 
-    let mut oversized = raw_authenticated(&a, "mf_raw1", "c", 0).await;
+    let mut oversized = raw_authenticated(&net, &a, "mf_raw1", "c", 0).await;
     oversized
+        .writer
         .write_all(&[0, 0, 0x27, 0x10, 1, 2, 3])
         .await
         .unwrap();
@@ -326,8 +334,9 @@ async fn malformed_frame_after_handshake_closes_that_connection_only() {
         closed_by_peer(oversized).await,
         "oversized frame not refused"
     );
-    let mut garbage = raw_authenticated(&a, "mf_raw2", "c", 1).await;
+    let mut garbage = raw_authenticated(&net, &a, "mf_raw2", "c", 1).await;
     garbage
+        .writer
         .write_all(&[0, 0, 0, 5, 0xff, 0xfe, 0xfd, 0xfc, 0xfb])
         .await
         .unwrap();
@@ -350,10 +359,10 @@ async fn malformed_frame_after_handshake_closes_that_connection_only() {
     b.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pid_from_a_restarted_nodes_earlier_creation_is_rejected() {
-    let a = node("re_a", "c").await;
-    let b1 = node("re_b", "c").await;
+on_both_transports!(a_pid_from_a_restarted_nodes_earlier_creation_is_rejected);
+async fn a_pid_from_a_restarted_nodes_earlier_creation_is_rejected(net: Net) {
+    let a = node(&net, "re_a", "c").await;
+    let b1 = node(&net, "re_b", "c").await;
     let addr = b1.listen_addrs()[0];
     a.connect(addr).await.unwrap();
     let p1 = b1.process();
@@ -364,7 +373,8 @@ async fn a_pid_from_a_restarted_nodes_earlier_creation_is_rejected() {
     b1.shutdown().await;
     drop(p1);
     // Same name, same address, new incarnation; a keeps redialing it.
-    let b2 = NodeBuilder::new("re_b@127.0.0.1")
+    let b2 = net
+        .builder("re_b@127.0.0.1")
         .listen(&addr.to_string())
         .channel("data", 4)
         .channel("gossip", 4)
@@ -395,10 +405,10 @@ async fn a_pid_from_a_restarted_nodes_earlier_creation_is_rejected() {
     b2.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn simultaneous_connects_keep_exactly_one_connection_per_lane() {
-    let a = node("sim_a", "c").await;
-    let b = node("sim_b", "c").await;
+on_both_transports!(simultaneous_connects_keep_exactly_one_connection_per_lane);
+async fn simultaneous_connects_keep_exactly_one_connection_per_lane(net: Net) {
+    let a = node(&net, "sim_a", "c").await;
+    let b = node(&net, "sim_b", "c").await;
     let (ra, rb) = tokio::join!(a.connect(b.spec().clone()), b.connect(a.spec().clone()));
     ra.unwrap();
     rb.unwrap();
@@ -423,10 +433,10 @@ async fn simultaneous_connects_keep_exactly_one_connection_per_lane() {
     b.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn local_sends_never_touch_the_network_and_replies_reach_the_sender() {
-    let a = node("loc_a", "c").await;
-    let b = node("loc_b", "c").await;
+on_both_transports!(local_sends_never_touch_the_network_and_replies_reach_the_sender);
+async fn local_sends_never_touch_the_network_and_replies_reach_the_sender(net: Net) {
+    let a = node(&net, "loc_a", "c").await;
+    let b = node(&net, "loc_b", "c").await;
     a.connect(b.listen_addrs()[0]).await.unwrap();
     let mut server = a.process_named("echo").unwrap();
     let mut client = a.process();
@@ -479,9 +489,9 @@ async fn local_sends_never_touch_the_network_and_replies_reach_the_sender() {
     b.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn undeliverable_sends_return_errors() {
-    let a = node("err_a", "c").await;
+on_both_transports!(undeliverable_sends_return_errors);
+async fn undeliverable_sends_return_errors(net: Net) {
+    let a = node(&net, "err_a", "c").await;
     let nobody = partisan::NodeName::new("ghost@127.0.0.1").unwrap();
     let to = Node::name_on(&nobody, "x").unwrap();
     assert_eq!(
@@ -493,7 +503,7 @@ async fn undeliverable_sends_return_errors() {
         a.send(&local, "x", &SendOptions::default()).await,
         Err(SendError::NoProcess(_))
     ));
-    let b = node("err_b", "c").await;
+    let b = node(&net, "err_b", "c").await;
     a.connect(b.listen_addrs()[0]).await.unwrap();
     let remote = Node::name_on(b.name(), "x").unwrap();
     let huge = Bytes::from(vec![0u8; 9 * 1024 * 1024]);
@@ -522,10 +532,10 @@ async fn undeliverable_sends_return_errors() {
     b.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dialing_a_spec_whose_address_answers_with_another_name_gives_up() {
-    let a = node("wn_a", "c").await;
-    let b = node("wn_b", "c").await;
+on_both_transports!(dialing_a_spec_whose_address_answers_with_another_name_gives_up);
+async fn dialing_a_spec_whose_address_answers_with_another_name_gives_up(net: Net) {
+    let a = node(&net, "wn_a", "c").await;
+    let b = node(&net, "wn_b", "c").await;
     let liar = partisan::NodeSpec::new(
         partisan::NodeName::new("wn_z@127.0.0.1").unwrap(),
         b.listen_addrs().to_vec(),
@@ -539,17 +549,17 @@ async fn dialing_a_spec_whose_address_answers_with_another_name_gives_up() {
     b.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_protocol_version_is_refused_with_a_reason() {
-    let a = node("ver_a", "c").await;
-    let mut s = TcpStream::connect(a.listen_addrs()[0]).await.unwrap();
+on_both_transports!(another_protocol_version_is_refused_with_a_reason);
+async fn another_protocol_version_is_refused_with_a_reason(net: Net) {
+    let a = node(&net, "ver_a", "c").await;
+    let mut s = net.dial(a.listen_addrs()[0]).await.unwrap();
     // A handshake frame of a future version 9: magic, version, then anything.
     let body = [b'P', b'T', b'S', b'N', 0, 9, 1, 2, 3];
     let mut frame = (body.len() as u32).to_be_bytes().to_vec();
     frame.extend_from_slice(&body);
-    s.write_all(&frame).await.unwrap();
+    s.writer.write_all(&frame).await.unwrap();
     let mut reply = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut reply))
+    tokio::time::timeout(WAIT, s.reader.read_to_end(&mut reply))
         .await
         .expect("node answers and closes")
         .unwrap();
@@ -569,10 +579,11 @@ async fn another_protocol_version_is_refused_with_a_reason() {
     a.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mailboxes_are_bounded_in_bytes_as_well_as_messages() {
+on_both_transports!(mailboxes_are_bounded_in_bytes_as_well_as_messages);
+async fn mailboxes_are_bounded_in_bytes_as_well_as_messages(net: Net) {
     init_tracing();
-    let a = NodeBuilder::new("mb_a@127.0.0.1")
+    let a = net
+        .builder("mb_a@127.0.0.1")
         .cookie("c")
         .configure(|c| c.mailbox_bytes = 1 << 20)
         .start()
@@ -628,8 +639,8 @@ async fn mailboxes_are_bounded_in_bytes_as_well_as_messages() {
     a.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_receiver_blocked_on_a_full_mailbox_keeps_its_connection_alive() {
+on_both_transports!(a_receiver_blocked_on_a_full_mailbox_keeps_its_connection_alive);
+async fn a_receiver_blocked_on_a_full_mailbox_keeps_its_connection_alive(net: Net) {
     init_tracing();
     // Keepalive declares a silent link dead after about 150 ms.
     let quick = |c: &mut partisan::Config| {
@@ -639,7 +650,7 @@ async fn a_receiver_blocked_on_a_full_mailbox_keeps_its_connection_alive() {
         c.mailbox_capacity = 4;
     };
     let start = |name: &str| {
-        NodeBuilder::new(&format!("{name}@127.0.0.1"))
+        net.builder(&format!("{name}@127.0.0.1"))
             .listen("127.0.0.1:0")
             .cookie("slow")
             .configure(quick)
@@ -677,10 +688,13 @@ async fn a_receiver_blocked_on_a_full_mailbox_keeps_its_connection_alive() {
     b.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dial_skips_an_address_that_answers_with_another_node() {
-    let a = node("skip_a", "c").await;
-    let (x, y) = (node("skip_x", "c").await, node("skip_y", "c").await);
+on_both_transports!(a_dial_skips_an_address_that_answers_with_another_node);
+async fn a_dial_skips_an_address_that_answers_with_another_node(net: Net) {
+    let a = node(&net, "skip_a", "c").await;
+    let (x, y) = (
+        node(&net, "skip_x", "c").await,
+        node(&net, "skip_y", "c").await,
+    );
     // Addresses are tried in order: the one listed first answers as another node.
     let (liar, target) = if x.listen_addrs()[0] < y.listen_addrs()[0] {
         (x, y)
@@ -701,17 +715,18 @@ async fn a_dial_skips_an_address_that_answers_with_another_node() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nothing_larger_than_the_peer_accepts_is_sent() {
+on_both_transports!(nothing_larger_than_the_peer_accepts_is_sent);
+async fn nothing_larger_than_the_peer_accepts_is_sent(net: Net) {
     init_tracing();
-    let small = NodeBuilder::new("frame_small@127.0.0.1")
+    let small = net
+        .builder("frame_small@127.0.0.1")
         .listen("127.0.0.1:0")
         .cookie("c")
         .configure(|c| c.max_frame_size = 64 * 1024)
         .start()
         .await
         .unwrap();
-    let big = node("frame_big", "c").await;
+    let big = node(&net, "frame_big", "c").await;
     big.connect(small.listen_addrs()[0]).await.unwrap();
     let mut inbox = small.process_named("in").unwrap();
     let to = Node::name_on(small.name(), "in").unwrap();
@@ -746,10 +761,10 @@ async fn nothing_larger_than_the_peer_accepts_is_sent() {
     big.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dropping_every_handle_stops_the_node() {
-    let a = node("drop_a", "c").await;
-    let b = node("drop_b", "c").await;
+on_both_transports!(dropping_every_handle_stops_the_node);
+async fn dropping_every_handle_stops_the_node(net: Net) {
+    let a = node(&net, "drop_a", "c").await;
+    let b = node(&net, "drop_b", "c").await;
     let b_addr = b.listen_addrs()[0];
     a.connect(b_addr).await.unwrap();
     let b_name = b.name().clone();
@@ -772,19 +787,19 @@ async fn dropping_every_handle_stops_the_node() {
     eventually("b's connections closed", || !a.is_connected(&b_name)).await;
     // Its listener is gone too: nothing answers there any more.
     let deadline = tokio::time::Instant::now() + WAIT;
-    while TcpStream::connect(b_addr).await.is_ok() {
+    while net.dial(b_addr).await.is_ok() {
         assert!(tokio::time::Instant::now() < deadline, "b still listening");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     a.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_relayed_message_needs_a_peer_that_can_vouch_for_its_origin() {
+on_both_transports!(a_relayed_message_needs_a_peer_that_can_vouch_for_its_origin);
+async fn a_relayed_message_needs_a_peer_that_can_vouch_for_its_origin(net: Net) {
     use partisan::partisan_core::wire::{encode_relay_head, RelayHeader, RelayTarget};
-    let a = node("vouch_a", "c").await;
+    let a = node(&net, "vouch_a", "c").await;
     let mut inbox = a.process_named("inbox").unwrap();
-    let mut raw = raw_authenticated(&a, "vouch_raw", "c", 0).await;
+    let mut raw = raw_authenticated(&net, &a, "vouch_raw", "c", 0).await;
     let relay = |origin: &str, text: &'static [u8]| {
         let header = RelayHeader {
             origin: origin.parse().unwrap(),
@@ -801,12 +816,14 @@ async fn a_relayed_message_needs_a_peer_that_can_vouch_for_its_origin() {
         out
     };
     // A plain peer claiming to relay for another node: dropped and counted, connection kept.
-    raw.write_all(&relay("victim@127.0.0.1", b"forged"))
+    raw.writer
+        .write_all(&relay("victim@127.0.0.1", b"forged"))
         .await
         .unwrap();
     eventually("forged relay rejected", || a.stats().overlay_rejected == 1).await;
     // The same peer relaying its own message (a first hop) is delivered.
-    raw.write_all(&relay("vouch_raw@127.0.0.1", b"genuine"))
+    raw.writer
+        .write_all(&relay("vouch_raw@127.0.0.1", b"genuine"))
         .await
         .unwrap();
     let got = inbox.recv_timeout(WAIT).await.unwrap();
@@ -816,10 +833,10 @@ async fn a_relayed_message_needs_a_peer_that_can_vouch_for_its_origin() {
     a.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_neither_connected_nor_wanted_is_forgotten() {
-    let a = node("forget_a", "c").await;
-    let b = node("forget_b", "c").await;
+on_both_transports!(a_peer_neither_connected_nor_wanted_is_forgotten);
+async fn a_peer_neither_connected_nor_wanted_is_forgotten(net: Net) {
+    let a = node(&net, "forget_a", "c").await;
+    let b = node(&net, "forget_b", "c").await;
     a.connect(b.listen_addrs()[0]).await.unwrap();
     assert!(a.wait_fully_connected(b.name(), WAIT).await);
     eventually("both know each other", || {
@@ -834,7 +851,7 @@ async fn a_peer_neither_connected_nor_wanted_is_forgotten() {
     .await;
     assert!(a.nodes().is_empty() && b.nodes().is_empty());
     // A peer lost first and let go afterwards is forgotten too.
-    let c = node("forget_c", "c").await;
+    let c = node(&net, "forget_c", "c").await;
     a.connect(c.listen_addrs()[0]).await.unwrap();
     eventually("a knows c", || a.stats().peers_known == 1).await;
     c.shutdown().await;
@@ -847,10 +864,10 @@ async fn a_peer_neither_connected_nor_wanted_is_forgotten() {
     b.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_small_received_payload_owns_its_memory() {
-    let a = node("own_a", "c").await;
-    let b = node("own_b", "c").await;
+on_both_transports!(a_small_received_payload_owns_its_memory);
+async fn a_small_received_payload_owns_its_memory(net: Net) {
+    let a = node(&net, "own_a", "c").await;
+    let b = node(&net, "own_b", "c").await;
     a.connect(b.listen_addrs()[0]).await.unwrap();
     let mut inbox = b.process_named("inbox").unwrap();
     let to = Node::name_on(b.name(), "inbox").unwrap();
@@ -877,9 +894,9 @@ async fn a_small_received_payload_owns_its_memory() {
     b.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connect_by_address_can_be_cancelled() {
-    let a = node("cancel_a", "c").await;
+on_both_transports!(a_connect_by_address_can_be_cancelled);
+async fn a_connect_by_address_can_be_cancelled(net: Net) {
+    let a = node(&net, "cancel_a", "c").await;
     // Nothing listens there, and no other test binds 127.0.0.78.
     let dead: std::net::SocketAddr = "127.0.0.78:9".parse().unwrap();
     let waiting = {
@@ -896,7 +913,7 @@ async fn a_connect_by_address_can_be_cancelled() {
     assert!(matches!(err, ConnectError::GaveUp(_)), "{err:?}");
     // Nothing is left to cancel, and a live target is not affected.
     assert!(!a.cancel_connect(dead).await);
-    let b = node("cancel_b", "c").await;
+    let b = node(&net, "cancel_b", "c").await;
     assert_eq!(&a.connect(b.listen_addrs()[0]).await.unwrap(), b.name());
     assert!(!a.cancel_connect(b.listen_addrs()[0]).await);
     assert!(a.is_connected(b.name()));
@@ -904,10 +921,10 @@ async fn a_connect_by_address_can_be_cancelled() {
     b.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spawned_processes_do_not_keep_their_node_running() {
-    let a = node("spawn_a", "c").await;
-    let b = node("spawn_b", "c").await;
+on_both_transports!(spawned_processes_do_not_keep_their_node_running);
+async fn spawned_processes_do_not_keep_their_node_running(net: Net) {
+    let a = node(&net, "spawn_a", "c").await;
+    let b = node(&net, "spawn_b", "c").await;
     a.connect(b.listen_addrs()[0]).await.unwrap();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     // A server loop that would run for ever if its process kept the node alive.
@@ -937,8 +954,8 @@ async fn spawned_processes_do_not_keep_their_node_running() {
     a.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_with_the_clock_set_back_is_still_the_newer_run() {
+on_both_transports!(a_restart_with_the_clock_set_back_is_still_the_newer_run);
+async fn a_restart_with_the_clock_set_back_is_still_the_newer_run(net: Net) {
     init_tracing();
     let dir = std::env::temp_dir().join(format!("partisan-creation-t-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -948,13 +965,13 @@ async fn a_restart_with_the_clock_set_back_is_still_the_newer_run() {
     std::fs::write(&file, ahead.to_string()).unwrap();
     let start_b = || {
         let file = file.clone();
-        NodeBuilder::new("back_b@127.0.0.1")
+        net.builder("back_b@127.0.0.1")
             .listen("127.0.0.1:0")
             .cookie("c")
             .configure(move |c| c.creation_file = Some(file))
             .start()
     };
-    let a = node("back_a", "c").await;
+    let a = node(&net, "back_a", "c").await;
     let b1 = start_b().await.unwrap();
     assert_eq!(b1.creation(), ahead + 1);
     a.connect(b1.listen_addrs()[0]).await.unwrap();
@@ -969,11 +986,11 @@ async fn a_restart_with_the_clock_set_back_is_still_the_newer_run() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_channel_with_a_small_write_chunk_still_carries_large_messages_intact() {
+on_both_transports!(a_channel_with_a_small_write_chunk_still_carries_large_messages_intact);
+async fn a_channel_with_a_small_write_chunk_still_carries_large_messages_intact(net: Net) {
     init_tracing();
     let start = |name: &str| {
-        NodeBuilder::new(&format!("{name}@127.0.0.1"))
+        net.builder(&format!("{name}@127.0.0.1"))
             .listen("127.0.0.1:0")
             .cookie("c")
             .configure(|c| {
@@ -1009,4 +1026,35 @@ async fn a_channel_with_a_small_write_chunk_still_carries_large_messages_intact(
     }
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// The builder's transport carries the listening and the dialing both: nodes reach each other
+/// within their memory network only, even where two networks use the same address.
+#[tokio::test(start_paused = true)]
+async fn nodes_reach_each_other_only_within_their_memory_network() {
+    let (one, two) = (MemoryTransport::new(), MemoryTransport::new());
+    let start = |name: &str, addr: &str, net: &MemoryTransport| {
+        NodeBuilder::new(&format!("{name}@127.0.0.1"))
+            .listen(addr)
+            .cookie("c")
+            .transport(net.clone())
+            .start()
+    };
+    let a = start("iso_a", "127.0.0.1:7001", &one).await.unwrap();
+    let b = start("iso_b", "127.0.0.1:7000", &one).await.unwrap();
+    let c = start("iso_c", "127.0.0.1:7000", &two).await.unwrap();
+    let d = start("iso_d", "127.0.0.1:7002", &two).await.unwrap();
+    assert_eq!(b.listen_addrs(), c.listen_addrs());
+    assert_eq!(&a.connect(b.listen_addrs()[0]).await.unwrap(), b.name());
+    assert_eq!(&d.connect(c.listen_addrs()[0]).await.unwrap(), c.name());
+    let err = d
+        .connect_timeout(a.listen_addrs()[0], Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConnectError::Timeout(_)), "{err:?}");
+    assert_eq!(a.nodes(), vec![b.name().clone()]);
+    assert_eq!(d.nodes(), vec![c.name().clone()]);
+    for n in [a, b, c, d] {
+        n.shutdown().await;
+    }
 }

@@ -8,9 +8,66 @@ use partisan::partisan_core::auth::Cookie;
 use partisan::partisan_core::bytes::BytesMut;
 use partisan::partisan_core::wire::handshake::{DialParams, Dialer, DialerStep, Identity};
 use partisan::partisan_core::wire::FrameDecoder;
-use partisan::{ChannelName, NodeName, NodeSpec, OverlayKind};
+use partisan::transport::Stream;
+use partisan::{
+    ChannelName, MemoryTransport, NodeBuilder, NodeName, NodeSpec, OverlayKind, TcpTransport,
+    Transport,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+
+/// The network a test's nodes run on. Each test body takes one and runs twice (see
+/// [`on_both_transports!`]): over loopback TCP on a multi-threaded runtime, and over a
+/// [`MemoryTransport`] of its own under tokio's paused clock, where every timeout elapses as
+/// soon as nothing else can run.
+#[derive(Debug, Clone)]
+pub enum Net {
+    /// Real loopback TCP, the nodes' default transport.
+    Tcp,
+    /// One in-memory network shared by the test's nodes.
+    Memory(MemoryTransport),
+}
+
+impl Net {
+    /// A builder for node `name` on this network (on TCP, with the default transport).
+    pub fn builder(&self, name: &str) -> NodeBuilder {
+        let b = NodeBuilder::new(name);
+        match self {
+            Net::Tcp => b,
+            Net::Memory(m) => b.transport(m.clone()),
+        }
+    }
+
+    /// A raw connection to `addr`, for a test playing a misbehaving peer.
+    pub async fn dial(&self, addr: SocketAddr) -> std::io::Result<Stream> {
+        match self {
+            Net::Tcp => TcpTransport.dial(addr).await,
+            Net::Memory(m) => m.dial(addr).await,
+        }
+    }
+}
+
+/// Runs the test body `async fn $name(net: Net)` (defined next to it) twice, as
+/// `$name::tcp` (loopback TCP, multi-threaded runtime, real time) and `$name::memory` (a
+/// fresh [`MemoryTransport`], current-thread runtime, paused clock).
+#[macro_export]
+macro_rules! on_both_transports {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tcp() {
+                super::$name($crate::support::Net::Tcp).await
+            }
+
+            #[tokio::test(start_paused = true)]
+            async fn memory() {
+                super::$name($crate::support::Net::Memory(
+                    partisan::MemoryTransport::new(),
+                ))
+                .await
+            }
+        }
+    };
+}
 
 /// Longest any poll in the tests waits for its condition.
 pub const EVENTUALLY: Duration = Duration::from_secs(30);
@@ -51,9 +108,10 @@ pub struct RawPeer<'a> {
     pub lane: u16,
 }
 
-/// Completes a real, authenticated handshake with `addr` over a raw socket and returns the
-/// stream ready for frames, so a test can then send what no well-behaved node would.
-pub async fn raw_handshake(addr: SocketAddr, peer: RawPeer<'_>) -> TcpStream {
+/// Completes a real, authenticated handshake with `addr` over a raw connection of `net` and
+/// returns the stream ready for frames, so a test can then send what no well-behaved node
+/// would.
+pub async fn raw_handshake(net: &Net, addr: SocketAddr, peer: RawPeer<'_>) -> Stream {
     let spec = NodeSpec::new(
         NodeName::new(peer.name).unwrap(),
         vec!["127.0.0.1:9".parse().unwrap()],
@@ -75,9 +133,9 @@ pub async fn raw_handshake(addr: SocketAddr, peer: RawPeer<'_>) -> TcpStream {
         lane: peer.lane,
     };
     let (mut dialer, hello) = Dialer::start(params, Cookie::new(peer.cookie).unwrap(), [7; 32]);
-    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut s = net.dial(addr).await.unwrap();
     // Handshake frames come length-prefixed already.
-    s.write_all(&hello).await.unwrap();
+    s.writer.write_all(&hello).await.unwrap();
     let decoder = FrameDecoder::new(1 << 20);
     let mut buf = BytesMut::new();
     loop {
@@ -86,12 +144,12 @@ pub async fn raw_handshake(addr: SocketAddr, peer: RawPeer<'_>) -> TcpStream {
                 break body;
             }
             assert!(
-                s.read_buf(&mut buf).await.unwrap() > 0,
+                s.reader.read_buf(&mut buf).await.unwrap() > 0,
                 "node closed the handshake"
             );
         };
         match dialer.on_frame(&body).unwrap() {
-            DialerStep::Send(frame) => s.write_all(&frame).await.unwrap(),
+            DialerStep::Send(frame) => s.writer.write_all(&frame).await.unwrap(),
             DialerStep::Established(_) => return s,
         }
     }
