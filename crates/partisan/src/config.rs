@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use partisan_core::auth::Cookie;
+use partisan_core::engine::Keepalive;
 use partisan_core::id::{ChannelName, ChannelOpts, NodeName, NodeSpec, MAX_PARALLELISM};
 use partisan_core::overlay::{HyParViewConfig, OverlayKind, Role, Tag};
 use partisan_core::wire::{DEFAULT_MAX_FRAME_LEN, MIN_MAX_FRAME_LEN};
@@ -208,6 +209,10 @@ pub struct Config {
     pub fanout: usize,
     /// HyParView parameters.
     pub hyparview: HyParViewSection,
+    /// Seed of the node's protocol randomness (overlay choices, redial and keepalive jitter),
+    /// to replay a run; random when unset. It is logged at start either way. Handshake nonces
+    /// never come from it.
+    pub rng_seed: Option<u64>,
 }
 
 impl Default for Config {
@@ -238,6 +243,7 @@ impl Default for Config {
             periodic_interval: 10_000,
             fanout: 5,
             hyparview: HyParViewSection::default(),
+            rng_seed: None,
         }
     }
 }
@@ -299,7 +305,8 @@ pub(crate) struct Resolved {
     pub(crate) handshake_timeout: Duration,
     pub(crate) reconnect_min: Duration,
     pub(crate) reconnect_max: Duration,
-    pub(crate) ping: Option<Ping>,
+    pub(crate) ping: Option<Keepalive>,
+    pub(crate) rng_seed: Option<u64>,
     pub(crate) max_frame_len: usize,
     pub(crate) send_queue_bytes: usize,
     pub(crate) mailbox_capacity: usize,
@@ -307,14 +314,6 @@ pub(crate) struct Resolved {
     pub(crate) overlay: OverlaySettings,
     pub(crate) seeds: Vec<SocketAddr>,
     pub(crate) tag: Option<Tag>,
-}
-
-/// Keepalive timing, validated.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Ping {
-    pub(crate) idle: Duration,
-    pub(crate) timeout: Duration,
-    pub(crate) max_attempts: u32,
 }
 
 impl Config {
@@ -456,7 +455,7 @@ impl Config {
                 1,
                 1_000,
             )?;
-            Some(Ping {
+            Some(Keepalive {
                 idle: Duration::from_millis(p.idle_timeout),
                 timeout: Duration::from_millis(p.timeout),
                 max_attempts: p.max_attempts,
@@ -608,6 +607,7 @@ impl Config {
             reconnect_min: Duration::from_millis(self.reconnect_min),
             reconnect_max: Duration::from_millis(self.reconnect_max),
             ping,
+            rng_seed: self.rng_seed,
             max_frame_len: self.max_frame_size,
             send_queue_bytes: self.send_queue_bytes,
             mailbox_capacity: self.mailbox_capacity,

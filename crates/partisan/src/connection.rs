@@ -2,6 +2,7 @@
 //! mailboxes, and a writer task that drains the lane's queue in coalesced batches.
 
 use std::io::IoSlice;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -48,6 +49,16 @@ pub(crate) struct ConnCtx {
     /// burst (which, on a single-threaded runtime, starved them for tens of milliseconds). The
     /// channel's `write_chunk`.
     pub(crate) fair_share: usize,
+    /// When the reader last received anything, in microseconds of the node's clock (what the
+    /// engine's keepalive reads): one relaxed store per read.
+    pub(crate) last_rx: AtomicU64,
+}
+
+impl ConnCtx {
+    /// Records that the lane was heard from now.
+    pub(crate) fn touch(&self) {
+        self.last_rx.store(self.shared.now().0, Relaxed);
+    }
 }
 
 /// Why a connection ended, for the log.
@@ -57,7 +68,6 @@ enum End {
     Eof,
     Io(std::io::Error),
     BadFrame(String),
-    KeepaliveTimeout,
 }
 
 impl std::fmt::Display for End {
@@ -68,7 +78,6 @@ impl std::fmt::Display for End {
             End::Eof => f.write_str("peer closed the connection"),
             End::Io(e) => write!(f, "i/o error: {e}"),
             End::BadFrame(r) => write!(f, "bad frame: {r}"),
-            End::KeepaliveTimeout => f.write_str("keepalive unanswered"),
         }
     }
 }
@@ -108,30 +117,13 @@ pub(crate) fn run(ctx: Arc<ConnCtx>, stream: Stream, leftover: BytesMut) {
         let _ = ctx
             .shared
             .driver
-            .send(DriverCmd::Closed {
-                conn: ctx.conn,
-                node: ctx.peer.clone(),
-                channel: ctx.channel.clone(),
-                lane: ctx.lane,
-            })
+            .send(DriverCmd::Closed { conn: ctx.conn })
             .await;
     });
 }
 
 async fn read_loop(ctx: &ConnCtx, mut rd: StreamReader, mut buf: BytesMut) -> End {
     let decoder = FrameDecoder::new(ctx.shared.cfg.max_frame_len);
-    let ping = ctx.shared.cfg.ping;
-    let mut last_rx = Instant::now();
-    let mut attempts = 0u32;
-    let mut last_probe = last_rx;
-    let far = || Instant::now() + std::time::Duration::from_secs(86_400 * 365);
-    let deadline = |last_rx: Instant, attempts: u32, last_probe: Instant| match ping {
-        Some(p) if attempts == 0 => last_rx + p.idle,
-        Some(p) => last_probe + p.timeout,
-        None => far(),
-    };
-    let sleep = tokio::time::sleep_until(deadline(last_rx, attempts, last_probe));
-    tokio::pin!(sleep);
     let mut room = READ_MIN;
     let mut moved = 0usize;
     loop {
@@ -193,8 +185,7 @@ async fn read_loop(ctx: &ConnCtx, mut rd: StreamReader, mut buf: BytesMut) -> En
                     } else if n < room / 8 {
                         room = (room / 2).max(READ_MIN);
                     }
-                    last_rx = Instant::now();
-                    attempts = 0;
+                    ctx.touch();
                     moved += n;
                     if moved >= ctx.fair_share {
                         moved = 0;
@@ -203,19 +194,6 @@ async fn read_loop(ctx: &ConnCtx, mut rd: StreamReader, mut buf: BytesMut) -> En
                 }
                 Err(e) => return End::Io(e),
             },
-            _ = &mut sleep => {
-                let now = Instant::now();
-                if now >= deadline(last_rx, attempts, last_probe) {
-                    let p = ping.expect("the timer only fires with keepalive on");
-                    if attempts >= p.max_attempts {
-                        return End::KeepaliveTimeout;
-                    }
-                    attempts += 1;
-                    last_probe = now;
-                    let _ = ctx.queue.push_control(&Message::Ping(u64::from(attempts)));
-                }
-                sleep.as_mut().reset(deadline(last_rx, attempts, last_probe));
-            }
         }
     }
 }
@@ -223,8 +201,9 @@ async fn read_loop(ctx: &ConnCtx, mut rd: StreamReader, mut buf: BytesMut) -> En
 /// Runs `work`, which may wait (for room in a full mailbox, or in the driver's queue): the
 /// reader then stops reading, so TCP pushes back on the peer. While it waits, the connection
 /// keeps telling the peer it is alive (the peer's keepalive would otherwise count the silence
-/// as a dead link and drop the connection with whatever it carries), and a local close still
-/// ends it. `None` when the connection closed meanwhile.
+/// as a dead link and drop the connection with whatever it carries), counts as heard from on
+/// this side too (the silence is ours, not the peer's), and a local close still ends it.
+/// `None` when the connection closed meanwhile.
 async fn blocking<F: std::future::Future>(ctx: &ConnCtx, work: F) -> Option<F::Output> {
     let mut work = std::pin::pin!(work);
     // Most work completes at once: skip the timer and the cancel wait for it.
@@ -251,6 +230,7 @@ async fn blocking<F: std::future::Future>(ctx: &ConnCtx, work: F) -> Option<F::O
             _ = ctx.cancel.cancelled() => return None,
             out = work.as_mut() => return Some(out),
             _ = tick.tick() => {
+                ctx.touch();
                 probe += 1;
                 let _ = ctx.queue.push_control(&Message::Ping(u64::MAX - probe));
             }

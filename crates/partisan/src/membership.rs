@@ -1,28 +1,9 @@
-//! Membership as users see it: a snapshot readable without locks, and up/down events.
-
-use std::collections::BTreeSet;
+//! Membership as users see it: a snapshot readable without locks, and up/down events (the
+//! engine's [`MembershipEvent`]).
 
 use partisan_core::id::{NodeName, NodeSpec};
-use serde::Serialize;
 
-/// A change in which members are reachable.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub enum MembershipEvent {
-    /// The node is a member and at least one lane to it is up.
-    NodeUp(NodeName),
-    /// The node was up and is not any more: its last lane went down, or it left or was
-    /// removed.
-    NodeDown(NodeName),
-}
-
-impl MembershipEvent {
-    /// The node concerned.
-    pub fn node(&self) -> &NodeName {
-        match self {
-            MembershipEvent::NodeUp(n) | MembershipEvent::NodeDown(n) => n,
-        }
-    }
-}
+pub use partisan_core::engine::MembershipEvent;
 
 /// The overlay's view at one moment, published by the driver after every change.
 #[derive(Debug, Clone, Default)]
@@ -33,58 +14,4 @@ pub(crate) struct Snapshot {
     pub(crate) passive: Vec<NodeName>,
     /// Nodes that relay for this one (client-server: a client's servers), sorted.
     pub(crate) relays: Vec<NodeName>,
-}
-
-/// Computes up/down transitions from members and connectivity.
-#[derive(Debug, Default)]
-pub(crate) struct UpTracker {
-    up: BTreeSet<NodeName>,
-}
-
-impl UpTracker {
-    /// Events turning the previous up set into `members ∩ connected`.
-    pub(crate) fn update(
-        &mut self,
-        members: &[NodeName],
-        me: &NodeName,
-        connected: impl Fn(&NodeName) -> bool,
-    ) -> Vec<MembershipEvent> {
-        let now: BTreeSet<NodeName> = members
-            .iter()
-            .filter(|n| *n != me && connected(n))
-            .cloned()
-            .collect();
-        let mut events: Vec<MembershipEvent> = self
-            .up
-            .difference(&now)
-            .cloned()
-            .map(MembershipEvent::NodeDown)
-            .collect();
-        events.extend(
-            now.difference(&self.up)
-                .cloned()
-                .map(MembershipEvent::NodeUp),
-        );
-        self.up = now;
-        events
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn up_means_member_and_connected() {
-        let n = |s: &str| NodeName::new(&format!("{s}@h")).unwrap();
-        let mut t = UpTracker::default();
-        let members = vec![n("a"), n("b"), n("me")];
-        let ev = t.update(&members, &n("me"), |x| *x == n("a"));
-        assert_eq!(ev, vec![MembershipEvent::NodeUp(n("a"))]);
-        let ev = t.update(&members, &n("me"), |_| true);
-        assert_eq!(ev, vec![MembershipEvent::NodeUp(n("b"))]);
-        let ev = t.update(&[n("b"), n("me")], &n("me"), |_| true);
-        assert_eq!(ev, vec![MembershipEvent::NodeDown(n("a"))]);
-        assert!(t.update(&[n("b"), n("me")], &n("me"), |_| true).is_empty());
-    }
 }

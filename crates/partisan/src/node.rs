@@ -335,8 +335,7 @@ impl Shared {
         let _ = self
             .driver
             .send(DriverCmd::Control {
-                from: ctx.peer.clone(),
-                creation: ctx.peer_creation,
+                conn: ctx.conn,
                 msg: c,
             })
             .await;
@@ -501,7 +500,10 @@ impl NodeBuilder {
             next_conn: AtomicU64::new(1),
             stopped: AtomicBool::new(false),
         });
-        shared.tasks.spawn(Driver::new(shared.clone(), rx).run());
+        let rng_seed = shared.cfg.rng_seed.unwrap_or_else(rand::random);
+        shared
+            .tasks
+            .spawn(Driver::new(shared.clone(), rx, rng_seed).run());
         for l in listeners {
             shared.tasks.spawn(listener::accept_loop(shared.clone(), l));
         }
@@ -509,6 +511,7 @@ impl NodeBuilder {
             node = %shared.spec.name(),
             creation,
             listen = ?shared.spec.listen_addrs(),
+            rng_seed,
             "node started"
         );
         let stop_on_drop = Arc::new(StopOnDrop(shared.clone()));

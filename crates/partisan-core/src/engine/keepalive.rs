@@ -31,7 +31,10 @@ impl Engine {
             .last_received(conn)
             .unwrap_or(lane.opened)
             .max(lane.opened);
-        let answered = lane.probes > 0 && last > lane.last_probe;
+        // Anything received at or after the probe answers it (a probe goes out only once the
+        // lane has been silent for a while, so nothing received at its very instant predates
+        // it in practice; a paused test clock delivers the answer at that same instant).
+        let answered = lane.probes > 0 && last >= lane.last_probe;
         let probes = if answered { 0 } else { lane.probes };
         if probes == 0 {
             // Silent for less than the shortest idle period drawn: look again when it would be.

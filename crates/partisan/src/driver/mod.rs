@@ -1,33 +1,39 @@
-//! The driver task: owns the connection planner and the overlay (both sans-IO, from
-//! `partisan-core`), carries out their outputs, and keeps the connection table and the
-//! membership snapshot in step with them. Only control traffic passes through here; user data
-//! never does.
+//! The driver task: the adapter between the node's sans-IO [`Engine`] (the whole control
+//! plane, in `partisan-core`) and tokio. It owns the engine and moves bytes and time between
+//! the connections and it: user commands, admissions, dial outcomes, lanes down and control
+//! frames go in; dials, closes and control frames on lanes, answers and membership come out.
+//! It decides nothing about the protocol. User data never passes through here.
 //!
-//! - `connections`: admission, dials, lanes, closes (the planner's side).
-//! - `overlay_io`: commands, protocol messages, timers and events (the overlay's side).
+//! - `lanes`: carrying out what the engine asks of connections (dial, open, close, frames).
+//! - `publish`: answers to callers, membership snapshots and events, counters, logs.
 
-mod connections;
-mod overlay_io;
+mod lanes;
+mod publish;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use partisan_core::connection_plan::{
-    Backoff, ConnId, ConnectionPlan, DialFailure, DialRequest, DialTarget, PlanOutput,
+use partisan_core::connection_plan::{Backoff, ConnId, DialFailure};
+use partisan_core::engine::{
+    Command, DialId, DialResult, Engine, EngineConfig, LaneActivity, Target, Waiter,
 };
-use partisan_core::id::{ChannelName, Creation, NodeName, NodeSpec};
-use partisan_core::overlay::{Overlay, OverlayError, OverlayMsg, OverlayOutput, OverlayTimer, Tag};
+use partisan_core::id::{NodeName, NodeSpec};
+use partisan_core::overlay::{
+    ClientServer, FullMesh, FullMeshConfig, HyParView, Overlay, OverlayError, PeerInfo,
+    StaticMembership, Tag,
+};
 use partisan_core::time::Instant;
-use partisan_core::wire::handshake::{Identity, PeerHello, RefuseCode};
+use partisan_core::wire::handshake::{PeerHello, RefuseCode};
 use partisan_core::wire::Control;
-use rand::SeedableRng;
+use rand::{RngCore, SeedableRng};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::config::OverlaySettings;
 use crate::connection::ConnCtx;
 use crate::error::ConnectError;
-use crate::membership::UpTracker;
 use crate::node::Shared;
 
 /// What a connect or join is aimed at.
@@ -35,6 +41,15 @@ use crate::node::Shared;
 pub(crate) enum ConnectTarget {
     Addr(SocketAddr),
     Spec(NodeSpec),
+}
+
+impl From<ConnectTarget> for Target {
+    fn from(t: ConnectTarget) -> Target {
+        match t {
+            ConnectTarget::Addr(a) => Target::Addr(a),
+            ConnectTarget::Spec(s) => Target::Spec(s),
+        }
+    }
 }
 
 pub(crate) type ConnectReply = oneshot::Sender<Result<NodeName, ConnectError>>;
@@ -47,9 +62,7 @@ pub(crate) enum DriverCmd {
         reply: ConnectReply,
     },
     /// Drop the user's want of a node.
-    Disconnect {
-        node: NodeName,
-    },
+    Disconnect { node: NodeName },
     /// Stop dialing an address that has not answered yet (connect or join by address).
     CancelAddr {
         addr: SocketAddr,
@@ -61,9 +74,7 @@ pub(crate) enum DriverCmd {
         reply: Option<ConnectReply>,
     },
     /// Leave the cluster gracefully.
-    Leave {
-        reply: oneshot::Sender<()>,
-    },
+    Leave { reply: oneshot::Sender<()> },
     /// Remove another node from the cluster.
     Remove {
         node: NodeName,
@@ -79,12 +90,8 @@ pub(crate) enum DriverCmd {
         tag: Tag,
         reply: oneshot::Sender<Result<(), OverlayError>>,
     },
-    /// Control traffic read from a connection.
-    Control {
-        from: NodeName,
-        creation: Creation,
-        msg: Control,
-    },
+    /// A control frame read from a lane.
+    Control { conn: ConnId, msg: Control },
     /// An authenticated inbound connection asks to be admitted.
     Admit {
         conn: ConnId,
@@ -95,89 +102,101 @@ pub(crate) enum DriverCmd {
     },
     /// One of our dials was admitted by the peer.
     Established {
+        dial: DialId,
         conn: ConnId,
-        target: DialTarget,
         peer: PeerHello,
         reply: oneshot::Sender<Option<Arc<ConnCtx>>>,
     },
-    DialFailed {
-        req: DialRequest,
-        failure: DialFailure,
-    },
-    Closed {
-        conn: ConnId,
-        node: NodeName,
-        channel: ChannelName,
-        lane: u16,
-    },
-    Shutdown {
-        reply: oneshot::Sender<()>,
-    },
+    /// One of our dials failed.
+    DialFailed { dial: DialId, failure: DialFailure },
+    /// A lane ended (either side, any reason).
+    Closed { conn: ConnId },
+    /// Close everything, answer once every lane is down.
+    Shutdown { reply: oneshot::Sender<()> },
 }
 
-/// Protocol messages held for a node while a temporary connection to it is being opened.
-const PENDING_PER_PEER: usize = 256;
-/// How long a temporary connection (to deliver protocol messages) is kept after its last use.
-const TRANSIENT_TTL: Duration = Duration::from_secs(10);
-/// How long a node reached through `join` stays connected while the overlay decides whether
-/// to keep it.
-const JOIN_TTL: Duration = Duration::from_secs(30);
+/// A caller waiting for the engine's answer.
+enum Reply {
+    Connect(ConnectReply),
+    Cancel(oneshot::Sender<bool>),
+    Done(oneshot::Sender<()>),
+    Reserve(oneshot::Sender<Result<(), OverlayError>>),
+}
 
 pub(crate) struct Driver {
     shared: Arc<Shared>,
-    plan: ConnectionPlan,
-    overlay: Box<dyn Overlay>,
-    out: Vec<PlanOutput>,
-    overlay_out: Vec<OverlayOutput>,
-    timers: BTreeMap<OverlayTimer, Instant>,
+    engine: Engine,
+    /// Lanes the engine holds (open or closing), by connection.
     conns: HashMap<ConnId, Arc<ConnCtx>>,
-    /// Handshake identities of peers, by name (for the overlay's `PeerInfo`).
-    identities: HashMap<NodeName, Identity>,
-    /// Peers that went down: their identity is forgotten once they are neither connected nor
-    /// wanted (often decided later than the PeerDown itself, e.g. by the overlay's reaction).
-    lost: std::collections::BTreeSet<NodeName>,
-    pending: HashMap<NodeName, VecDeque<OverlayMsg>>,
-    addr_waiters: HashMap<SocketAddr, Vec<ConnectReply>>,
-    node_waiters: HashMap<NodeName, Vec<ConnectReply>>,
-    join_addrs: HashMap<SocketAddr, Vec<ConnectReply>>,
-    join_nodes: HashMap<NodeName, Vec<ConnectReply>>,
-    up: UpTracker,
+    replies: HashMap<Waiter, Reply>,
+    next_waiter: u64,
     membership_dirty: bool,
+    /// Overlay rejections already added to the node's counter.
+    rejected_published: u64,
     rx: mpsc::Receiver<DriverCmd>,
-    shutting_down: Option<oneshot::Sender<()>>,
+    /// Set once the shutdown was answered: the loop ends.
+    stopped: bool,
+}
+
+/// Lane activity as the readers record it.
+struct Activity<'a>(&'a HashMap<ConnId, Arc<ConnCtx>>);
+
+impl LaneActivity for Activity<'_> {
+    fn last_received(&self, conn: ConnId) -> Option<Instant> {
+        self.0.get(&conn).map(|c| Instant(c.last_rx.load(Relaxed)))
+    }
+}
+
+/// The overlay state machine the configuration asks for.
+fn build_overlay(shared: &Shared, rng: Box<dyn RngCore + Send>) -> Box<dyn Overlay> {
+    let local = PeerInfo {
+        spec: shared.identity.spec.clone(),
+        creation: shared.identity.creation,
+        tag: shared.identity.tag.clone(),
+    };
+    match &shared.cfg.overlay {
+        OverlaySettings::FullMesh {
+            periodic_interval,
+            fanout,
+        } => Box::new(FullMesh::new(
+            local,
+            FullMeshConfig {
+                periodic_interval: *periodic_interval,
+                fanout: *fanout,
+                ..FullMeshConfig::default()
+            },
+            rng,
+        )),
+        OverlaySettings::HyParView(cfg) => Box::new(HyParView::new(local, cfg.clone(), rng)),
+        OverlaySettings::ClientServer(role) => Box::new(ClientServer::new(local, *role)),
+        OverlaySettings::Static(members) => Box::new(StaticMembership::new(local, members.clone())),
+    }
 }
 
 impl Driver {
-    pub(crate) fn new(shared: Arc<Shared>, rx: mpsc::Receiver<DriverCmd>) -> Self {
-        let backoff = Backoff {
+    /// A driver for the node, its engine seeded with `seed`.
+    pub(crate) fn new(shared: Arc<Shared>, rx: mpsc::Receiver<DriverCmd>, seed: u64) -> Self {
+        let mut cfg = EngineConfig::new(shared.identity.clone());
+        cfg.backoff = Backoff {
             initial: shared.cfg.reconnect_min,
             max: shared.cfg.reconnect_max,
         };
-        let plan = ConnectionPlan::new(
-            shared.spec.clone(),
-            backoff,
-            Box::new(rand::rngs::StdRng::from_entropy()),
-        );
-        let overlay = overlay_io::build(&shared);
+        cfg.keepalive = shared.cfg.ping;
+        let mut seeds = rand::rngs::StdRng::seed_from_u64(seed);
+        let overlay_rng = rand::rngs::StdRng::seed_from_u64(seeds.next_u64());
+        let engine_rng = rand::rngs::StdRng::seed_from_u64(seeds.next_u64());
+        let overlay = build_overlay(&shared, Box::new(overlay_rng));
+        let engine = Engine::new(cfg, overlay, Box::new(engine_rng), shared.now());
         Driver {
             shared,
-            plan,
-            overlay,
-            out: Vec::new(),
-            overlay_out: Vec::new(),
-            timers: BTreeMap::new(),
+            engine,
             conns: HashMap::new(),
-            identities: HashMap::new(),
-            lost: std::collections::BTreeSet::new(),
-            pending: HashMap::new(),
-            addr_waiters: HashMap::new(),
-            node_waiters: HashMap::new(),
-            join_addrs: HashMap::new(),
-            join_nodes: HashMap::new(),
-            up: UpTracker::default(),
+            replies: HashMap::new(),
+            next_waiter: 0,
             membership_dirty: true,
+            rejected_published: 0,
             rx,
-            shutting_down: None,
+            stopped: false,
         }
     }
 
@@ -185,23 +204,20 @@ impl Driver {
         self.shared.origin + Duration::from_micros(t.as_micros())
     }
 
-    fn next_deadline(&self) -> Option<Instant> {
-        let t = self.timers.values().min().copied();
-        match (self.plan.next_deadline(), t) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
     pub(crate) async fn run(mut self) {
-        let now = self.shared.now();
-        self.overlay.start(now, &mut self.overlay_out);
         for seed in self.shared.cfg.seeds.clone() {
-            self.join(ConnectTarget::Addr(seed), None);
+            let now = self.shared.now();
+            self.engine.handle_command(
+                Command::Join {
+                    target: Target::Addr(seed),
+                    waiter: None,
+                },
+                now,
+            );
         }
-        self.apply();
-        loop {
-            let deadline = self.next_deadline().map(|t| self.to_tokio(t));
+        self.carry_out();
+        while !self.stopped {
+            let deadline = self.engine.poll_timeout().map(|t| self.to_tokio(t));
             let sleep = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d).await,
@@ -213,118 +229,86 @@ impl Driver {
                     Some(cmd) => self.handle(cmd),
                     None => break,
                 },
-                _ = sleep => self.tick(),
+                _ = sleep => {
+                    let now = self.shared.now();
+                    self.engine.handle_timeout(now, &Activity(&self.conns));
+                }
                 // Cut short: the graceful shutdown timed out, or the last handle was dropped
                 // where no runtime could run it.
                 _ = self.shared.shutdown_conns.cancelled() => break,
             }
-            self.apply();
-            if self.shutting_down.is_some() && self.conns.is_empty() {
-                break;
-            }
+            self.carry_out();
         }
-        if let Some(reply) = self.shutting_down.take() {
-            let _ = reply.send(());
-        }
+        // Anyone still waiting hears the node is going away (dropped senders).
+        self.replies.clear();
     }
 
-    fn tick(&mut self) {
-        let now = self.shared.now();
-        self.plan.on_tick(now, &mut self.out);
-        let due: Vec<OverlayTimer> = self
-            .timers
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(t, _)| *t)
-            .collect();
-        for t in due {
-            self.timers.remove(&t);
-            if self.shutting_down.is_none() {
-                self.overlay.on_timer(t, now, &mut self.overlay_out);
-            }
-        }
+    /// Registers a caller waiting for an answer; returns its token.
+    fn wait(&mut self, reply: Reply) -> Waiter {
+        self.next_waiter += 1;
+        let w = Waiter(self.next_waiter);
+        self.replies.insert(w, reply);
+        w
     }
 
     fn handle(&mut self, cmd: DriverCmd) {
-        match cmd {
-            DriverCmd::Connect { target, reply } => self.connect(target, reply),
-            DriverCmd::Disconnect { node } => self.disconnect(&node),
-            DriverCmd::CancelAddr { addr, reply } => {
-                let _ = reply.send(self.cancel_addr(addr));
+        let now = self.shared.now();
+        let command = match cmd {
+            DriverCmd::Connect { target, reply } => Command::Connect {
+                target: target.into(),
+                waiter: Some(self.wait(Reply::Connect(reply))),
+            },
+            DriverCmd::Disconnect { node } => Command::Disconnect { node },
+            DriverCmd::CancelAddr { addr, reply } => Command::CancelConnect {
+                addr,
+                waiter: Some(self.wait(Reply::Cancel(reply))),
+            },
+            DriverCmd::Join { target, reply } => Command::Join {
+                target: target.into(),
+                waiter: reply.map(|r| self.wait(Reply::Connect(r))),
+            },
+            DriverCmd::Leave { reply } => Command::Leave {
+                waiter: Some(self.wait(Reply::Done(reply))),
+            },
+            DriverCmd::Remove { node, reply } => Command::Remove {
+                node,
+                waiter: Some(self.wait(Reply::Done(reply))),
+            },
+            DriverCmd::UpdateMembers { specs, reply } => Command::UpdateMembers {
+                specs,
+                waiter: Some(self.wait(Reply::Done(reply))),
+            },
+            DriverCmd::Reserve { tag, reply } => Command::Reserve {
+                tag,
+                waiter: Some(self.wait(Reply::Reserve(reply))),
+            },
+            DriverCmd::Shutdown { reply } => Command::Shutdown {
+                waiter: Some(self.wait(Reply::Done(reply))),
+            },
+            DriverCmd::Control { conn, msg } => {
+                self.engine.handle_control(conn, msg, now);
+                return;
             }
-            DriverCmd::Join { target, reply } => self.join(target, reply),
-            DriverCmd::Leave { reply } => {
-                self.leave();
-                let _ = reply.send(());
-            }
-            DriverCmd::Remove { node, reply } => {
-                let now = self.shared.now();
-                self.overlay.remove(&node, now, &mut self.overlay_out);
-                let _ = reply.send(());
-            }
-            DriverCmd::UpdateMembers { specs, reply } => {
-                self.update_members(specs);
-                let _ = reply.send(());
-            }
-            DriverCmd::Reserve { tag, reply } => {
-                let _ = reply.send(self.overlay.reserve(tag));
-            }
-            DriverCmd::Control {
-                from,
-                creation,
-                msg,
-            } => self.on_control(from, creation, msg),
             DriverCmd::Admit {
                 conn,
                 peer,
                 welcome,
                 reply,
-            } => self.admit(conn, peer, welcome, reply),
+            } => return self.admit(conn, peer, welcome, reply),
             DriverCmd::Established {
+                dial,
                 conn,
-                target,
                 peer,
                 reply,
-            } => self.established(conn, target, peer, reply),
-            DriverCmd::DialFailed { req, failure } => {
-                let now = self.shared.now();
-                self.plan.on_dial_failed(
-                    &req.target,
-                    &req.channel,
-                    req.lane,
-                    failure,
-                    now,
-                    &mut self.out,
-                )
+            } => return self.established(dial, conn, peer, reply),
+            DriverCmd::DialFailed { dial, failure } => {
+                let _ = self
+                    .engine
+                    .handle_dial_result(dial, DialResult::Failed(failure), now);
+                return;
             }
-            DriverCmd::Closed {
-                conn,
-                node,
-                channel,
-                lane,
-            } => self.closed(conn, node, channel, lane),
-            DriverCmd::Shutdown { reply } => self.shutdown(reply),
-        }
-    }
-
-    /// Carries out planner and overlay outputs until neither has more, then publishes the
-    /// membership if it changed.
-    fn apply(&mut self) {
-        loop {
-            if self.out.is_empty() && self.overlay_out.is_empty() {
-                break;
-            }
-            for o in std::mem::take(&mut self.out) {
-                self.apply_plan(o);
-            }
-            for o in std::mem::take(&mut self.overlay_out) {
-                self.apply_overlay(o);
-            }
-        }
-        self.forget_lost_identities();
-        if self.membership_dirty {
-            self.membership_dirty = false;
-            self.publish_membership();
-        }
+            DriverCmd::Closed { conn } => return self.lane_down(conn),
+        };
+        self.engine.handle_command(command, now);
     }
 }

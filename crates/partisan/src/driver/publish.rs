@@ -1,0 +1,122 @@
+//! What the engine tells the API: answers to callers, the membership snapshot and up/down
+//! events, counters, and the log.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use partisan_core::engine::{Answer, ConnectFailure, Event};
+
+use super::{Driver, Reply};
+use crate::error::ConnectError;
+use crate::membership::Snapshot;
+
+impl From<ConnectFailure> for ConnectError {
+    fn from(f: ConnectFailure) -> ConnectError {
+        match f {
+            ConnectFailure::SelfConnect(addr) => ConnectError::SelfConnect(addr),
+            ConnectFailure::GaveUp(reason) => ConnectError::GaveUp(reason),
+            ConnectFailure::Cancelled(_) | ConnectFailure::LeftCluster => {
+                ConnectError::GaveUp(f.to_string())
+            }
+            ConnectFailure::ShuttingDown => ConnectError::ShuttingDown,
+        }
+    }
+}
+
+impl Driver {
+    /// Drains the engine's events, publishes membership and counters if they changed, then
+    /// answers callers (who so see the membership their command left).
+    pub(super) fn publish(&mut self) {
+        let mut answers = Vec::new();
+        while let Some(ev) = self.engine.poll_event() {
+            match ev {
+                Event::Answer { waiter, answer } => {
+                    if let Some(reply) = self.replies.remove(&waiter) {
+                        answers.push((reply, answer));
+                    }
+                }
+                Event::PeerUp { node, creation } => {
+                    tracing::info!(peer = %node, creation, "peer up");
+                }
+                Event::PeerDown { node } => tracing::info!(peer = %node, "peer down"),
+                Event::Unreachable { node, dropped } => {
+                    tracing::debug!(peer = %node, dropped, "peer unreachable");
+                }
+                Event::GaveUp { target, reason } => {
+                    tracing::warn!(?target, %reason, "giving up on connection target");
+                }
+                Event::KeepaliveTimeout { conn, node } => {
+                    tracing::info!(peer = %node, conn = conn.0, "connection lost: keepalive unanswered");
+                }
+                Event::OverlayRejected { node, error } => {
+                    tracing::warn!(peer = %node, reason = %error, "dropped overlay message");
+                }
+                Event::MembershipChanged => self.membership_dirty = true,
+            }
+        }
+        if self.membership_dirty {
+            self.membership_dirty = false;
+            self.publish_membership();
+        }
+        let s = self.engine.stats();
+        let node = &self.shared.stats.node;
+        node.overlay_dropped.store(s.overlay_dropped(), Relaxed);
+        // The relay path counts its own rejections in the same counter: add the engine's new
+        // ones rather than overwrite.
+        let rejected = s.overlay_rejected;
+        node.overlay_rejected
+            .fetch_add(rejected - self.rejected_published, Relaxed);
+        self.rejected_published = rejected;
+        node.peers_known
+            .store(self.engine.known_identities() as u64, Relaxed);
+        for (reply, answer) in answers {
+            self.answer(reply, answer);
+        }
+    }
+
+    fn answer(&mut self, reply: Reply, answer: Answer) {
+        match (reply, answer) {
+            (Reply::Connect(r), Answer::Reached(name)) => {
+                let _ = r.send(Ok(name));
+            }
+            (Reply::Connect(r), Answer::Failed(f)) => {
+                let _ = r.send(Err(f.into()));
+            }
+            (Reply::Cancel(r), Answer::Cancelled(pending)) => {
+                let _ = r.send(pending);
+            }
+            (Reply::Done(r), Answer::Done) => {
+                let _ = r.send(());
+                if self.engine.is_shut_down() {
+                    self.stopped = true;
+                }
+            }
+            (Reply::Reserve(r), Answer::Reserved(res)) => {
+                let _ = r.send(res);
+            }
+            (_, answer) => {
+                tracing::error!(
+                    ?answer,
+                    "engine answered a command with the wrong kind of answer"
+                );
+            }
+        }
+    }
+
+    fn publish_membership(&mut self) {
+        let o = self.engine.overlay();
+        let snapshot = Snapshot {
+            members: o.members(),
+            member_specs: o.member_specs(),
+            active: o.active_view(),
+            passive: o.passive_view(),
+            relays: o.relays(),
+        };
+        self.shared.membership.store(Arc::new(snapshot));
+        for e in self.engine.membership_events() {
+            tracing::info!(event = ?e, "membership");
+            // No receiver is fine: events are a broadcast with a bounded ring.
+            let _ = self.shared.events.send(e);
+        }
+    }
+}
