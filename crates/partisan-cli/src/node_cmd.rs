@@ -49,6 +49,10 @@ pub struct NodeArgs {
     /// Serve `GET /status` (JSON) on this IP:PORT.
     #[arg(long)]
     admin: Option<SocketAddr>,
+    /// Seed of the node's protocol randomness, to replay a run (printed at start; random when
+    /// unset).
+    #[arg(long)]
+    rng_seed: Option<u64>,
 }
 
 fn parse_channel(s: &str) -> Result<(String, ChannelConfig), String> {
@@ -118,6 +122,9 @@ pub fn config_from(args: &NodeArgs) -> anyhow::Result<Config> {
     if let Some(t) = &args.tag {
         cfg.tag = Some(t.clone());
     }
+    if let Some(seed) = args.rng_seed {
+        cfg.rng_seed = Some(seed);
+    }
     if cfg.name.is_none() {
         bail!("config key `name`: required (--name or name in --config)");
     }
@@ -132,14 +139,15 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         .await
         .context("starting node")?;
     eprintln!(
-        "node {} ({} overlay) listening on {}",
+        "node {} ({} overlay) listening on {}, rng seed {}",
         node.name(),
         node.overlay(),
         node.listen_addrs()
             .iter()
             .map(|a| a.to_string())
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        node.rng_seed()
     );
     for addr in &args.connect {
         let (node, addr) = (node.clone(), *addr);

@@ -61,6 +61,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown_conns: CancellationToken,
     pub(crate) tasks: TaskTracker,
     pub(crate) origin: tokio::time::Instant,
+    /// Seed of the node's protocol randomness (`rng_seed`, or drawn at start).
+    pub(crate) rng_seed: u64,
     /// Membership as last published by the driver.
     pub(crate) membership: arc_swap::ArcSwap<crate::membership::Snapshot>,
     /// Up/down events (bounded ring; slow receivers see `Lagged`).
@@ -481,6 +483,7 @@ impl NodeBuilder {
             tag: cfg.tag.clone(),
             max_frame: u32::try_from(cfg.max_frame_len).unwrap_or(u32::MAX),
         };
+        let cfg_rng_seed = cfg.rng_seed.unwrap_or_else(rand::random);
         let shared = Arc::new(Shared {
             identity,
             stats: Stats::new(spec.name().as_str(), spec.channels().keys()),
@@ -494,13 +497,14 @@ impl NodeBuilder {
             shutdown_conns: CancellationToken::new(),
             tasks: TaskTracker::new(),
             origin: tokio::time::Instant::now(),
+            rng_seed: cfg_rng_seed,
             membership: arc_swap::ArcSwap::from_pointee(Default::default()),
             events: tokio::sync::broadcast::channel(EVENT_RING).0,
             default_channel: ChannelName::default_channel(),
             next_conn: AtomicU64::new(1),
             stopped: AtomicBool::new(false),
         });
-        let rng_seed = shared.cfg.rng_seed.unwrap_or_else(rand::random);
+        let rng_seed = shared.rng_seed;
         shared
             .tasks
             .spawn(Driver::new(shared.clone(), rx, rng_seed).run());
@@ -645,6 +649,14 @@ impl Node {
     /// This run's creation (incarnation).
     pub fn creation(&self) -> Creation {
         self.shared.creation
+    }
+
+    /// The seed of this node's protocol randomness (overlay choices, redial and keepalive
+    /// jitter): the configured `rng_seed`, or the one drawn at start. Starting a node with it
+    /// replays the same protocol choices given the same inputs; handshake nonces never derive
+    /// from it.
+    pub fn rng_seed(&self) -> u64 {
+        self.shared.rng_seed
     }
 
     /// Addresses the node listens on.

@@ -575,3 +575,31 @@ async fn malformed_or_inconsistent_overlay_messages_are_dropped_without_changing
     a.shutdown().await;
     b.shutdown().await;
 }
+
+on_both_transports!(the_rng_seed_is_the_configured_one_or_drawn_at_start);
+async fn the_rng_seed_is_the_configured_one_or_drawn_at_start(net: Net) {
+    let seeded = net
+        .builder("seeded@127.0.0.1")
+        .cookie("c")
+        .configure(|c| c.rng_seed = Some(42))
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(seeded.rng_seed(), 42);
+    let (x, y) = (
+        net.builder("drawn_x@127.0.0.1")
+            .cookie("c")
+            .start()
+            .await
+            .unwrap(),
+        net.builder("drawn_y@127.0.0.1")
+            .cookie("c")
+            .start()
+            .await
+            .unwrap(),
+    );
+    assert_ne!(x.rng_seed(), y.rng_seed(), "two draws of 64 bits collided");
+    for n in [seeded, x, y] {
+        n.shutdown().await;
+    }
+}
