@@ -57,7 +57,11 @@ impl Default for HyParViewOpts {
             join_window: Duration::from_secs(10),
             settle_rounds: 10,
             config: HyParViewConfig::default(),
-            net: NetConfig::default(),
+            // Frames stay in memory (the swarm checks the codec; this measures the overlay).
+            net: NetConfig {
+                encode: false,
+                ..NetConfig::default()
+            },
             keepalive: Some(Keepalive::default()),
         }
     }

@@ -30,6 +30,7 @@
 //! [`Network::duplicate_in_flight`], and [`Network::fire_overlay_timer`].
 
 mod config;
+mod queue;
 mod trace;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -205,7 +206,7 @@ pub struct Network {
     nodes: Vec<SimNode>,
     setup: Setup,
     net: NetConfig,
-    queue: BTreeMap<(Instant, u64), Ev>,
+    queue: queue::EventQueue<Ev>,
     seq: u64,
     rng: ChaCha8Rng,
     index: HashMap<NodeName, NodeId>,
@@ -264,7 +265,7 @@ impl Network {
             now: Instant::ZERO,
             nodes: Vec::with_capacity(n as usize),
             net: setup.net.clone(),
-            queue: BTreeMap::new(),
+            queue: queue::EventQueue::new(),
             seq: 0,
             rng: ChaCha8Rng::seed_from_u64(derive_seed(setup.seed, u64::MAX)),
             index: HashMap::with_capacity(n as usize),
@@ -435,8 +436,8 @@ impl Network {
     }
 
     /// When the next event is due, if any.
-    pub fn next_time(&self) -> Option<Instant> {
-        self.queue.keys().next().map(|(at, _)| *at)
+    pub fn next_time(&mut self) -> Option<Instant> {
+        self.queue.next_time()
     }
 
     // ----- setup changes and faults -----
@@ -599,7 +600,7 @@ impl Network {
     /// Processes the next event; `None` when the queue is empty. Returns what kind of event it
     /// was and the node whose state it may have changed.
     pub fn step(&mut self) -> Option<(Stepped, Option<NodeId>)> {
-        let ((at, _), ev) = self.queue.pop_first()?;
+        let ((at, _), ev) = self.queue.pop()?;
         self.now = self.now.max(at);
         self.events += 1;
         if !self.watch.is_empty() {
@@ -645,7 +646,8 @@ impl Network {
     /// Control frames in flight, in the order they are due.
     pub fn in_flight(&self) -> Vec<InFlight> {
         self.queue
-            .iter()
+            .sorted()
+            .into_iter()
             .filter_map(|((at, _), ev)| match ev {
                 Ev::Frame {
                     conn,
@@ -657,7 +659,7 @@ impl Network {
                         from: c.ends[1 - *to].node,
                         to: c.ends[*to].node,
                         msg: m.clone(),
-                        at: *at,
+                        at,
                     })
                 }
                 _ => None,
@@ -667,7 +669,8 @@ impl Network {
 
     fn in_flight_key(&self, k: usize) -> Option<(Instant, u64)> {
         self.queue
-            .iter()
+            .sorted()
+            .into_iter()
             .filter(|(_, ev)| {
                 matches!(
                     ev,
@@ -678,7 +681,7 @@ impl Network {
                 )
             })
             .nth(k)
-            .map(|(key, _)| *key)
+            .map(|(key, _)| key)
     }
 
     /// Delivers the `k`-th in-flight control frame now, ahead of its turn.
@@ -686,7 +689,7 @@ impl Network {
         let Some(key) = self.in_flight_key(k) else {
             return false;
         };
-        let ev = self.queue.remove(&key).expect("key just found");
+        let ev = self.queue.remove(key).expect("key just found");
         self.events += 1;
         self.process(ev);
         true
@@ -697,7 +700,7 @@ impl Network {
         let Some(key) = self.in_flight_key(k) else {
             return false;
         };
-        self.queue.remove(&key);
+        self.queue.remove(key);
         true
     }
 
@@ -706,7 +709,7 @@ impl Network {
         let Some(key) = self.in_flight_key(k) else {
             return false;
         };
-        let copy = match &self.queue[&key] {
+        let copy = match self.queue.get(key).expect("key just found") {
             Ev::Frame { conn, to, msg } => Ev::Frame {
                 conn: *conn,
                 to: *to,
@@ -723,7 +726,7 @@ impl Network {
 
     fn schedule(&mut self, at: Instant, ev: Ev) {
         self.seq += 1;
-        self.queue.insert((at.max(self.now), self.seq), ev);
+        self.queue.push((at.max(self.now), self.seq), ev);
     }
 
     fn latency(&mut self) -> Duration {
@@ -1090,23 +1093,11 @@ impl Network {
             );
             return;
         };
+        let mut msg = msg;
         if let Message::Control(Control::Overlay(m)) = &msg {
             let to = self.conns[&c].ends[1 - side].node;
-            let size = if self.net.encode {
-                let mut buf = BytesMut::new();
-                match msg.encode_frame(&mut buf, DEFAULT_MAX_FRAME_LEN) {
-                    Ok(()) => buf.len() as u64,
-                    Err(_) => {
-                        self.decode_errors += 1;
-                        0
-                    }
-                }
-            } else {
-                0
-            };
             let node = &mut self.nodes[i as usize];
             node.messages_sent += 1;
-            node.bytes_sent += size;
             if let Some(log) = &mut self.log {
                 log.push(Sent {
                     at: self.now,
@@ -1114,6 +1105,15 @@ impl Network {
                     to,
                     msg: m.clone(),
                 });
+            }
+            if self.net.encode {
+                // Across the wire as bytes: counted, and decoded as the receiver will.
+                let (size, decoded) = self.round_trip(&msg);
+                self.nodes[i as usize].bytes_sent += size;
+                match decoded {
+                    Some(d) => msg = d,
+                    None => return,
+                }
             }
             if self.net.loss > 0.0 && self.rng.gen_bool(self.net.loss) {
                 return;
@@ -1138,38 +1138,29 @@ impl Network {
         }
         let prev = conn.fifo[to];
         let at = (self.now + self.latency()).max(prev);
-        let msg = if self.net.encode {
-            self.round_trip(msg)
-        } else {
-            Some(msg)
-        };
-        let Some(msg) = msg else {
-            return;
-        };
         self.conns.get_mut(&c).expect("conn exists").fifo[to] = at;
         self.schedule(at, Ev::Frame { conn: c, to, msg });
     }
 
-    /// Encodes and decodes a frame, as the wire would.
-    fn round_trip(&mut self, msg: Message) -> Option<Message> {
-        if !matches!(msg, Message::Control(_)) {
-            return Some(msg);
-        }
+    /// Encodes a control frame and decodes it back, as the wire would: its size on the wire
+    /// and what the receiver gets (`None`, counted as a decode error, if that fails).
+    fn round_trip(&mut self, msg: &Message) -> (u64, Option<Message>) {
         let mut buf = BytesMut::new();
-        let decoded = msg
-            .encode_frame(&mut buf, DEFAULT_MAX_FRAME_LEN)
-            .ok()
-            .and_then(|()| {
-                FrameDecoder::new(DEFAULT_MAX_FRAME_LEN)
-                    .decode(&mut buf)
-                    .ok()
-                    .flatten()
-            })
-            .and_then(|body| Message::decode(body).ok());
-        if decoded.as_ref() != Some(&msg) {
+        if msg.encode_frame(&mut buf, DEFAULT_MAX_FRAME_LEN).is_err() {
             self.decode_errors += 1;
+            return (0, None);
         }
-        decoded
+        let size = buf.len() as u64;
+        let decoded = FrameDecoder::new(DEFAULT_MAX_FRAME_LEN)
+            .decode(&mut buf)
+            .ok()
+            .flatten()
+            .and_then(|body| Message::decode(body).ok());
+        if decoded.as_ref() != Some(msg) {
+            self.decode_errors += 1;
+            return (size, None);
+        }
+        (size, decoded)
     }
 
     fn frame(&mut self, c: u64, to: usize, msg: Message) -> Stepped {
