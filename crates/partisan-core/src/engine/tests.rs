@@ -185,3 +185,140 @@ fn shutdown_answers_once_every_lane_is_down_and_fails_waiters() {
     assert!(!net.linked(1, 0) && !net.linked(2, 0));
     let _ = Instant::ZERO;
 }
+
+/// One engine fed by hand: a full-mesh node `a` with lanes from `b` admitted on the
+/// membership and default channels.
+mod by_hand {
+    use std::collections::BTreeMap;
+    use std::net::SocketAddr;
+
+    use rand::SeedableRng;
+
+    use crate::connection_plan::{ConnId, DialRequest};
+    use crate::engine::{
+        Command, DialId, DialResult, Engine, EngineConfig, Output, Target, TransmitFailure,
+    };
+    use crate::id::{ChannelName, NodeName, NodeSpec};
+    use crate::overlay::{FullMesh, FullMeshConfig, OverlayKind, PeerInfo};
+    use crate::time::Instant;
+    use crate::wire::handshake::{Identity, PeerHello};
+    use crate::wire::{Control, Message};
+
+    fn identity(name: &str, port: u16) -> Identity {
+        Identity {
+            spec: NodeSpec::new(
+                NodeName::new(name).unwrap(),
+                vec![SocketAddr::from(([127, 0, 0, 1], port))],
+                BTreeMap::new(),
+            )
+            .unwrap(),
+            creation: 1,
+            overlay: OverlayKind::FullMesh,
+            tag: None,
+            max_frame: 1 << 20,
+        }
+    }
+
+    fn engine() -> (Engine, Identity) {
+        let a = identity("a@h", 1);
+        let info = PeerInfo {
+            spec: a.spec.clone(),
+            creation: 1,
+            tag: None,
+        };
+        let rng = |s| Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(s));
+        let overlay = Box::new(FullMesh::new(info, FullMeshConfig::default(), rng(1)));
+        let e = Engine::new(EngineConfig::new(a), overlay, rng(2), Instant::ZERO);
+        (e, identity("b@h", 2))
+    }
+
+    fn hello(b: &Identity, channel: ChannelName) -> PeerHello {
+        PeerHello {
+            identity: b.clone(),
+            channel,
+            lane: 0,
+        }
+    }
+
+    /// Control frames the engine asked for (other outputs are dropped, dials kept aside).
+    fn transmits(e: &mut Engine) -> Vec<(ConnId, Message)> {
+        transmits_and_dials(e).0
+    }
+
+    fn transmits_and_dials(e: &mut Engine) -> (Vec<(ConnId, Message)>, Vec<(DialId, DialRequest)>) {
+        let (mut v, mut d) = (Vec::new(), Vec::new());
+        while let Some(o) = e.poll_output() {
+            match o {
+                Output::Transmit { conn, msg } if matches!(msg, Message::Control(_)) => {
+                    v.push((conn, msg));
+                }
+                Output::Dial { id, req } => d.push((id, req)),
+                _ => {}
+            }
+        }
+        (v, d)
+    }
+
+    #[test]
+    fn a_message_handed_to_a_closing_lane_goes_out_on_another() {
+        let (mut e, b) = engine();
+        let now = Instant(1_000);
+        e.handle_accept(ConnId(1), &hello(&b, ChannelName::membership()), now)
+            .unwrap();
+        e.handle_accept(ConnId(2), &hello(&b, ChannelName::default_channel()), now)
+            .unwrap();
+        transmits(&mut e);
+        e.handle_command(
+            Command::Join {
+                target: Target::Spec(b.spec.clone()),
+                waiter: None,
+            },
+            now,
+        );
+        let sent = transmits(&mut e);
+        let (conn, msg) = sent.first().cloned().expect("the join goes to b");
+        assert_eq!(conn, ConnId(1), "control frames prefer the membership lane");
+        // The membership lane turns out to be closing: the message goes on the default lane.
+        e.handle_transmit_failed(conn, msg.clone(), TransmitFailure::Closed, now);
+        assert_eq!(transmits(&mut e), vec![(ConnId(2), msg)]);
+        assert_eq!(e.stats().overlay_unaccounted(e.held()), 0);
+    }
+
+    #[test]
+    fn held_messages_go_out_on_the_first_lane_that_opens_even_if_the_peer_never_went_down() {
+        let (mut e, b) = engine();
+        let now = Instant(1_000);
+        e.handle_accept(ConnId(1), &hello(&b, ChannelName::membership()), now)
+            .unwrap();
+        transmits(&mut e);
+        e.handle_command(
+            Command::Join {
+                target: Target::Spec(b.spec.clone()),
+                waiter: None,
+            },
+            now,
+        );
+        let (mut sent, dials) = transmits_and_dials(&mut e);
+        let (conn, msg) = sent.remove(0);
+        // Its only lane is closing but not reported down: the message is held, nothing lost.
+        e.handle_transmit_failed(conn, msg.clone(), TransmitFailure::Closed, now);
+        assert!(transmits(&mut e).is_empty());
+        assert_eq!(e.held_for(b.spec.name()), 1);
+        // Another lane opens (the overlay's dial of the default channel) while the first is
+        // still up for the planner (no peer-up): the held message goes out on it.
+        let (dial, _) = dials
+            .iter()
+            .find(|(_, r)| r.channel.is_default())
+            .expect("the overlay dials every lane of b");
+        let established = DialResult::Established {
+            conn: ConnId(3),
+            hello: hello(&b, ChannelName::default_channel()),
+        };
+        e.handle_dial_result(*dial, established, now).unwrap();
+        let out = transmits(&mut e);
+        assert!(out.contains(&(ConnId(3), msg)), "{out:?}");
+        assert_eq!(e.held(), 0);
+        assert_eq!(e.stats().overlay_unaccounted(e.held()), 0);
+        let _ = Control::Overlay;
+    }
+}
