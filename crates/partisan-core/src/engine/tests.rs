@@ -202,7 +202,7 @@ mod by_hand {
     use crate::overlay::{FullMesh, FullMeshConfig, OverlayKind, PeerInfo};
     use crate::time::Instant;
     use crate::wire::handshake::{Identity, PeerHello};
-    use crate::wire::{Control, Message};
+    use crate::wire::Message;
 
     fn identity(name: &str, port: u16) -> Identity {
         Identity {
@@ -245,7 +245,10 @@ mod by_hand {
         transmits_and_dials(e).0
     }
 
-    fn transmits_and_dials(e: &mut Engine) -> (Vec<(ConnId, Message)>, Vec<(DialId, DialRequest)>) {
+    type Sent = Vec<(ConnId, Message)>;
+    type Dials = Vec<(DialId, DialRequest)>;
+
+    fn transmits_and_dials(e: &mut Engine) -> (Sent, Dials) {
         let (mut v, mut d) = (Vec::new(), Vec::new());
         while let Some(o) = e.poll_output() {
             match o {
@@ -319,6 +322,5 @@ mod by_hand {
         assert!(out.contains(&(ConnId(3), msg)), "{out:?}");
         assert_eq!(e.held(), 0);
         assert_eq!(e.stats().overlay_unaccounted(e.held()), 0);
-        let _ = Control::Overlay;
     }
 }
