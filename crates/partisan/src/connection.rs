@@ -26,6 +26,8 @@ const READ_MIN: usize = 64 * 1024;
 /// traffic then takes few syscalls and drains the socket quickly, which keeps the peer's TCP
 /// window open); reads much smaller than the room halve it again.
 const READ_MAX: usize = 1024 * 1024;
+/// How long frames queued on a lane the peer said goodbye on get to go out.
+const GOODBYE_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 /// Most buffers handed to one vectored write.
 const MAX_IOV: usize = 64;
 
@@ -89,12 +91,20 @@ pub(crate) fn run(ctx: Arc<ConnCtx>, stream: Stream, leftover: BytesMut) {
         writer: wr,
     } = stream;
     let tasks = ctx.shared.tasks.clone();
-    let writer = tasks.spawn(write_loop(ctx.clone(), wr));
+    let mut writer = tasks.spawn(write_loop(ctx.clone(), wr));
     tasks.spawn(async move {
         let end = read_loop(&ctx, rd, leftover).await;
-        ctx.cancel.cancel();
         ctx.queue.close();
-        let _ = writer.await;
+        // The peer let this lane go on purpose (it was replaced, or is no longer wanted) and
+        // reads on until it hears our goodbye: what is already queued here still goes out.
+        let flushed = matches!(end, End::PeerGoodbye)
+            && tokio::time::timeout(GOODBYE_FLUSH, &mut writer)
+                .await
+                .is_ok();
+        ctx.cancel.cancel();
+        if !flushed {
+            let _ = writer.await;
+        }
         match &end {
             End::Local | End::PeerGoodbye => tracing::debug!(
                 peer = %ctx.peer, channel = %ctx.channel, lane = ctx.lane, reason = %end,
