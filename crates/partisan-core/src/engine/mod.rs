@@ -437,10 +437,11 @@ impl Engine {
             return Err(RefuseCode::ShuttingDown);
         }
         let replaced = self.plan.admit(conn, hello, now, &mut self.plan_out)?;
-        self.open_lane(conn, hello, false, now);
+        // The replaced lane goes first, so nothing held is flushed onto it.
         if let Some(old) = replaced {
             self.close(old, CloseReason::Replaced);
         }
+        self.open_lane(conn, hello, false, now);
         self.apply(now);
         Ok(())
     }
@@ -469,10 +470,10 @@ impl Engine {
                         &mut self.plan_out,
                     ) {
                         Ok(replaced) => {
-                            self.open_lane(conn, &hello, true, now);
                             if let Some(old) = replaced {
                                 self.close(old, CloseReason::Replaced);
                             }
+                            self.open_lane(conn, &hello, true, now);
                             Ok(())
                         }
                         Err(reason) => Err(reason),
