@@ -480,16 +480,7 @@ mod tests {
     use std::time::Duration;
 
     use super::DEFAULT_PERIOD;
-    use crate::testing::{Network, NodeId, Setup};
-
-    fn members(net: &Network, i: NodeId) -> Vec<NodeId> {
-        let overlay = net.engine(i).overlay();
-        overlay
-            .members()
-            .iter()
-            .filter_map(|n| net.id_of(n))
-            .collect()
-    }
+    use crate::testing::{Network, Setup};
 
     #[test]
     fn clients_reach_every_server_through_one_and_never_each_other() {
@@ -506,12 +497,12 @@ mod tests {
         // tie-break may be lost (the network drops frames reaching an end that is closing),
         // which the next periodic greeting repairs. So wait up to two periods.
         let joined =
-            |net: &Network| (0..4).all(|i| members(net, i).len() == 3 + usize::from(i < 2));
+            |net: &Network| (0..4).all(|i| net.member_ids(i).len() == 3 + usize::from(i < 2));
         assert!(net.step_until(DEFAULT_PERIOD * 2, joined));
-        assert_eq!(members(&net, 0), [0, 1, 2, 3]);
-        assert_eq!(members(&net, 1), [0, 1, 2, 3]);
-        assert_eq!(members(&net, 2), [0, 1, 2]);
-        assert_eq!(members(&net, 3), [0, 1, 3]);
+        assert_eq!(net.member_ids(0), [0, 1, 2, 3]);
+        assert_eq!(net.member_ids(1), [0, 1, 2, 3]);
+        assert_eq!(net.member_ids(2), [0, 1, 2]);
+        assert_eq!(net.member_ids(3), [0, 1, 3]);
         for client in [2, 3] {
             assert!(net.linked(client, 0) && net.linked(client, 1));
         }
@@ -519,16 +510,16 @@ mod tests {
         // the join lapses.
         net.join(2, 3);
         assert!(net.run_until_quiet(quiet));
-        assert_eq!(members(&net, 2), [0, 1, 2]);
-        assert_eq!(members(&net, 3), [0, 1, 3]);
+        assert_eq!(net.member_ids(2), [0, 1, 2]);
+        assert_eq!(net.member_ids(3), [0, 1, 3]);
         assert!(net.rejected > 0);
         net.run_for(net.setup().join_ttl * 2);
         assert!(!net.linked(2, 3) && !net.linked(3, 2));
         // A leaving client disappears everywhere.
         net.leave(3);
         assert!(net.run_until_quiet(quiet));
-        assert_eq!(members(&net, 0), [0, 1, 2]);
-        assert_eq!(members(&net, 1), [0, 1, 2]);
-        assert_eq!(members(&net, 2), [0, 1, 2]);
+        assert_eq!(net.member_ids(0), [0, 1, 2]);
+        assert_eq!(net.member_ids(1), [0, 1, 2]);
+        assert_eq!(net.member_ids(2), [0, 1, 2]);
     }
 }

@@ -190,15 +190,6 @@ mod tests {
         NodeSpec::new(node_name(i), vec![node_addr(i)], Default::default()).unwrap()
     }
 
-    fn members(net: &Network, i: NodeId) -> Vec<NodeId> {
-        let overlay = net.engine(i).overlay();
-        overlay
-            .members()
-            .iter()
-            .filter_map(|n| net.id_of(n))
-            .collect()
-    }
-
     #[test]
     fn configured_members_are_connected_and_leavers_dropped() {
         // n0 is configured with n1 and itself, n1 with n0, n2 with nobody.
@@ -218,30 +209,30 @@ mod tests {
         ));
         assert!(net.run_until_quiet(Duration::from_secs(5)));
         assert!(net.linked(0, 1) && net.linked(1, 0));
-        assert_eq!(members(&net, 0), [0, 1]);
+        assert_eq!(net.member_ids(0), [0, 1]);
         // A join adds the contact and connects it.
         net.join(0, 2);
         assert!(net.run_until_quiet(Duration::from_secs(5)));
-        assert_eq!(members(&net, 0), [0, 1, 2]);
+        assert_eq!(net.member_ids(0), [0, 1, 2]);
         assert!(net.linked(0, 2));
         // A member that leaves is dropped and disconnected.
         net.leave(1);
         assert!(net.run_until_quiet(Duration::from_secs(5)));
-        assert_eq!(members(&net, 0), [0, 2]);
-        assert!(members(&net, 1).is_empty());
+        assert_eq!(net.member_ids(0), [0, 2]);
+        assert!(net.member_ids(1).is_empty());
         assert!(!net.linked(0, 1) && !net.linked(1, 0));
         // A failure is not a leave: the member stays and is redialed once it is back.
         net.crash(2);
         net.run_for(Duration::from_secs(10));
-        assert_eq!(members(&net, 0), [0, 2]);
+        assert_eq!(net.member_ids(0), [0, 2]);
         assert!(!net.linked(0, 2));
         net.restart(2);
         assert!(net.step_until(Duration::from_secs(60), |net| net.linked(0, 2)));
-        assert_eq!(members(&net, 0), [0, 2]);
+        assert_eq!(net.member_ids(0), [0, 2]);
         // Another overlay's message is rejected and changes nothing.
         assert_eq!(net.rejected, 0);
         assert!(net.inject(2, 0, OverlayMsg::ClientServer(CsMsg::Leaving)));
         assert_eq!(net.rejected, 1);
-        assert_eq!(members(&net, 0), [0, 2]);
+        assert_eq!(net.member_ids(0), [0, 2]);
     }
 }

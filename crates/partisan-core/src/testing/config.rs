@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::SeedableRng;
+use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::connection_plan::Backoff;
@@ -120,26 +120,14 @@ impl Setup {
 
     /// `nodes` full-mesh nodes with `config`, each overlay seeded from its node's seed.
     pub fn full_mesh(nodes: u32, seed: u64, config: FullMeshConfig) -> Setup {
-        Setup::new(
-            nodes,
-            seed,
-            Arc::new(move |_, info: &PeerInfo, seed| {
-                let rng = Box::new(ChaCha8Rng::seed_from_u64(seed));
-                Box::new(FullMesh::new(info.clone(), config.clone(), rng)) as Box<dyn Overlay>
-            }),
-        )
+        let overlay = seeded(move |info, rng| Box::new(FullMesh::new(info, config.clone(), rng)));
+        Setup::new(nodes, seed, overlay)
     }
 
     /// `nodes` HyParView nodes with `config`, each overlay seeded from its node's seed.
     pub fn hyparview(nodes: u32, seed: u64, config: HyParViewConfig) -> Setup {
-        Setup::new(
-            nodes,
-            seed,
-            Arc::new(move |_, info: &PeerInfo, seed| {
-                let rng = Box::new(ChaCha8Rng::seed_from_u64(seed));
-                Box::new(HyParView::new(info.clone(), config.clone(), rng)) as Box<dyn Overlay>
-            }),
-        )
+        let overlay = seeded(move |info, rng| Box::new(HyParView::new(info, config.clone(), rng)));
+        Setup::new(nodes, seed, overlay)
     }
 
     /// `nodes` client-server nodes: nodes `0..servers` are servers (tag `server`), the others
@@ -191,4 +179,13 @@ impl Setup {
             }),
         )
     }
+}
+
+/// Overlays `make` builds from a node's info and an RNG seeded from the node's seed.
+fn seeded(
+    make: impl Fn(PeerInfo, Box<dyn RngCore + Send>) -> Box<dyn Overlay> + Send + Sync + 'static,
+) -> OverlayFactory {
+    Arc::new(move |_, info: &PeerInfo, seed| {
+        make(info.clone(), Box::new(ChaCha8Rng::seed_from_u64(seed)))
+    })
 }

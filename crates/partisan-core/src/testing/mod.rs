@@ -398,6 +398,14 @@ impl Network {
         na.alive && na.engine.is_connected(self.name_of(b))
     }
 
+    /// Members of node `i`'s overlay that are nodes of the network, as node ids, sorted.
+    pub fn member_ids(&self, i: NodeId) -> Vec<NodeId> {
+        let members = self.nodes[i as usize].engine.overlay().members();
+        let mut ids: Vec<NodeId> = members.iter().filter_map(|n| self.id_of(n)).collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Active view of node `i`, as node ids.
     pub fn active_ids(&self, i: NodeId) -> Vec<NodeId> {
         self.nodes[i as usize]
