@@ -138,16 +138,16 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         .start()
         .await
         .context("starting node")?;
+    eprintln!("rng seed {} (replay with --rng-seed)", node.rng_seed());
     eprintln!(
-        "node {} ({} overlay) listening on {}, rng seed {}",
+        "node {} ({} overlay) listening on {}",
         node.name(),
         node.overlay(),
         node.listen_addrs()
             .iter()
             .map(|a| a.to_string())
             .collect::<Vec<_>>()
-            .join(", "),
-        node.rng_seed()
+            .join(", ")
     );
     for addr in &args.connect {
         let (node, addr) = (node.clone(), *addr);

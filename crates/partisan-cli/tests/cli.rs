@@ -133,6 +133,7 @@ fn two_node_processes_connect_and_stop_cleanly_on_sigterm() {
         .spawn()
         .unwrap();
     let a_lines = lines(&mut a);
+    wait_line(&a_lines, "rng seed");
     let l = wait_line(&a_lines, "listening on");
     let addr = l.rsplit(' ').next().unwrap().to_string();
     let mut b = bin()
@@ -384,9 +385,17 @@ fn sim_full_mesh_and_swarm_report_their_fields() {
     assert_eq!(v["nodes"], 40);
     assert!(v["convergence_ms"].as_u64().is_some());
     assert!(v["bytes_per_node_per_sec"].as_f64().unwrap() > 0.0);
-    let v = sim_json(&["swarm", "--seeds", "5", "--first", "11"]);
-    assert_eq!(v["seeds"], 5);
-    assert_eq!(v["failures"].as_array().unwrap().len(), 0);
+    let v = sim_json(&["swarm", "--seeds", "8", "--first", "11"]);
+    assert_eq!(v["seeds"], 8);
+    assert_eq!(v["failures"], 0, "{v}");
+    assert_eq!(v["failing"].as_array().unwrap().len(), 0);
+    let per: u64 = v["overlays"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(per, 8, "every scenario is counted under its overlay: {v}");
 }
 
 #[test]

@@ -1,15 +1,7 @@
 //! Which overlay a simulated cluster runs, and how its nodes are set up for the network.
 
-use std::sync::Arc;
-
-use partisan_core::id::NodeSpec;
-use partisan_core::overlay::{
-    ClientServer, FullMesh, FullMeshConfig, HyParView, HyParViewConfig, Overlay, PeerInfo, Role,
-    StaticMembership, Tag,
-};
-use partisan_core::testing::{node_addr, node_name, NodeId, Setup};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
+use partisan_core::overlay::{FullMeshConfig, HyParViewConfig};
+use partisan_core::testing::{NodeId, Setup};
 
 /// The overlay of a simulated cluster.
 #[derive(Debug, Clone)]
@@ -57,48 +49,11 @@ impl OverlayChoice {
 
     /// A network setup of `nodes` nodes running this overlay, seeded with `seed`.
     pub fn setup(&self, nodes: u32, seed: u64) -> Setup {
-        let factory: partisan_core::testing::OverlayFactory = match self.clone() {
-            OverlayChoice::HyParView(cfg) => Arc::new(move |_, info: &PeerInfo, seed| {
-                let rng = Box::new(ChaCha8Rng::seed_from_u64(seed));
-                Box::new(HyParView::new(info.clone(), cfg.clone(), rng)) as Box<dyn Overlay>
-            }),
-            OverlayChoice::FullMesh(cfg) => Arc::new(move |_, info: &PeerInfo, seed| {
-                let rng = Box::new(ChaCha8Rng::seed_from_u64(seed));
-                Box::new(FullMesh::new(info.clone(), cfg.clone(), rng)) as Box<dyn Overlay>
-            }),
-            OverlayChoice::ClientServer { servers } => Arc::new(move |i, info: &PeerInfo, _| {
-                let role = if i < servers {
-                    Role::Server
-                } else {
-                    Role::Client
-                };
-                Box::new(ClientServer::new(info.clone(), role)) as Box<dyn Overlay>
-            }),
-            OverlayChoice::Static => Arc::new(move |_, info: &PeerInfo, _| {
-                let all: Vec<NodeSpec> = (0..nodes)
-                    .map(|j| {
-                        NodeSpec::new(
-                            node_name(j),
-                            vec![node_addr(j)],
-                            info.spec.channels().clone(),
-                        )
-                        .expect("valid simulated spec")
-                    })
-                    .collect();
-                Box::new(StaticMembership::new(info.clone(), all)) as Box<dyn Overlay>
-            }),
-        };
-        let mut setup = Setup::new(nodes, seed, factory);
-        if let OverlayChoice::ClientServer { servers } = self {
-            setup.tags = (0..nodes)
-                .map(|i| {
-                    Some(
-                        Tag::new(if i < *servers { "server" } else { "client" })
-                            .expect("valid tag"),
-                    )
-                })
-                .collect();
+        match self {
+            OverlayChoice::HyParView(cfg) => Setup::hyparview(nodes, seed, cfg.clone()),
+            OverlayChoice::FullMesh(cfg) => Setup::full_mesh(nodes, seed, cfg.clone()),
+            OverlayChoice::ClientServer { servers } => Setup::client_server(nodes, seed, *servers),
+            OverlayChoice::Static => Setup::static_members(nodes, seed),
         }
-        setup
     }
 }

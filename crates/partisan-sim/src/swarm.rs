@@ -419,14 +419,23 @@ fn generate(g: &mut ChaCha8Rng, limits: SwarmLimits) -> (Scenario, NetConfig, Ke
 }
 
 /// A contact for node `v` to join through, among `live` (never itself): a server for
-/// client-server, anyone for the others. `None` when there is none.
+/// client-server, anyone for the others, but never a full-mesh node whose own join is still
+/// unanswered (two such nodes joining through each other form an island: seed 604 with any
+/// contact allowed; merging islands is the "Membership that heals" issue). `None` when there
+/// is none.
 fn contact(
     g: &mut ChaCha8Rng,
+    sim: &Network,
     choice: &OverlayChoice,
     v: NodeId,
     live: &[NodeId],
 ) -> Option<NodeId> {
-    let ok: Vec<NodeId> = live
+    let settled = |x: NodeId| {
+        sim.engine(x)
+            .overlay_as::<FullMesh>()
+            .is_none_or(|f| !f.is_joining() && !f.has_left())
+    };
+    let eligible: Vec<NodeId> = live
         .iter()
         .copied()
         .filter(|x| {
@@ -434,6 +443,13 @@ fn contact(
                 && (!matches!(choice, OverlayChoice::ClientServer { .. }) || choice.is_server(*x))
         })
         .collect();
+    let settled_ones: Vec<NodeId> = eligible.iter().copied().filter(|x| settled(*x)).collect();
+    // With no settled node to choose from (the heal's rejoins), any will do.
+    let ok = if settled_ones.is_empty() {
+        eligible
+    } else {
+        settled_ones
+    };
     (!ok.is_empty()).then(|| ok[g.gen_range(0..ok.len())])
 }
 
@@ -476,7 +492,7 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
     if !static_overlay {
         for i in 1..nodes {
             let earlier: Vec<NodeId> = (0..i).collect();
-            if let Some(c) = contact(&mut g, &choice, i, &earlier) {
+            if let Some(c) = contact(&mut g, &sim, &choice, i, &earlier) {
                 joins.push((g.gen_range(0..5_000_000), i, c));
             }
         }
@@ -537,7 +553,7 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
                 sim.restart(v);
                 log.push(format!("{:.1}s restart n{v}", secs(&sim)));
                 if !static_overlay {
-                    match contact(&mut g, &choice, v, &live) {
+                    match contact(&mut g, &sim, &choice, v, &live) {
                         Some(c) => {
                             sim.join(v, c);
                             log.push(format!("{:.1}s join n{v} via n{c}", secs(&sim)));
@@ -596,7 +612,7 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
                     .iter()
                     .nth(g.gen_range(0..left.len()))
                     .expect("non-empty");
-                if let Some(c) = contact(&mut g, &choice, v, &live) {
+                if let Some(c) = contact(&mut g, &sim, &choice, v, &live) {
                     left.remove(&v);
                     sim.join(v, c);
                     log.push(format!("{:.1}s join n{v} via n{c}", secs(&sim)));
@@ -628,7 +644,7 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
             .copied()
             .collect();
         for v in rejoin {
-            if let Some(c) = contact(&mut g, &choice, v, &members) {
+            if let Some(c) = contact(&mut g, &sim, &choice, v, &members) {
                 sim.join(v, c);
                 log.push(format!("{:.1}s join n{v} via n{c}", secs(&sim)));
             }

@@ -155,7 +155,7 @@ pub enum TransmitFailure {
 /// What the caller must do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
-    /// Open a connection, and report the outcome with [`Engine::handle_dial_result`].
+    /// Open a connection, and report the outcome with [`Engine::handle_dial_result`](super::Engine::handle_dial_result).
     Dial {
         /// The dial's id.
         id: DialId,
@@ -171,7 +171,7 @@ pub enum Output {
         reason: CloseReason,
     },
     /// Put a frame (control or keepalive probe) on a lane's queue; report a failure with
-    /// [`Engine::handle_transmit_failed`].
+    /// [`Engine::handle_transmit_failed`](super::Engine::handle_transmit_failed).
     Transmit {
         /// Which lane.
         conn: ConnId,
@@ -231,7 +231,7 @@ pub enum Event {
         error: OverlayError,
     },
     /// Members, specs, views or connectivity may have changed: read them again, and take
-    /// the up/down transitions with [`Engine::membership_events`].
+    /// the up/down transitions with [`Engine::membership_events`](super::Engine::membership_events).
     MembershipChanged,
 }
 

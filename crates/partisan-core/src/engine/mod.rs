@@ -378,6 +378,11 @@ impl Engine {
                 self.answer_opt(waiter, Answer::Cancelled(pending));
             }
             Command::Join { target, waiter } => self.join(target, waiter, now),
+            Command::Remove { node, waiter } if &node == self.local.name() => {
+                // Removing this node is leaving (pending joins given up alike).
+                self.handle_command(Command::Leave { waiter }, now);
+                return;
+            }
             Command::Leave { waiter } => {
                 let addrs: Vec<SocketAddr> = self.waiters.join_addr.keys().copied().collect();
                 for a in addrs {

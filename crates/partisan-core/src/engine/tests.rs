@@ -1,42 +1,20 @@
 //! Engine tests, on the shared testing network (real engines end to end).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::engine::{Answer, Command, Keepalive, Target, Waiter};
-use crate::overlay::{
-    FullMesh, FullMeshConfig, HyParView, HyParViewConfig, Overlay, OverlayKind, PeerInfo,
-};
+use crate::overlay::{FullMesh, FullMeshConfig, HyParViewConfig, Overlay, OverlayKind};
 use crate::testing::{NetConfig, Network, Setup};
 use crate::time::Instant;
 
 fn full_mesh(nodes: u32, seed: u64) -> Setup {
-    Setup::new(
-        nodes,
-        seed,
-        Arc::new(|_, info: &PeerInfo, seed| {
-            use rand::SeedableRng;
-            let rng = Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(seed));
-            Box::new(FullMesh::new(info.clone(), FullMeshConfig::default(), rng))
-                as Box<dyn Overlay>
-        }),
-    )
+    println!("seed {seed}");
+    Setup::full_mesh(nodes, seed, FullMeshConfig::default())
 }
 
 fn hyparview(nodes: u32, seed: u64) -> Setup {
-    Setup::new(
-        nodes,
-        seed,
-        Arc::new(|_, info: &PeerInfo, seed| {
-            use rand::SeedableRng;
-            let rng = Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(seed));
-            Box::new(HyParView::new(
-                info.clone(),
-                HyParViewConfig::default(),
-                rng,
-            )) as Box<dyn Overlay>
-        }),
-    )
+    println!("seed {seed}");
+    Setup::hyparview(nodes, seed, HyParViewConfig::default())
 }
 
 /// Every pair of engines with a lane up holds exactly one per (channel, lane) slot, and both
@@ -184,6 +162,36 @@ fn shutdown_answers_once_every_lane_is_down_and_fails_waiters() {
     // The others learned it from the goodbyes.
     assert!(!net.linked(1, 0) && !net.linked(2, 0));
     let _ = Instant::ZERO;
+}
+
+#[test]
+fn removing_this_node_drops_its_pending_joins_like_leave() {
+    let mut net = Network::new(full_mesh(2, 6));
+    // n1 asks to join n0, then removes itself before n0 is reached.
+    net.join(1, 0);
+    let me = net.name_of(1).clone();
+    net.command(
+        1,
+        Command::Remove {
+            node: me,
+            waiter: None,
+        },
+    );
+    net.run_for(Duration::from_secs(5));
+    let overlay = net.engine(1).overlay_as::<FullMesh>().unwrap();
+    assert!(overlay.has_left(), "n1 is back in {:?}", overlay.members());
+}
+
+#[test]
+fn leaving_drops_pending_joins() {
+    let mut net = Network::new(full_mesh(2, 6));
+    // n1 asks to join n0, then leaves before n0 is reached.
+    net.join(1, 0);
+    net.leave(1);
+    net.run_for(Duration::from_secs(5));
+    let overlay = net.engine(1).overlay_as::<FullMesh>().unwrap();
+    assert!(overlay.has_left(), "n1 is back in {:?}", overlay.members());
+    assert_eq!(net.engine(0).overlay().members(), [net.name_of(0).clone()]);
 }
 
 /// One engine fed by hand: a full-mesh node `a` with lanes from `b` admitted on the

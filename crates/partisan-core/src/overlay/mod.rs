@@ -14,8 +14,6 @@ pub mod client_server;
 pub mod full_mesh;
 pub mod hyparview;
 pub mod static_membership;
-#[cfg(test)]
-pub(crate) mod test_net;
 
 use std::fmt;
 

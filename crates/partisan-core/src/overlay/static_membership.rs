@@ -179,43 +179,60 @@ impl Overlay for StaticMembership {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
     use super::*;
-    use crate::overlay::test_net::peer;
+    use crate::overlay::CsMsg;
+    use crate::testing::{node_addr, node_name, Network, NodeId, Setup};
+
+    fn spec(i: NodeId) -> NodeSpec {
+        NodeSpec::new(node_name(i), vec![node_addr(i)], Default::default()).unwrap()
+    }
 
     #[test]
     fn configured_members_are_connected_and_leavers_dropped() {
-        let me = peer("a", 1);
-        let b = peer("b", 2);
-        let c = peer("c", 3);
-        let mut s = StaticMembership::new(me.clone(), vec![b.spec.clone(), me.spec.clone()]);
-        let mut out = vec![];
-        s.start(Instant::ZERO, &mut out);
-        assert_eq!(out[0], OverlayOutput::Connect(b.spec.clone()));
-        assert_eq!(s.members().len(), 2);
-        out.clear();
-        s.join(&c, Instant::ZERO, &mut out);
-        assert!(out.contains(&OverlayOutput::Connect(c.spec.clone())));
-        assert_eq!(s.members().len(), 3);
-        out.clear();
-        s.on_message(
-            &b,
-            OverlayMsg::Static(StaticMsg::Leaving),
-            Instant::ZERO,
-            &mut out,
-        )
-        .unwrap();
-        assert!(out.contains(&OverlayOutput::Disconnect(b.name().clone())));
-        assert_eq!(s.members(), vec![me.name().clone(), c.name().clone()]);
-        // A failure is not a leave.
-        s.on_peer_down(c.name(), Instant::ZERO, &mut out);
-        assert_eq!(s.members().len(), 2);
-        assert!(s
-            .on_message(
-                &c,
-                OverlayMsg::ClientServer(crate::overlay::CsMsg::Leaving),
-                Instant::ZERO,
-                &mut out
-            )
-            .is_err());
+        // n0 is configured with n1 and itself, n1 with n0, n2 with nobody.
+        let seed = 11;
+        println!("seed {seed}");
+        let mut net = Network::new(Setup::new(
+            3,
+            seed,
+            Arc::new(|i, info: &PeerInfo, _| {
+                let configured = match i {
+                    0 => vec![spec(1), info.spec.clone()],
+                    1 => vec![spec(0)],
+                    _ => vec![],
+                };
+                Box::new(StaticMembership::new(info.clone(), configured)) as Box<dyn Overlay>
+            }),
+        ));
+        assert!(net.run_until_quiet(Duration::from_secs(5)));
+        assert!(net.linked(0, 1) && net.linked(1, 0));
+        assert_eq!(net.member_ids(0), [0, 1]);
+        // A join adds the contact and connects it.
+        net.join(0, 2);
+        assert!(net.run_until_quiet(Duration::from_secs(5)));
+        assert_eq!(net.member_ids(0), [0, 1, 2]);
+        assert!(net.linked(0, 2));
+        // A member that leaves is dropped and disconnected.
+        net.leave(1);
+        assert!(net.run_until_quiet(Duration::from_secs(5)));
+        assert_eq!(net.member_ids(0), [0, 2]);
+        assert!(net.member_ids(1).is_empty());
+        assert!(!net.linked(0, 1) && !net.linked(1, 0));
+        // A failure is not a leave: the member stays and is redialed once it is back.
+        net.crash(2);
+        net.run_for(Duration::from_secs(10));
+        assert_eq!(net.member_ids(0), [0, 2]);
+        assert!(!net.linked(0, 2));
+        net.restart(2);
+        assert!(net.step_until(Duration::from_secs(60), |net| net.linked(0, 2)));
+        assert_eq!(net.member_ids(0), [0, 2]);
+        // Another overlay's message is rejected and changes nothing.
+        assert_eq!(net.rejected, 0);
+        assert!(net.inject(2, 0, OverlayMsg::ClientServer(CsMsg::Leaving)));
+        assert_eq!(net.rejected, 1);
+        assert_eq!(net.member_ids(0), [0, 2]);
     }
 }

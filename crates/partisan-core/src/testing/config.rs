@@ -4,12 +4,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
 use crate::connection_plan::Backoff;
 use crate::engine::Keepalive;
-use crate::id::{ChannelName, ChannelOpts};
-use crate::overlay::{Overlay, PeerInfo, Tag};
+use crate::id::{ChannelName, ChannelOpts, NodeSpec};
+use crate::overlay::{
+    ClientServer, FullMesh, FullMeshConfig, HyParView, HyParViewConfig, Overlay, PeerInfo, Role,
+    StaticMembership, Tag,
+};
 
-use super::NodeId;
+use super::{node_addr, node_name, NodeId};
 
 /// The network model. Every random draw comes from the network's seeded RNG.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +82,10 @@ pub struct Setup {
     pub join_ttl: Duration,
     /// Tags by node id (missing entries: no tag).
     pub tags: Vec<Option<Tag>>,
+    /// Whether each node records its overlay's members at every membership change its engine
+    /// reports ([`super::SimNode::reported_members`]: what an API built on the events shows).
+    /// Off by default: it costs a member list per event.
+    pub record_members: bool,
     /// Each node's overlay.
     pub overlay: OverlayFactory,
 }
@@ -103,7 +113,79 @@ impl Setup {
             transient_ttl: Duration::from_secs(10),
             join_ttl: Duration::from_secs(30),
             tags: Vec::new(),
+            record_members: false,
             overlay,
         }
     }
+
+    /// `nodes` full-mesh nodes with `config`, each overlay seeded from its node's seed.
+    pub fn full_mesh(nodes: u32, seed: u64, config: FullMeshConfig) -> Setup {
+        let overlay = seeded(move |info, rng| Box::new(FullMesh::new(info, config.clone(), rng)));
+        Setup::new(nodes, seed, overlay)
+    }
+
+    /// `nodes` HyParView nodes with `config`, each overlay seeded from its node's seed.
+    pub fn hyparview(nodes: u32, seed: u64, config: HyParViewConfig) -> Setup {
+        let overlay = seeded(move |info, rng| Box::new(HyParView::new(info, config.clone(), rng)));
+        Setup::new(nodes, seed, overlay)
+    }
+
+    /// `nodes` client-server nodes: nodes `0..servers` are servers (tag `server`), the others
+    /// clients (tag `client`).
+    pub fn client_server(nodes: u32, seed: u64, servers: u32) -> Setup {
+        let role = move |i: NodeId| {
+            if i < servers {
+                Role::Server
+            } else {
+                Role::Client
+            }
+        };
+        let mut setup = Setup::new(
+            nodes,
+            seed,
+            Arc::new(move |i, info: &PeerInfo, _| {
+                Box::new(ClientServer::new(info.clone(), role(i))) as Box<dyn Overlay>
+            }),
+        );
+        setup.tags = (0..nodes)
+            .map(|i| {
+                let tag = match role(i) {
+                    Role::Server => "server",
+                    Role::Client => "client",
+                };
+                Some(Tag::new(tag).expect("valid tag"))
+            })
+            .collect();
+        setup
+    }
+
+    /// `nodes` static nodes, each configured with every node's spec (at its first address).
+    pub fn static_members(nodes: u32, seed: u64) -> Setup {
+        Setup::new(
+            nodes,
+            seed,
+            Arc::new(move |_, info: &PeerInfo, _| {
+                let all: Vec<NodeSpec> = (0..nodes)
+                    .map(|j| {
+                        NodeSpec::new(
+                            node_name(j),
+                            vec![node_addr(j)],
+                            info.spec.channels().clone(),
+                        )
+                        .expect("valid simulated spec")
+                    })
+                    .collect();
+                Box::new(StaticMembership::new(info.clone(), all)) as Box<dyn Overlay>
+            }),
+        )
+    }
+}
+
+/// Overlays `make` builds from a node's info and an RNG seeded from the node's seed.
+fn seeded(
+    make: impl Fn(PeerInfo, Box<dyn RngCore + Send>) -> Box<dyn Overlay> + Send + Sync + 'static,
+) -> OverlayFactory {
+    Arc::new(move |_, info: &PeerInfo, seed| {
+        make(info.clone(), Box::new(ChaCha8Rng::seed_from_u64(seed)))
+    })
 }

@@ -27,32 +27,37 @@
 //!
 //! Tests that need to drive messages by hand (reorder, duplicate, lose one) use the in-flight
 //! controls: [`Network::in_flight`], [`Network::deliver_now`], [`Network::drop_in_flight`],
-//! [`Network::duplicate_in_flight`], and [`Network::fire_overlay_timer`].
+//! [`Network::drop_in_flight_where`], [`Network::duplicate_in_flight`], and
+//! [`Network::fire_overlay_timer`]; [`Network::inject`] hands an engine a frame a test wrote.
+//! [`Network::step_until`] runs until a condition holds, [`Network::run_until_quiet`] until
+//! nothing but keepalive is under way; [`Network::set_log`] records the control frames sent.
 
 mod config;
+mod controls;
 mod queue;
 mod trace;
+mod transport;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::connection_plan::{CloseReason, ConnId, DialFailure, DialRequest};
+use crate::connection_plan::{ConnId, DialFailure, DialRequest};
 use crate::engine::{
-    Answer, Command, DialId, DialResult, Engine, EngineConfig, Event, LaneActivity, Output, Target,
+    Answer, Command, DialId, Engine, EngineConfig, Event, LaneActivity, Output, Target,
     TransmitFailure, Waiter,
 };
 use crate::id::{ChannelName, NodeName, NodeSpec};
-use crate::overlay::{OverlayKind, OverlayMsg, OverlayTimer, PeerInfo};
+use crate::overlay::{OverlayKind, OverlayMsg, PeerInfo};
 use crate::time::Instant;
-use crate::wire::handshake::{Identity, PeerHello, RefuseCode};
-use crate::wire::{Control, FrameDecoder, Message, DEFAULT_MAX_FRAME_LEN};
+use crate::wire::handshake::{Identity, RefuseCode};
+use crate::wire::{Message, DEFAULT_MAX_FRAME_LEN};
 
 pub use config::{NetConfig, OverlayFactory, Setup};
+pub use controls::InFlight;
 pub use trace::{derive_seed, TraceHash};
 
 /// Index of a node in the network.
@@ -84,6 +89,9 @@ pub struct SimNode {
     pub answers: Vec<(Waiter, Answer)>,
     /// Membership changes its engine reported.
     pub membership_changes: u64,
+    /// The overlay's members as of the last membership change its engine reported, when the
+    /// setup records them ([`Setup::record_members`]); empty otherwise.
+    pub reported_members: Vec<NodeName>,
     wake: Option<(Instant, u64)>,
 }
 
@@ -93,7 +101,10 @@ enum EndState {
     Connecting,
     /// Its engine holds it as a lane.
     Open,
-    /// It failed or was closed; its engine is told (or will be) and it carries nothing.
+    /// Its engine let it go on purpose: it sends nothing more (its goodbye is out) but still
+    /// reads, as the runtime's reader does, until the peer's goodbye or the linger.
+    Closing,
+    /// It failed or was cut; its engine is told (or will be) and it carries nothing.
     Broken,
     /// Its engine was told it is down (or never held it).
     Gone,
@@ -171,19 +182,6 @@ pub enum Stepped {
     Timer,
     /// Keepalive traffic, or an event for a node that is gone.
     Other,
-}
-
-/// A control frame in flight, as [`Network::in_flight`] lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InFlight {
-    /// Sender.
-    pub from: NodeId,
-    /// Receiver.
-    pub to: NodeId,
-    /// The message.
-    pub msg: OverlayMsg,
-    /// When it is due.
-    pub at: Instant,
 }
 
 /// A control frame as the log records it ([`Network::set_log`]).
@@ -311,6 +309,7 @@ impl Network {
                 messages_sent: 0,
                 answers: Vec::new(),
                 membership_changes: 0,
+                reported_members: Vec::new(),
                 wake: None,
             });
         }
@@ -401,6 +400,14 @@ impl Network {
     pub fn linked(&self, a: NodeId, b: NodeId) -> bool {
         let na = &self.nodes[a as usize];
         na.alive && na.engine.is_connected(self.name_of(b))
+    }
+
+    /// Members of node `i`'s overlay that are nodes of the network, as node ids, sorted.
+    pub fn member_ids(&self, i: NodeId) -> Vec<NodeId> {
+        let members = self.nodes[i as usize].engine.overlay().members();
+        let mut ids: Vec<NodeId> = members.iter().filter_map(|n| self.id_of(n)).collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Active view of node `i`, as node ids.
@@ -532,8 +539,10 @@ impl Network {
             conn.ends[mine].state = EndState::Gone;
             let other = 1 - mine;
             let o = conn.ends[other].clone();
-            if matches!(o.state, EndState::Open | EndState::Broken)
-                && !self.net.silent_crashes
+            if matches!(
+                o.state,
+                EndState::Open | EndState::Closing | EndState::Broken
+            ) && !self.net.silent_crashes
                 && !self.blocked(i, o.node)
             {
                 let at = self.now + self.latency();
@@ -549,13 +558,36 @@ impl Network {
         }
     }
 
-    /// Restarts a crashed node with a new engine of the next creation.
+    /// Restarts a crashed node with a new engine of the next creation, at the same address.
     pub fn restart(&mut self, i: NodeId) {
         if self.nodes[i as usize].alive {
             return;
         }
-        let seed = derive_seed(self.setup.seed, (u64::from(i) << 8) | 1) ^ self.now.0;
+        let info = self.nodes[i as usize].info.clone();
+        self.start_again(i, info);
+    }
+
+    /// Restarts a crashed node with a new engine of the next creation, listening on `port` of
+    /// its host from now on (as after a redeploy): dials to its old address are refused.
+    pub fn restart_with_port(&mut self, i: NodeId, port: u16) {
+        if self.nodes[i as usize].alive {
+            return;
+        }
         let mut info = self.nodes[i as usize].info.clone();
+        let old = info.spec.listen_addrs().to_vec();
+        let addr = SocketAddr::new(old.first().map_or(node_addr(i).ip(), |a| a.ip()), port);
+        for a in &old {
+            self.addrs.remove(a);
+        }
+        self.addrs.insert(addr, i);
+        info.spec = NodeSpec::new(info.name().clone(), vec![addr], self.setup.channels.clone())
+            .expect("valid simulated spec");
+        self.start_again(i, info);
+    }
+
+    /// Runs a new engine for crashed node `i`, seen as `info` with the next creation.
+    fn start_again(&mut self, i: NodeId, mut info: PeerInfo) {
+        let seed = derive_seed(self.setup.seed, (u64::from(i) << 8) | 1) ^ self.now.0;
         info.creation += 1;
         let engine = self.make_engine(i, &info, seed);
         let node = &mut self.nodes[i as usize];
@@ -583,16 +615,6 @@ impl Network {
     pub fn heal(&mut self) {
         self.trace.mix(&[25, self.now.0]);
         self.partitions.clear();
-    }
-
-    /// Runs overlay timer `timer` of node `i` now, whatever its deadline.
-    pub fn fire_overlay_timer(&mut self, i: NodeId, timer: OverlayTimer) {
-        if !self.nodes[i as usize].alive {
-            return;
-        }
-        let now = self.now;
-        self.nodes[i as usize].engine.fire_overlay_timer(timer, now);
-        self.drain(i);
     }
 
     // ----- running -----
@@ -641,87 +663,6 @@ impl Network {
         Ok(())
     }
 
-    // ----- driving messages by hand -----
-
-    /// Control frames in flight, in the order they are due.
-    pub fn in_flight(&self) -> Vec<InFlight> {
-        self.queue
-            .sorted()
-            .into_iter()
-            .filter_map(|((at, _), ev)| match ev {
-                Ev::Frame {
-                    conn,
-                    to,
-                    msg: Message::Control(Control::Overlay(m)),
-                } => {
-                    let c = self.conns.get(conn)?;
-                    Some(InFlight {
-                        from: c.ends[1 - *to].node,
-                        to: c.ends[*to].node,
-                        msg: m.clone(),
-                        at,
-                    })
-                }
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn in_flight_key(&self, k: usize) -> Option<(Instant, u64)> {
-        self.queue
-            .sorted()
-            .into_iter()
-            .filter(|(_, ev)| {
-                matches!(
-                    ev,
-                    Ev::Frame {
-                        msg: Message::Control(_),
-                        ..
-                    }
-                )
-            })
-            .nth(k)
-            .map(|(key, _)| key)
-    }
-
-    /// Delivers the `k`-th in-flight control frame now, ahead of its turn.
-    pub fn deliver_now(&mut self, k: usize) -> bool {
-        let Some(key) = self.in_flight_key(k) else {
-            return false;
-        };
-        let ev = self.queue.remove(key).expect("key just found");
-        self.events += 1;
-        self.process(ev);
-        true
-    }
-
-    /// Loses the `k`-th in-flight control frame.
-    pub fn drop_in_flight(&mut self, k: usize) -> bool {
-        let Some(key) = self.in_flight_key(k) else {
-            return false;
-        };
-        self.queue.remove(key);
-        true
-    }
-
-    /// Delivers a copy of the `k`-th in-flight control frame now, keeping the original.
-    pub fn duplicate_in_flight(&mut self, k: usize) -> bool {
-        let Some(key) = self.in_flight_key(k) else {
-            return false;
-        };
-        let copy = match self.queue.get(key).expect("key just found") {
-            Ev::Frame { conn, to, msg } => Ev::Frame {
-                conn: *conn,
-                to: *to,
-                msg: msg.clone(),
-            },
-            _ => return false,
-        };
-        self.events += 1;
-        self.process(copy);
-        true
-    }
-
     // ----- internals -----
 
     fn schedule(&mut self, at: Instant, ev: Ev) {
@@ -760,11 +701,17 @@ impl Network {
                 Output::Transmit { conn, msg } => self.transmit(i, conn, msg),
             }
         }
+        let record = self.setup.record_members;
         let node = &mut self.nodes[i as usize];
         while let Some(ev) = node.engine.poll_event() {
             match ev {
                 Event::Answer { waiter, answer } => node.answers.push((waiter, answer)),
-                Event::MembershipChanged => node.membership_changes += 1,
+                Event::MembershipChanged => {
+                    node.membership_changes += 1;
+                    if record {
+                        node.reported_members = node.engine.overlay().members();
+                    }
+                }
                 Event::OverlayRejected { .. } => self.rejected += 1,
                 _ => {}
             }
@@ -795,515 +742,6 @@ impl Network {
                 token,
             },
         );
-    }
-
-    fn new_end(&mut self, node: NodeId, state: EndState) -> End {
-        self.next_end += 1;
-        End {
-            node,
-            inc: self.nodes[node as usize].incarnation,
-            id: ConnId(self.next_end),
-            state,
-            last_rx: self.now,
-        }
-    }
-
-    /// Node `i` dials: a connection to whoever listens at the request's first address that
-    /// belongs to a node, or a failure.
-    fn dial(&mut self, i: NodeId, id: DialId, req: DialRequest) {
-        let inc = self.nodes[i as usize].incarnation;
-        let target = req.addrs.iter().find_map(|a| self.addrs.get(a).copied());
-        let fail = |net: &mut Network, after: Duration, why: &str| {
-            let at = net.now + after;
-            net.schedule(
-                at,
-                Ev::DialFailed {
-                    node: i,
-                    inc,
-                    dial: id,
-                    failure: DialFailure::Transient(why.into()),
-                },
-            );
-        };
-        let Some(b) = target else {
-            let rtt = self.latency() * 2;
-            return fail(self, rtt, "connection refused");
-        };
-        if b == i {
-            let at = self.now + self.latency();
-            return self.schedule(
-                at,
-                Ev::DialFailed {
-                    node: i,
-                    inc,
-                    dial: id,
-                    failure: DialFailure::Permanent("connection to self".into()),
-                },
-            );
-        }
-        if self.blocked(i, b) || self.blocked(b, i) {
-            let t = self.net.connect_timeout;
-            return fail(self, t, "timed out");
-        }
-        if !self.nodes[b as usize].alive {
-            if self.net.silent_crashes {
-                let t = self.net.connect_timeout;
-                return fail(self, t, "timed out");
-            }
-            let rtt = self.latency() * 2;
-            return fail(self, rtt, "connection refused");
-        }
-        let dialer = self.new_end(i, EndState::Connecting);
-        let acceptor = self.new_end(b, EndState::Connecting);
-        self.next_conn += 1;
-        let c = self.next_conn;
-        self.ends.insert(dialer.id, (c, DIALER));
-        self.ends.insert(acceptor.id, (c, ACCEPTOR));
-        self.by_node[i as usize].insert(c);
-        self.by_node[b as usize].insert(c);
-        self.conns.insert(
-            c,
-            Conn {
-                dial: id,
-                req,
-                ends: [dialer, acceptor],
-                fifo: [Instant::ZERO; 2],
-            },
-        );
-        let at = self.now + self.latency() * 3;
-        self.schedule(at, Ev::Accept { conn: c });
-    }
-
-    fn hello_of(&self, node: NodeId, req: &DialRequest) -> PeerHello {
-        PeerHello {
-            identity: self.nodes[node as usize].engine.identity().clone(),
-            channel: req.channel.clone(),
-            lane: req.lane,
-        }
-    }
-
-    /// Fails the dial of connection `c` at its dialer after `after`, and forgets it.
-    fn fail_conn(&mut self, c: u64, after: Duration, failure: DialFailure) {
-        let Some(conn) = self.conns.get_mut(&c) else {
-            return;
-        };
-        let d = conn.ends[DIALER].clone();
-        let dial = conn.dial;
-        for e in &mut conn.ends {
-            if e.state == EndState::Connecting {
-                e.state = EndState::Gone;
-            }
-        }
-        let at = self.now + after;
-        self.schedule(
-            at,
-            Ev::DialFailed {
-                node: d.node,
-                inc: d.inc,
-                dial,
-                failure,
-            },
-        );
-        self.reap(c);
-    }
-
-    fn accept(&mut self, c: u64) -> Stepped {
-        let Some(conn) = self.conns.get(&c) else {
-            return Stepped::Other;
-        };
-        let (d, a) = (conn.ends[DIALER].clone(), conn.ends[ACCEPTOR].clone());
-        let req = conn.req.clone();
-        self.trace
-            .mix(&[1, self.now.0, u64::from(d.node), u64::from(a.node)]);
-        if !self.current(a.node, a.inc) {
-            let after = if self.net.silent_crashes {
-                self.net.connect_timeout
-            } else {
-                self.latency()
-            };
-            self.fail_conn(c, after, DialFailure::Transient("connection reset".into()));
-            return Stepped::Connection;
-        }
-        if self.blocked(d.node, a.node) || self.blocked(a.node, d.node) {
-            let t = self.net.connect_timeout;
-            self.fail_conn(c, t, DialFailure::Transient("timed out".into()));
-            return Stepped::Connection;
-        }
-        let acceptor_name = self.name_of(a.node).clone();
-        if req.expect.as_ref().is_some_and(|e| *e != acceptor_name) {
-            let l = self.latency();
-            self.fail_conn(
-                c,
-                l,
-                DialFailure::Permanent(format!("{acceptor_name} answered")),
-            );
-            return Stepped::Connection;
-        }
-        let hello = self.hello_of(d.node, &req);
-        if hello.identity.overlay != self.nodes[a.node as usize].engine.identity().overlay {
-            let l = self.latency();
-            self.fail_conn(c, l, DialFailure::Permanent("overlay mismatch".into()));
-            return Stepped::Connection;
-        }
-        let now = self.now;
-        let verdict = self.nodes[a.node as usize]
-            .engine
-            .handle_accept(a.id, &hello, now);
-        let refused = match verdict {
-            Ok(()) => {
-                let conn = self.conns.get_mut(&c).expect("conn exists");
-                conn.ends[ACCEPTOR].state = EndState::Open;
-                conn.ends[ACCEPTOR].last_rx = now;
-                None
-            }
-            Err(code) => {
-                let conn = self.conns.get_mut(&c).expect("conn exists");
-                conn.ends[ACCEPTOR].state = EndState::Gone;
-                Some(code)
-            }
-        };
-        // The verdict travels first on the connection: frames the acceptor sends next follow.
-        let at = self.now + self.latency();
-        self.conns.get_mut(&c).expect("conn exists").fifo[DIALER] = at;
-        self.schedule(at, Ev::Verdict { conn: c, refused });
-        self.drain(a.node);
-        Stepped::Connection
-    }
-
-    fn verdict(&mut self, c: u64, refused: Option<RefuseCode>) -> Stepped {
-        let Some(conn) = self.conns.get(&c) else {
-            return Stepped::Other;
-        };
-        let (d, a) = (conn.ends[DIALER].clone(), conn.ends[ACCEPTOR].clone());
-        let dial = conn.dial;
-        self.trace.mix(&[
-            2,
-            self.now.0,
-            u64::from(d.node),
-            u64::from(a.node),
-            u64::from(refused.is_some()),
-        ]);
-        if !self.current(d.node, d.inc) {
-            // The dialer died meanwhile: the acceptor's end is reset (or, silently, lingers).
-            if let Some(conn) = self.conns.get_mut(&c) {
-                conn.ends[DIALER].state = EndState::Gone;
-            }
-            if a.state == EndState::Open && !self.net.silent_crashes {
-                let at = self.now + self.latency();
-                self.schedule(
-                    at,
-                    Ev::Down {
-                        conn: c,
-                        side: ACCEPTOR,
-                    },
-                );
-            }
-            self.reap(c);
-            return Stepped::Other;
-        }
-        if let Some(code) = refused {
-            let failure = match code {
-                RefuseCode::SelfConnect | RefuseCode::WrongName | RefuseCode::OverlayMismatch => {
-                    DialFailure::Permanent(format!("refused: {code:?}"))
-                }
-                _ => DialFailure::Transient(format!("refused: {code:?}")),
-            };
-            self.fail_conn(c, Duration::ZERO, failure);
-            return Stepped::Connection;
-        }
-        if self.blocked(a.node, d.node) {
-            // The welcome is lost: the dialer times out, the acceptor keeps a lane its
-            // keepalive will close.
-            if let Some(conn) = self.conns.get_mut(&c) {
-                conn.ends[DIALER].state = EndState::Gone;
-            }
-            let at = self.now + self.net.connect_timeout;
-            self.schedule(
-                at,
-                Ev::DialFailed {
-                    node: d.node,
-                    inc: d.inc,
-                    dial,
-                    failure: DialFailure::Transient("timed out".into()),
-                },
-            );
-            return Stepped::Connection;
-        }
-        let now = self.now;
-        let hello = {
-            let conn = &self.conns[&c];
-            self.hello_of(a.node, &conn.req)
-        };
-        let verdict = self.nodes[d.node as usize].engine.handle_dial_result(
-            dial,
-            DialResult::Established { conn: d.id, hello },
-            now,
-        );
-        match verdict {
-            Ok(()) => {
-                let conn = self.conns.get_mut(&c).expect("conn exists");
-                conn.ends[DIALER].state = EndState::Open;
-                conn.ends[DIALER].last_rx = now;
-            }
-            Err(_) => {
-                // The dialer drops it: the acceptor's end learns with a goodbye.
-                let conn = self.conns.get_mut(&c).expect("conn exists");
-                conn.ends[DIALER].state = EndState::Gone;
-                if a.state == EndState::Open {
-                    self.send_frame(c, DIALER, Message::Goodbye);
-                }
-            }
-        }
-        self.drain(d.node);
-        self.reap(c);
-        Stepped::Connection
-    }
-
-    fn dial_failed(&mut self, node: NodeId, inc: u32, dial: DialId, f: DialFailure) -> Stepped {
-        if !self.current(node, inc) {
-            return Stepped::Other;
-        }
-        self.trace.mix(&[3, self.now.0, u64::from(node), dial.0]);
-        let now = self.now;
-        let _ =
-            self.nodes[node as usize]
-                .engine
-                .handle_dial_result(dial, DialResult::Failed(f), now);
-        self.drain(node);
-        Stepped::Connection
-    }
-
-    /// Node `i` puts `msg` on its end `end`.
-    fn transmit(&mut self, i: NodeId, end: ConnId, msg: Message) {
-        let open = self.ends.get(&end).and_then(|(c, side)| {
-            let e = &self.conns.get(c)?.ends[*side];
-            (e.state == EndState::Open).then_some((*c, *side))
-        });
-        let Some((c, side)) = open else {
-            let inc = self.nodes[i as usize].incarnation;
-            let now = self.now;
-            self.schedule(
-                now,
-                Ev::TransmitFailed {
-                    node: i,
-                    inc,
-                    end,
-                    msg,
-                },
-            );
-            return;
-        };
-        let mut msg = msg;
-        if let Message::Control(Control::Overlay(m)) = &msg {
-            let to = self.conns[&c].ends[1 - side].node;
-            let node = &mut self.nodes[i as usize];
-            node.messages_sent += 1;
-            if let Some(log) = &mut self.log {
-                log.push(Sent {
-                    at: self.now,
-                    from: i,
-                    to,
-                    msg: m.clone(),
-                });
-            }
-            if self.net.encode {
-                // Across the wire as bytes: counted, and decoded as the receiver will.
-                let (size, decoded) = self.round_trip(&msg);
-                self.nodes[i as usize].bytes_sent += size;
-                match decoded {
-                    Some(d) => msg = d,
-                    None => return,
-                }
-            }
-            if self.net.loss > 0.0 && self.rng.gen_bool(self.net.loss) {
-                return;
-            }
-            if self.net.duplicate > 0.0 && self.rng.gen_bool(self.net.duplicate) {
-                self.send_frame(c, side, msg.clone());
-            }
-        }
-        self.send_frame(c, side, msg);
-    }
-
-    /// Schedules `msg` from side `from` of connection `c` to the other side, in order; lost
-    /// across a partition.
-    fn send_frame(&mut self, c: u64, from: usize, msg: Message) {
-        let Some(conn) = self.conns.get(&c) else {
-            return;
-        };
-        let to = 1 - from;
-        let (a, b) = (conn.ends[from].node, conn.ends[to].node);
-        if self.blocked(a, b) {
-            return;
-        }
-        let prev = conn.fifo[to];
-        let at = (self.now + self.latency()).max(prev);
-        self.conns.get_mut(&c).expect("conn exists").fifo[to] = at;
-        self.schedule(at, Ev::Frame { conn: c, to, msg });
-    }
-
-    /// Encodes a control frame and decodes it back, as the wire would: its size on the wire
-    /// and what the receiver gets (`None`, counted as a decode error, if that fails).
-    fn round_trip(&mut self, msg: &Message) -> (u64, Option<Message>) {
-        let mut buf = BytesMut::new();
-        if msg.encode_frame(&mut buf, DEFAULT_MAX_FRAME_LEN).is_err() {
-            self.decode_errors += 1;
-            return (0, None);
-        }
-        let size = buf.len() as u64;
-        let decoded = FrameDecoder::new(DEFAULT_MAX_FRAME_LEN)
-            .decode(&mut buf)
-            .ok()
-            .flatten()
-            .and_then(|body| Message::decode(body).ok());
-        if decoded.as_ref() != Some(msg) {
-            self.decode_errors += 1;
-            return (size, None);
-        }
-        (size, decoded)
-    }
-
-    fn frame(&mut self, c: u64, to: usize, msg: Message) -> Stepped {
-        let Some(conn) = self.conns.get(&c) else {
-            return Stepped::Other;
-        };
-        let end = conn.ends[to].clone();
-        let from = conn.ends[1 - to].node;
-        if end.state != EndState::Open || !self.current(end.node, end.inc) {
-            return Stepped::Other;
-        }
-        self.conns.get_mut(&c).expect("conn exists").ends[to].last_rx = self.now;
-        let now = self.now;
-        match msg {
-            Message::Control(ctl) => {
-                let code = match &ctl {
-                    Control::Overlay(m) => msg_code(m),
-                };
-                self.trace
-                    .mix(&[4, now.0, u64::from(from), u64::from(end.node), code]);
-                self.nodes[end.node as usize]
-                    .engine
-                    .handle_control(end.id, ctl, now);
-                self.drain(end.node);
-                Stepped::Message
-            }
-            Message::Ping(id) => {
-                self.send_frame(c, to, Message::Pong(id));
-                Stepped::Other
-            }
-            Message::Goodbye => {
-                self.trace.mix(&[5, now.0, u64::from(end.node), end.id.0]);
-                self.down(c, to)
-            }
-            _ => Stepped::Other,
-        }
-    }
-
-    /// Node `i` closes its end `end`.
-    fn close_end(&mut self, i: NodeId, end: ConnId, reason: CloseReason) {
-        let Some(&(c, side)) = self.ends.get(&end) else {
-            return;
-        };
-        let Some(conn) = self.conns.get_mut(&c) else {
-            return;
-        };
-        if conn.ends[side].state != EndState::Open {
-            return;
-        }
-        conn.ends[side].state = EndState::Broken;
-        let other = conn.ends[1 - side].clone();
-        if reason == CloseReason::Unwanted
-            && side == ACCEPTOR
-            && !self.nodes[i as usize].engine.is_shutting_down()
-        {
-            self.peer_lanes_closed += 1;
-        }
-        let far_open = other.state == EndState::Open;
-        let reachable = far_open && !self.blocked(i, other.node) && !self.blocked(other.node, i);
-        let now = self.now;
-        if reason == CloseReason::KeepaliveTimeout {
-            self.schedule(now, Ev::Down { conn: c, side });
-            if far_open && !self.blocked(i, other.node) {
-                let at = now + self.latency();
-                self.schedule(
-                    at,
-                    Ev::Down {
-                        conn: c,
-                        side: 1 - side,
-                    },
-                );
-            }
-            return;
-        }
-        // Flush and say goodbye; this end is done once the peer answers in kind, or after the
-        // linger.
-        if far_open {
-            self.send_frame(c, side, Message::Goodbye);
-        }
-        let at = if reachable {
-            now + self.latency() * 2
-        } else {
-            now + LINGER
-        };
-        self.schedule(at, Ev::Down { conn: c, side });
-    }
-
-    /// End `side` of connection `c` learns it is down.
-    fn end_down(&mut self, c: u64, side: usize) {
-        let Some(conn) = self.conns.get_mut(&c) else {
-            return;
-        };
-        let end = conn.ends[side].clone();
-        if matches!(end.state, EndState::Gone | EndState::Connecting) {
-            return;
-        }
-        conn.ends[side].state = EndState::Gone;
-        if self.current(end.node, end.inc) {
-            let now = self.now;
-            self.nodes[end.node as usize]
-                .engine
-                .handle_lane_down(end.id, now);
-            self.drain(end.node);
-        }
-        self.reap(c);
-    }
-
-    fn down(&mut self, c: u64, side: usize) -> Stepped {
-        let Some(conn) = self.conns.get(&c) else {
-            return Stepped::Other;
-        };
-        let end = conn.ends[side].clone();
-        if matches!(end.state, EndState::Gone | EndState::Connecting) {
-            return Stepped::Other;
-        }
-        self.trace
-            .mix(&[6, self.now.0, u64::from(end.node), end.id.0]);
-        // The end fails: frames handed to it from now on come back to its engine, which is
-        // told a moment later (the runtime's reader reports through the driver's queue).
-        self.conns.get_mut(&c).expect("conn exists").ends[side].state = EndState::Broken;
-        let lo = self.net.notice_delay.as_micros() as u64;
-        let at = self.now + Duration::from_micros(self.rng.gen_range(0..=lo));
-        self.schedule(at, Ev::LaneDown { conn: c, side });
-        Stepped::Connection
-    }
-
-    /// Forgets a connection both of whose ends are gone.
-    fn reap(&mut self, c: u64) {
-        let done = self
-            .conns
-            .get(&c)
-            .is_some_and(|conn| conn.ends.iter().all(|e| e.state == EndState::Gone));
-        if !done {
-            return;
-        }
-        if let Some(conn) = self.conns.remove(&c) {
-            for e in &conn.ends {
-                self.ends.remove(&e.id);
-                if let Some(set) = self.by_node.get_mut(e.node as usize) {
-                    set.remove(&c);
-                }
-            }
-        }
     }
 
     fn wake(&mut self, node: NodeId, inc: u32, token: u64) -> Stepped {
