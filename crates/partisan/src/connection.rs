@@ -4,17 +4,17 @@
 use std::io::IoSlice;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use partisan_core::connection_plan::ConnId;
 use partisan_core::id::{ChannelName, Creation, NodeName, Pid};
-use partisan_core::wire::{FrameDecoder, Message, Target};
+use partisan_core::wire::{FrameDecoder, Message, Target, UserHeader, LEN_PREFIX};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::driver::DriverCmd;
 use crate::lane_queue::LaneQueue;
-use crate::node::Shared;
+use crate::node::{Delivery, Shared};
 use crate::registry::{Envelope, LocalTarget};
 use crate::stats::ChannelStats;
 use crate::transport::{Stream, StreamReader, StreamWriter};
@@ -143,12 +143,29 @@ async fn read_loop(ctx: &ConnCtx, mut rd: StreamReader, mut buf: BytesMut) -> En
         }
         // Frames already buffered (the handshake may leave some) are handled before reading.
         loop {
+            match take_small_user(&decoder, &mut buf) {
+                Some(Ok((header, payload))) => {
+                    if let Some(work) = deliver(ctx, header.to, header.from, payload) {
+                        if blocking(ctx, work).await.is_none() {
+                            return End::Local;
+                        }
+                    }
+                    continue;
+                }
+                Some(Err(reason)) => {
+                    bad_frame(ctx);
+                    return End::BadFrame(reason);
+                }
+                None => {}
+            }
             match decoder.decode(&mut buf) {
                 Ok(Some(frame)) => match Message::decode(frame) {
                     Ok(Message::User { header, payload }) => {
-                        let work = deliver(ctx, header.to, header.from, payload);
-                        if blocking(ctx, work).await.is_none() {
-                            return End::Local;
+                        let payload = unpinned(payload);
+                        if let Some(work) = deliver(ctx, header.to, header.from, payload) {
+                            if blocking(ctx, work).await.is_none() {
+                                return End::Local;
+                            }
                         }
                     }
                     Ok(Message::Ping(id)) => {
@@ -304,8 +321,41 @@ pub(crate) fn unpinned(payload: Bytes) -> Bytes {
     }
 }
 
-async fn deliver(ctx: &ConnCtx, to: Target, from: Option<u64>, payload: Bytes) {
-    let payload = unpinned(payload);
+/// Takes the frame at the front of `buf` if it is a user message with a payload of at most
+/// [`COPY_PAYLOAD_MAX`] bytes (every message between processes, in the common case): decoded in
+/// place, its payload copied out, so no reference to the read buffer is taken and given back
+/// per message. `None` leaves anything else (another kind, a large payload, a partial frame)
+/// to the general decoder; an error is a bad frame.
+fn take_small_user(
+    decoder: &FrameDecoder,
+    buf: &mut BytesMut,
+) -> Option<Result<(UserHeader, Bytes), String>> {
+    let body = match decoder.peek(buf) {
+        Ok(Some(body)) => body,
+        Ok(None) => return None,
+        Err(e) => return Some(Err(e.to_string())),
+    };
+    let taken = match Message::decode_user(body)? {
+        Ok((header, payload)) if payload.len() <= COPY_PAYLOAD_MAX => {
+            (header, Bytes::copy_from_slice(payload))
+        }
+        Ok(_) => return None,
+        Err(e) => return Some(Err(e.to_string())),
+    };
+    let len = LEN_PREFIX + body.len();
+    buf.advance(len);
+    Some(Ok(taken))
+}
+
+/// Hands a received user message to its local process (`payload` already unpinned), at once
+/// unless the mailbox is full: then what is left, the wait for room, comes back for the reader
+/// to run (every message would otherwise pay for building and polling that future).
+fn deliver(
+    ctx: &ConnCtx,
+    to: Target,
+    from: Option<u64>,
+    payload: Bytes,
+) -> Option<impl std::future::Future<Output = ()> + '_> {
     let env = Envelope {
         from: from.map(|id| Pid {
             node: ctx.peer.clone(),
@@ -322,9 +372,22 @@ async fn deliver(ctx: &ConnCtx, to: Target, from: Option<u64>, payload: Bytes) {
         },
         payload,
     };
-    if let Err(e) = ctx.shared.deliver_local(target(&to), env).await {
-        tracing::debug!(peer = %ctx.peer, target = ?to, error = %e, "dropping undeliverable message");
+    match ctx.shared.deliver_now(target(&to), env, true) {
+        Delivery::Done => None,
+        Delivery::Wait(w) => Some(async move {
+            if !ctx.shared.deliver_waiting(w).await {
+                undeliverable(ctx, &to);
+            }
+        }),
+        Delivery::Full | Delivery::NoProcess => {
+            undeliverable(ctx, &to);
+            None
+        }
     }
+}
+
+fn undeliverable(ctx: &ConnCtx, to: &Target) {
+    tracing::debug!(peer = %ctx.peer, target = ?to, "dropping undeliverable message: no such process");
 }
 
 async fn write_loop(ctx: Arc<ConnCtx>, mut wr: StreamWriter) {
