@@ -39,7 +39,7 @@ const ROUTE_SLOTS: usize = 4;
 /// table is at the generation it was looked up in (any lane coming or going changes it).
 struct RouteCache {
     slots: [Option<CachedRoute>; ROUTE_SLOTS],
-    /// Per slot, the node (by address) whose lookup last missed: a route is cached on its
+    /// Per slot, the route (by address) whose lookup last missed: a route is cached on its
     /// second miss in a row, so a sender cycling through many peers does not pay for filling
     /// the cache on every send.
     missed: [usize; ROUTE_SLOTS],
@@ -61,8 +61,12 @@ impl RouteCache {
         }
     }
 
-    fn slot(node: &NodeName) -> usize {
-        (node.as_str().as_ptr() as usize >> 4) % ROUTE_SLOTS
+    /// Where a route to (`node`, `channel`) is kept, and the identity of the pair by the
+    /// addresses of its names (for the second-miss rule only: a hit compares the names).
+    fn key(node: &NodeName, channel: &ChannelName) -> (usize, usize) {
+        let id = (node.as_str().as_ptr() as usize)
+            ^ (channel.as_str().as_ptr() as usize).rotate_left(17);
+        (((id >> 4) ^ (id >> 21)) % ROUTE_SLOTS, id)
     }
 }
 
@@ -303,8 +307,7 @@ impl ConnTable {
         // Read before the snapshot: a route found in a newer snapshot than this generation is
         // only ever cached under the older generation, hence never used.
         let generation = self.generation.load(Ordering::Acquire);
-        let slot = RouteCache::slot(node);
-        let addr = node.as_str().as_ptr() as usize;
+        let (slot, addr) = RouteCache::key(node, channel);
         let looked_up = ROUTES.with(|cache| {
             let Ok(mut cache) = cache.try_borrow_mut() else {
                 return Err((f, false));
