@@ -134,6 +134,7 @@ async fn read_loop(ctx: &ConnCtx, mut rd: StreamReader, mut buf: BytesMut) -> En
     tokio::pin!(sleep);
     let mut room = READ_MIN;
     let mut moved = 0usize;
+    let mut pipelining = Pipelining::new();
     loop {
         // Counted once per read rather than once per frame (the counters are shared by every
         // connection of the channel), but before any of these frames is delivered.
@@ -141,6 +142,7 @@ async fn read_loop(ctx: &ConnCtx, mut rd: StreamReader, mut buf: BytesMut) -> En
         if frames > 0 {
             ctx.stats.received(frames, bytes);
         }
+        pipelining.plan(frames);
         // Frames already buffered (the handshake may leave some) are handled before reading.
         loop {
             match take_small_user(&decoder, &mut buf) {
@@ -149,6 +151,9 @@ async fn read_loop(ctx: &ConnCtx, mut rd: StreamReader, mut buf: BytesMut) -> En
                         if blocking(ctx, work).await.is_none() {
                             return End::Local;
                         }
+                    }
+                    if pipelining.delivered() {
+                        tokio::task::yield_now().await;
                     }
                     continue;
                 }
@@ -234,6 +239,64 @@ async fn read_loop(ctx: &ConnCtx, mut rd: StreamReader, mut buf: BytesMut) -> En
                 sleep.as_mut().reset(deadline(last_rx, attempts, last_probe));
             }
         }
+    }
+}
+
+/// Seeds pipelining between two nodes that answer each other's messages.
+///
+/// A reader delivers everything one read brought before the processes it woke run, and their
+/// answers leave in one write after all of them: right for throughput on a busy machine, but
+/// two nodes exchanging requests and answers then settle into lockstep, a whole burst crossing
+/// at a time while the other node idles (on 2 vCPUs, each process about half busy). Splitting a
+/// large burst once, handing the CPU over halfway through it, puts two half-bursts in flight:
+/// each node then works on one while the other works on the other, and the split persists by
+/// itself as long as both nodes keep up; on a saturated machine the halves merge again in one
+/// read, and lockstep (fewer, larger writes) resumes. So a split is only tried now and then:
+/// on a burst of at least [`SPLIT_MIN_FRAMES`] small messages, at most once per
+/// [`SPLIT_EVERY`] per connection.
+struct Pipelining {
+    /// When the next split may happen.
+    next: Option<Instant>,
+    /// Messages left to deliver before yielding (0: no split planned).
+    left: u64,
+}
+
+/// A burst smaller than this is delivered whole (halves of fewer than 16 messages would cost
+/// more in writes than the overlap gains).
+const SPLIT_MIN_FRAMES: u64 = 32;
+/// Least time between two splits on one connection: on a saturated machine, where the halves
+/// merge again, trying costs one extra write per connection this often.
+const SPLIT_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
+
+impl Pipelining {
+    fn new() -> Self {
+        Pipelining {
+            next: None,
+            left: 0,
+        }
+    }
+
+    /// A read left `frames` complete frames in the buffer.
+    fn plan(&mut self, frames: u64) {
+        self.left = 0;
+        if frames < SPLIT_MIN_FRAMES {
+            return;
+        }
+        let now = Instant::now();
+        if self.next.is_some_and(|next| now < next) {
+            return;
+        }
+        self.next = Some(now + SPLIT_EVERY);
+        self.left = frames / 2;
+    }
+
+    /// One small message was delivered: whether to yield now.
+    fn delivered(&mut self) -> bool {
+        if self.left == 0 {
+            return false;
+        }
+        self.left -= 1;
+        self.left == 0
     }
 }
 
@@ -481,6 +544,29 @@ async fn write_chunks(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_large_burst_is_split_once_in_a_while() {
+        let mut p = Pipelining::new();
+        let yields = |p: &mut Pipelining, frames: u64| {
+            p.plan(frames);
+            (1..=frames).filter(|_| p.delivered()).count()
+        };
+        let at = |p: &mut Pipelining, frames: u64| {
+            p.plan(frames);
+            (1..=frames).position(|_| p.delivered()).map(|i| i + 1)
+        };
+        assert_eq!(yields(&mut p, SPLIT_MIN_FRAMES - 1), 0);
+        assert_eq!(at(&mut p, 64), Some(32));
+        assert_eq!(yields(&mut p, 64), 0, "not again so soon");
+        tokio::time::advance(SPLIT_EVERY).await;
+        assert_eq!(at(&mut p, 40), Some(20));
+        // A split planned for a burst and not reached is dropped at the next read.
+        tokio::time::advance(SPLIT_EVERY).await;
+        p.plan(100);
+        assert!(!p.delivered());
+        assert_eq!(yields(&mut p, 10), 0);
+    }
 
     #[test]
     fn only_complete_frames_within_the_limit_are_counted() {
