@@ -14,7 +14,7 @@
 //! # (Ir of cg.1000 - Ir of cg.200) / (64 * 800); `callgrind_annotate cg.1000` shows where.
 //! ```
 use bytes::Bytes;
-use partisan::{Envelope, NodeBuilder, SendOptions};
+use partisan::{ChannelName, Envelope, NodeBuilder, SendOptions};
 
 fn main() {
     let args: Vec<usize> = std::env::args()
@@ -43,7 +43,8 @@ fn main() {
         let opts = SendOptions::default();
         let mut tasks = Vec::new();
         for _ in 0..callers {
-            let o = opts.clone();
+            // Each echo process names its channel itself, as the bench's peer does.
+            let o = SendOptions::on(&ChannelName::new(ChannelName::DEFAULT).unwrap());
             let echo = b.spawn(move |mut p| async move {
                 let mut buf = Vec::with_capacity(64);
                 while p.recv_many(&mut buf, 64).await > 0 {

@@ -6,6 +6,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::Hasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use partisan_core::id::{ChannelName, Creation, NodeName, NodeSpec};
 
 use crate::error::SendError;
 use crate::lane_queue::LaneQueue;
-use crate::registry::KeyHash;
+use crate::registry::{KeyHash, KeyHasher};
 
 type Map<K, V> = HashMap<K, V, KeyHash>;
 
@@ -39,10 +40,10 @@ const ROUTE_SLOTS: usize = 4;
 /// table is at the generation it was looked up in (any lane coming or going changes it).
 struct RouteCache {
     slots: [Option<CachedRoute>; ROUTE_SLOTS],
-    /// Per slot, the route (by address) whose lookup last missed: a route is cached on its
+    /// Per slot, the route (by hash) whose lookup last missed: a route is cached on its
     /// second miss in a row, so a sender cycling through many peers does not pay for filling
     /// the cache on every send.
-    missed: [usize; ROUTE_SLOTS],
+    missed: [u64; ROUTE_SLOTS],
 }
 
 struct CachedRoute {
@@ -61,12 +62,15 @@ impl RouteCache {
         }
     }
 
-    /// Where a route to (`node`, `channel`) is kept, and the identity of the pair by the
-    /// addresses of its names (for the second-miss rule only: a hit compares the names).
-    fn key(node: &NodeName, channel: &ChannelName) -> (usize, usize) {
-        let id = (node.as_str().as_ptr() as usize)
-            ^ (channel.as_str().as_ptr() as usize).rotate_left(17);
-        (((id >> 4) ^ (id >> 21)) % ROUTE_SLOTS, id)
+    /// Where a route to (`node`, `channel`) is kept, and a hash of the pair (for the
+    /// second-miss rule only: a hit compares the names). From the names' contents, not their
+    /// addresses: senders often hold their own copies of the same channel name.
+    fn key(node: &NodeName, channel: &ChannelName) -> (usize, u64) {
+        let mut h = KeyHasher::default();
+        h.write(node.as_str().as_bytes());
+        h.write(channel.as_str().as_bytes());
+        let id = h.finish();
+        ((id as usize) % ROUTE_SLOTS, id)
     }
 }
 
