@@ -38,6 +38,9 @@ mod error;
 #[path = "../src/lane_queue.rs"]
 mod lane_queue;
 #[allow(dead_code, unused_imports)]
+#[path = "../src/mailbox.rs"]
+mod mailbox;
+#[allow(dead_code, unused_imports)]
 #[path = "../src/registry.rs"]
 mod registry;
 #[allow(dead_code, unused_imports)]

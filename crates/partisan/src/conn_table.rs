@@ -4,7 +4,9 @@
 //! (`arc-swap`): no lock, no call into a task, and a single atomic load per send. Only the
 //! driver task writes, replacing the snapshot (copy on write) when a lane comes up or goes.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -21,6 +23,61 @@ thread_local! {
     /// Round-robin position of key-less sends from this thread (no shared counter to contend
     /// on; each thread still spreads its messages over every lane).
     static NEXT_LANE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// Routes this thread looked up last (see [`ConnTable::with_route_cached`]).
+    static ROUTES: RefCell<RouteCache> = const { RefCell::new(RouteCache::new()) };
+}
+
+/// Every change to any table of the process takes its generation from this one counter, so a
+/// generation names one state of one table, never a state of another.
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
+
+/// Slots of the per-thread route cache.
+const ROUTE_SLOTS: usize = 4;
+
+/// A thread's recent routes to single-lane channels: what a send to the same peer and channel
+/// needs without hashing either name or loading the table. An entry is valid only while its
+/// table is at the generation it was looked up in (any lane coming or going changes it).
+struct RouteCache {
+    slots: [Option<CachedRoute>; ROUTE_SLOTS],
+    /// Per slot, the route (by hash) whose lookup last missed: a route is cached on its
+    /// second miss in a row, so a sender cycling through many peers does not pay for filling
+    /// the cache on every send.
+    missed: [u64; ROUTE_SLOTS],
+}
+
+struct CachedRoute {
+    generation: u64,
+    node: NodeName,
+    channel: ChannelName,
+    lane: Arc<LaneHandle>,
+    creation: Creation,
+}
+
+impl RouteCache {
+    const fn new() -> Self {
+        RouteCache {
+            slots: [None, None, None, None],
+            missed: [0; ROUTE_SLOTS],
+        }
+    }
+
+    /// Where a route to (`node`, `channel`) is kept, and a fingerprint of the pair (for the
+    /// second-miss rule only: a hit compares the names). From the names' contents, not their
+    /// addresses (senders often hold their own copies of the same channel name), and cheap:
+    /// lengths and a few bytes, mixed by one multiplication.
+    fn key(node: &NodeName, channel: &ChannelName) -> (usize, u64) {
+        fn print(s: &str) -> u64 {
+            let b = s.as_bytes();
+            let at = |i: usize| u64::from(b.get(i).copied().unwrap_or(0));
+            (b.len() as u64)
+                ^ (at(0) << 8)
+                ^ (at(b.len() / 2) << 16)
+                ^ (at(b.len().wrapping_sub(1)) << 24)
+        }
+        let id = (print(node.as_str()) ^ print(channel.as_str()).rotate_left(32))
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        ((id >> 62) as usize % ROUTE_SLOTS, id)
+    }
 }
 
 /// One established connection as senders see it.
@@ -85,6 +142,8 @@ pub(crate) struct ConnTable {
     local: NodeSpec,
     default_channel: ChannelName,
     peers: ArcSwap<Map<NodeName, Arc<PeerLinks>>>,
+    /// Changes with every published snapshot (from [`GENERATIONS`]).
+    generation: AtomicU64,
 }
 
 impl ConnTable {
@@ -93,7 +152,17 @@ impl ConnTable {
             local,
             default_channel: ChannelName::default_channel(),
             peers: ArcSwap::from_pointee(Map::default()),
+            generation: AtomicU64::new(GENERATIONS.fetch_add(1, Ordering::Relaxed)),
         }
+    }
+
+    /// Publishes a new snapshot and retires every cached route to the old one.
+    fn publish(&self, map: Map<NodeName, Arc<PeerLinks>>) {
+        self.peers.store(Arc::new(map));
+        self.generation.store(
+            GENERATIONS.fetch_add(1, Ordering::Relaxed),
+            Ordering::Release,
+        );
     }
 
     /// Publishes `lane` for (peer, channel, lane). A different creation than the table holds
@@ -124,7 +193,7 @@ impl ConnTable {
         }
         let mut map = Map::clone(&current);
         map.insert(name.clone(), Arc::new(links));
-        self.peers.store(Arc::new(map));
+        self.publish(map);
     }
 
     /// Clears (peer, channel, lane) if it still holds connection `conn`; drops the peer's entry
@@ -157,7 +226,7 @@ impl ConnTable {
             links.up -= 1;
             map.insert(node.clone(), Arc::new(links));
         }
-        self.peers.store(Arc::new(map));
+        self.publish(map);
     }
 
     /// Picks the lane for a message to `node` on `channel` and runs `f` on it, with the peer
@@ -173,6 +242,20 @@ impl ConnTable {
         key: Option<u64>,
         fallback: bool,
         f: impl FnOnce(&Arc<LaneHandle>, Creation) -> R,
+    ) -> Result<R, SendError> {
+        self.route_with_lanes(node, channel, key, fallback, |lane, creation, _| {
+            f(lane, creation)
+        })
+    }
+
+    /// [`ConnTable::with_route`], also telling `f` how many lanes the send chose from.
+    fn route_with_lanes<R>(
+        &self,
+        node: &NodeName,
+        channel: &ChannelName,
+        key: Option<u64>,
+        fallback: bool,
+        f: impl FnOnce(&Arc<LaneHandle>, Creation, u16) -> R,
     ) -> Result<R, SendError> {
         let peers = self.peers.load();
         let links = peers
@@ -214,7 +297,73 @@ impl ConnTable {
                     .ok_or_else(|| SendError::NotConnected(node.clone()))?
             }
         };
-        Ok(f(lane, links.creation))
+        Ok(f(lane, links.creation, ch.send_lanes))
+    }
+
+    /// [`ConnTable::with_route`] through this thread's route cache: a send to a peer and
+    /// channel this thread sent to last, on a channel of one lane, skips the lookup while no
+    /// lane of the table has come or gone since. The hot path of every remote send.
+    ///
+    /// A cached entry holds its lane (and names) until the slot is reused: at most
+    /// [`ROUTE_SLOTS`] lanes per thread, and a lane that closed refuses pushes at once.
+    pub(crate) fn with_route_cached<R>(
+        &self,
+        node: &NodeName,
+        channel: &ChannelName,
+        key: Option<u64>,
+        fallback: bool,
+        f: impl FnOnce(&Arc<LaneHandle>, Creation) -> R,
+    ) -> Result<R, SendError> {
+        // Read before the snapshot: a route found in a newer snapshot than this generation is
+        // only ever cached under the older generation, hence never used.
+        let generation = self.generation.load(Ordering::Acquire);
+        let (slot, addr) = RouteCache::key(node, channel);
+        let looked_up = ROUTES.with(|cache| {
+            let Ok(mut cache) = cache.try_borrow_mut() else {
+                return Err((f, false));
+            };
+            match &cache.slots[slot] {
+                Some(r)
+                    if r.generation == generation && r.node == *node && r.channel == *channel =>
+                {
+                    Ok(f(&r.lane, r.creation))
+                }
+                _ => {
+                    let again = cache.missed[slot] == addr;
+                    cache.missed[slot] = addr;
+                    Err((f, again))
+                }
+            }
+        });
+        let (f, again) = match looked_up {
+            Ok(out) => return Ok(out),
+            Err(miss) => miss,
+        };
+        if !again {
+            return self.with_route(node, channel, key, fallback, f);
+        }
+        let mut found = None;
+        let out =
+            self.route_with_lanes(node, channel, key, fallback, |lane, creation, lanes| {
+                if lanes == 1 {
+                    found = Some((lane.clone(), creation));
+                }
+                f(lane, creation)
+            })?;
+        if let Some((lane, creation)) = found {
+            ROUTES.with(|cache| {
+                if let Ok(mut cache) = cache.try_borrow_mut() {
+                    cache.slots[slot] = Some(CachedRoute {
+                        generation,
+                        node: node.clone(),
+                        channel: channel.clone(),
+                        lane,
+                        creation,
+                    });
+                }
+            });
+        }
+        Ok(out)
     }
 
     /// [`ConnTable::with_route`] keeping a reference to the lane (for senders that may wait).
@@ -318,6 +467,53 @@ mod tests {
     fn conn_of(t: &ConnTable, node: &NodeName, key: Option<u64>) -> Result<u64, SendError> {
         let data = ChannelName::new("data").unwrap();
         t.with_route(node, &data, key, true, |l, _| l.conn.0)
+    }
+
+    fn cached_conn(t: &ConnTable, node: &NodeName) -> Result<u64, SendError> {
+        let data = ChannelName::new("data").unwrap();
+        t.with_route_cached(node, &data, None, true, |l, _| l.conn.0)
+    }
+
+    #[test]
+    fn cached_routes_follow_every_change_of_the_table() {
+        let t = ConnTable::new(spec("a@h", 1));
+        let b = spec("b@h", 1);
+        let data = ChannelName::new("data").unwrap();
+        let name = b.name().clone();
+        assert!(matches!(
+            cached_conn(&t, &name),
+            Err(SendError::NotConnected(_))
+        ));
+        t.install(&b, 1, &data, 0, handle(10));
+        for _ in 0..3 {
+            assert_eq!(cached_conn(&t, &name), Ok(10));
+        }
+        // Replaced by another connection: the cached lane is not used any more.
+        t.install(&b, 1, &data, 0, handle(11));
+        assert_eq!(cached_conn(&t, &name), Ok(11));
+        assert_eq!(cached_conn(&t, &name), Ok(11));
+        t.remove(&name, &data, 0, ConnId(11));
+        assert!(matches!(
+            cached_conn(&t, &name),
+            Err(SendError::NotConnected(_))
+        ));
+        // Another table (another node on this thread) never sees this one's routes.
+        let other = ConnTable::new(spec("a@h", 1));
+        t.install(&b, 1, &data, 0, handle(12));
+        assert_eq!(cached_conn(&t, &name), Ok(12));
+        assert_eq!(cached_conn(&t, &name), Ok(12));
+        assert!(matches!(
+            cached_conn(&other, &name),
+            Err(SendError::NotConnected(_))
+        ));
+        // Channels of several lanes are not cached: sends keep spreading over them.
+        let c = spec("c@h", 3);
+        for lane in 0..3 {
+            t.install(&c, 1, &data, lane, handle(20 + u64::from(lane)));
+        }
+        let seen: std::collections::BTreeSet<u64> =
+            (0..9).map(|_| cached_conn(&t, c.name()).unwrap()).collect();
+        assert_eq!(seen.len(), 3);
     }
 
     #[test]

@@ -25,6 +25,12 @@ use crate::stats::ChannelStats;
 /// Bound of a lane's queued control frames, in bytes.
 pub(crate) const CONTROL_CAPACITY: usize = 16 * 1024 * 1024;
 
+/// The channel's `queued_bytes` gauge (shared by every lane of the channel) is brought up to
+/// date when a batch is taken, when a push wakes the writer, and otherwise once a lane's
+/// unreported change reaches this many bytes: one shared atomic per batch rather than per
+/// message, and the gauge never lags a lane by more than this.
+const REPORT_EVERY: i64 = 64 * 1024;
+
 /// Payloads at least this large are queued by reference instead of copied.
 const ZERO_COPY_MIN: usize = 16 * 1024;
 
@@ -102,6 +108,9 @@ struct Inner {
     tail: BytesMut,
     bytes: usize,
     frames: u64,
+    /// Change of `bytes` not yet added to the channel's `queued_bytes` gauge (see
+    /// [`REPORT_EVERY`]).
+    unreported: i64,
     closed: bool,
     senders_waiting: bool,
     /// The writer is waiting for data and nobody has woken it yet: the next push must.
@@ -143,6 +152,7 @@ impl LaneQueue {
                 tail: BytesMut::new(),
                 bytes: 0,
                 frames: 0,
+                unreported: 0,
                 closed: false,
                 senders_waiting: false,
                 writer_idle: false,
@@ -222,7 +232,7 @@ impl LaneQueue {
             g.bytes -= old.len();
             g.frames -= 1;
             dropped += 1;
-            self.stats.queued(-(old.len() as i64));
+            g.unreported -= old.len() as i64;
         }
         if dropped > 0 {
             self.stats.dropped(dropped);
@@ -240,7 +250,10 @@ impl LaneQueue {
     fn account(&self, g: &mut Inner, len: usize) {
         g.bytes += len;
         g.frames += 1;
-        self.stats.queued(len as i64);
+        g.unreported += len as i64;
+        if g.writer_idle || g.unreported.abs() >= REPORT_EVERY {
+            self.stats.queued(std::mem::take(&mut g.unreported));
+        }
     }
 
     /// Queues a user message, waiting for room on an ordinary lane.
@@ -324,12 +337,15 @@ impl LaneQueue {
                         frames: g.frames,
                         bytes: g.bytes + control,
                     };
-                    let user_bytes = g.bytes;
+                    // What the gauge was told of these bytes, taken off it now.
+                    let reported = g.bytes as i64 - std::mem::take(&mut g.unreported);
                     g.bytes = 0;
                     g.frames = 0;
                     let wake = std::mem::take(&mut g.senders_waiting);
                     drop(g);
-                    self.stats.queued(-(user_bytes as i64));
+                    if reported != 0 {
+                        self.stats.queued(-reported);
+                    }
                     if wake {
                         self.space.notify_waiters();
                     }
@@ -502,6 +518,28 @@ mod tests {
         assert_eq!(decode_all(q.take(Vec::new()).await.unwrap()), vec![1]);
         pusher.await.unwrap().unwrap();
         assert_eq!(decode_all(q.take(Vec::new()).await.unwrap()), vec![2]);
+    }
+
+    #[tokio::test]
+    async fn the_queued_bytes_gauge_lags_a_lane_by_less_than_its_reporting_step() {
+        let q = queue(1 << 20, Overflow::Block);
+        let queued = || q.stats.snapshot().queued_bytes as i64;
+        for i in 0..2000 {
+            q.try_push((&header(i)).into(), &Bytes::from(vec![0u8; 100]))
+                .unwrap();
+            let pushed = q.inner.lock().bytes as i64;
+            assert!(pushed - queued() < REPORT_EVERY, "{pushed} {}", queued());
+            assert!(queued() <= pushed);
+        }
+        q.take(Vec::new()).await.unwrap();
+        assert_eq!(queued(), 0);
+        let m = queue(1000, Overflow::DropOldest);
+        for i in 0..100 {
+            m.try_push((&header(i)).into(), &Bytes::from(vec![0u8; 300]))
+                .unwrap();
+        }
+        m.take(Vec::new()).await.unwrap();
+        assert_eq!(m.stats.snapshot().queued_bytes, 0);
     }
 
     #[tokio::test]

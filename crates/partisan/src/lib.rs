@@ -35,6 +35,7 @@ mod error;
 mod handshake_io;
 mod lane_queue;
 mod listener;
+mod mailbox;
 mod membership;
 mod node;
 mod process;

@@ -39,6 +39,18 @@ enum Step {
     Wait(Arc<crate::lane_queue::LaneQueue>, UserHeader),
 }
 
+/// What is left of a send whose first attempt could not finish at once.
+enum Later {
+    /// Wait for room in a local mailbox.
+    Local(Waiting),
+    /// Wait for room in a lane's queue.
+    Push(Arc<crate::lane_queue::LaneQueue>, UserHeader, Bytes),
+    /// Not connected to the destination: try a relay.
+    Relay(Bytes),
+    /// The lane closed under the push: look up once more.
+    Retry(Bytes),
+}
+
 /// Bound of the driver's command queue (control events only; data never passes there).
 const DRIVER_QUEUE: usize = 4096;
 /// Membership events kept for slow subscribers before they see `Lagged`.
@@ -113,35 +125,21 @@ impl Shared {
 
     /// Delivers into a local mailbox without waiting, counting the outcome; with `wait`, a
     /// full mailbox yields what waiting for room needs instead of failing.
-    fn deliver_now(&self, target: LocalTarget<'_>, env: Envelope, wait: bool) -> Delivery {
+    pub(crate) fn deliver_now(
+        &self,
+        target: LocalTarget<'_>,
+        env: Envelope,
+        wait: bool,
+    ) -> Delivery {
         match self.registry.try_deliver(target, env) {
             Ok(()) => {
                 self.stats.node.delivered.fetch_add(1, Relaxed);
                 Delivery::Done
             }
-            Err(DeliverFail::Full {
-                tx,
-                env,
-                bytes,
-                reserved,
-            }) if wait => Delivery::Wait(Waiting {
-                tx,
-                env,
-                bytes,
-                reserved,
-            }),
-            Err(DeliverFail::Full {
-                env,
-                bytes,
-                reserved,
-                ..
-            }) => {
-                // Not queued: give back the bytes reserved for it, if any.
-                if reserved {
-                    bytes.release(&env.payload);
-                }
-                Delivery::Full
+            Err(DeliverFail::Full { mailbox, env }) if wait => {
+                Delivery::Wait(Waiting { mailbox, env })
             }
+            Err(DeliverFail::Full { .. }) => Delivery::Full,
             Err(DeliverFail::NoProcess) => {
                 self.stats.node.undeliverable.fetch_add(1, Relaxed);
                 Delivery::NoProcess
@@ -151,24 +149,13 @@ impl Shared {
 
     /// Waits for room in a full mailbox, then delivers; `false` (counted as undeliverable)
     /// when the process ended meanwhile.
-    async fn deliver_waiting(&self, w: Waiting) -> bool {
-        let Waiting {
-            tx,
-            env,
-            bytes,
-            reserved,
-        } = w;
-        if !reserved && !bytes.reserve(&env.payload).await {
-            self.stats.node.undeliverable.fetch_add(1, Relaxed);
-            return false;
-        }
-        match tx.send(env).await {
+    pub(crate) async fn deliver_waiting(&self, w: Waiting) -> bool {
+        match w.mailbox.push(w.env).await {
             Ok(()) => {
                 self.stats.node.delivered.fetch_add(1, Relaxed);
                 true
             }
-            Err(e) => {
-                bytes.release(&e.0.payload);
+            Err(_) => {
                 self.stats.node.undeliverable.fetch_add(1, Relaxed);
                 false
             }
@@ -176,6 +163,11 @@ impl Shared {
     }
 
     /// The send path shared by nodes and processes.
+    ///
+    /// The first attempt runs without awaiting anything ([`Shared::send_now`]); only a send
+    /// that must wait (for room, or for a relay) or try again continues in a boxed future. A
+    /// future is moved (copied) whole when it is created and awaited, so every send's future
+    /// stays a few words.
     pub(crate) async fn send(
         &self,
         from: Option<u64>,
@@ -184,76 +176,142 @@ impl Shared {
         opts: &SendOptions,
         wait: bool,
     ) -> Result<(), SendError> {
+        match self.send_now(from, dest, payload, opts, wait) {
+            Ok(done) => done,
+            Err(later) => Box::pin(self.send_later(from, dest, opts, wait, later)).await,
+        }
+    }
+
+    /// The first attempt of [`Shared::send`]: done (`Ok`), or what is left to do.
+    fn send_now(
+        &self,
+        from: Option<u64>,
+        dest: Dest<'_>,
+        payload: Bytes,
+        opts: &SendOptions,
+        wait: bool,
+    ) -> Result<Result<(), SendError>, Later> {
         if self.stopped.load(Relaxed) {
-            return Err(SendError::Closed);
+            return Ok(Err(SendError::Closed));
         }
         let node = dest.node();
         if node == self.spec.name() {
-            // Only the waiting path is boxed: every send's future stays small (it is copied
-            // whole when created and awaited).
-            let delivered = match self.send_local(from, dest, payload, wait)? {
-                Delivery::Done => true,
-                Delivery::Wait(w) => Box::pin(self.deliver_waiting(w)).await,
-                Delivery::Full => return Err(SendError::Full(self.spec.name().clone())),
-                Delivery::NoProcess => false,
-            };
-            return if delivered {
-                Ok(())
-            } else {
-                Err(SendError::NoProcess(dest.to_remote_ref().to_string()))
+            return match self.send_local(from, dest, payload, wait) {
+                Err(e) => Ok(Err(e)),
+                Ok(Delivery::Done) => Ok(Ok(())),
+                Ok(Delivery::Wait(w)) => Err(Later::Local(w)),
+                Ok(Delivery::Full) => Ok(Err(SendError::Full(self.spec.name().clone()))),
+                Ok(Delivery::NoProcess) => {
+                    Ok(Err(SendError::NoProcess(dest.to_remote_ref().to_string())))
+                }
             };
         }
-        let channel = opts.channel.as_ref().unwrap_or(&self.default_channel);
-        // A lane being replaced may close between lookup and push: look up once more.
-        for attempt in 0..2 {
-            // The common case (room in the queue) pushes while the table snapshot is loaded,
-            // without taking a reference to the lane; only a sender that must wait takes one.
-            let step = match self.table.with_route(
-                node,
-                channel,
-                opts.partition_key,
-                self.cfg.channel_fallback,
-                |lane, creation| {
-                    let to = match dest {
-                        Dest::Pid(p) if p.creation != creation => return Step::Stale,
-                        Dest::Ref(r) if r.creation != creation => return Step::Stale,
-                        Dest::Pid(p) => Target::Pid(p.id),
-                        Dest::Ref(r) => Target::Ref(r.id),
-                        Dest::Name(n) => Target::Name(n.name.clone()),
-                    };
-                    let header = UserHeader { to, from };
-                    match lane.queue.try_push((&header).into(), &payload) {
-                        Err(PushError::Full) if wait => Step::Wait(lane.queue.clone(), header),
-                        r => Step::Done(r),
-                    }
-                },
-            ) {
-                Ok(step) => step,
-                // A pid of another run is stale even while the new run's lanes come up.
-                Err(SendError::NotConnected(_) | SendError::LaneDown { .. })
-                    if self.is_stale_for_peer(dest) =>
-                {
-                    return self.stale(dest);
-                }
-                // Not connected: a relay (a client's server) may reach it.
-                // (Boxed, as the other slow paths: they would make every send's future large.)
-                Err(SendError::NotConnected(_)) if attempt == 0 => {
-                    return Box::pin(self.send_relayed(from, dest, payload, opts, wait)).await;
-                }
-                Err(e) => return Err(e),
-            };
-            let r = match step {
-                Step::Stale => return self.stale(dest),
-                Step::Done(r) => r,
-                Step::Wait(queue, header) => Box::pin(queue.push((&header).into(), &payload)).await,
-            };
-            match r {
-                Ok(()) => return Ok(()),
-                Err(PushError::Closed) if attempt == 0 => continue,
-                Err(e) => return Err(e.into_send_error(node)),
+        match self.route_step(from, dest, &payload, opts, wait) {
+            Ok(Step::Stale) => Ok(self.stale(dest)),
+            Ok(Step::Done(Ok(()))) => Ok(Ok(())),
+            // A lane being replaced may close between lookup and push: look up once more.
+            Ok(Step::Done(Err(PushError::Closed))) => Err(Later::Retry(payload)),
+            Ok(Step::Done(Err(e))) => Ok(Err(e.into_send_error(node))),
+            Ok(Step::Wait(queue, header)) => Err(Later::Push(queue, header, payload)),
+            // A pid of another run is stale even while the new run's lanes come up.
+            Err(SendError::NotConnected(_) | SendError::LaneDown { .. })
+                if self.is_stale_for_peer(dest) =>
+            {
+                Ok(self.stale(dest))
             }
+            // Not connected: a relay (a client's server) may reach it.
+            Err(SendError::NotConnected(_)) => Err(Later::Relay(payload)),
+            Err(e) => Ok(Err(e)),
         }
-        Err(SendError::NotConnected(node.clone()))
+    }
+
+    /// What is left of a send after [`Shared::send_now`].
+    async fn send_later(
+        &self,
+        from: Option<u64>,
+        dest: Dest<'_>,
+        opts: &SendOptions,
+        wait: bool,
+        later: Later,
+    ) -> Result<(), SendError> {
+        let node = dest.node();
+        match later {
+            Later::Local(w) => {
+                if self.deliver_waiting(w).await {
+                    Ok(())
+                } else {
+                    Err(SendError::NoProcess(dest.to_remote_ref().to_string()))
+                }
+            }
+            Later::Relay(payload) => self.send_relayed(from, dest, payload, opts, wait).await,
+            Later::Push(queue, header, payload) => {
+                match queue.push((&header).into(), &payload).await {
+                    Ok(()) => Ok(()),
+                    Err(PushError::Closed) => {
+                        self.send_again(from, dest, payload, opts, wait).await
+                    }
+                    Err(e) => Err(e.into_send_error(node)),
+                }
+            }
+            Later::Retry(payload) => self.send_again(from, dest, payload, opts, wait).await,
+        }
+    }
+
+    /// The second and last attempt of a remote send whose lane closed under it.
+    async fn send_again(
+        &self,
+        from: Option<u64>,
+        dest: Dest<'_>,
+        payload: Bytes,
+        opts: &SendOptions,
+        wait: bool,
+    ) -> Result<(), SendError> {
+        let r = match self.route_step(from, dest, &payload, opts, wait) {
+            Ok(Step::Stale) => return self.stale(dest),
+            Ok(Step::Done(r)) => r,
+            Ok(Step::Wait(queue, header)) => queue.push((&header).into(), &payload).await,
+            Err(SendError::NotConnected(_) | SendError::LaneDown { .. })
+                if self.is_stale_for_peer(dest) =>
+            {
+                return self.stale(dest);
+            }
+            Err(e) => return Err(e),
+        };
+        r.map_err(|e| e.into_send_error(dest.node()))
+    }
+
+    /// Looks the lane up and pushes onto it if there is room. The common case (room in the
+    /// queue) pushes while the table snapshot is loaded, without taking a reference to the
+    /// lane; only a sender that must wait takes one.
+    fn route_step(
+        &self,
+        from: Option<u64>,
+        dest: Dest<'_>,
+        payload: &Bytes,
+        opts: &SendOptions,
+        wait: bool,
+    ) -> Result<Step, SendError> {
+        let channel = opts.channel.as_ref().unwrap_or(&self.default_channel);
+        self.table.with_route_cached(
+            dest.node(),
+            channel,
+            opts.partition_key,
+            self.cfg.channel_fallback,
+            |lane, creation| {
+                let to = match dest {
+                    Dest::Pid(p) if p.creation != creation => return Step::Stale,
+                    Dest::Ref(r) if r.creation != creation => return Step::Stale,
+                    Dest::Pid(p) => Target::Pid(p.id),
+                    Dest::Ref(r) => Target::Ref(r.id),
+                    Dest::Name(n) => Target::Name(n.name.clone()),
+                };
+                let header = UserHeader { to, from };
+                match lane.queue.try_push((&header).into(), payload) {
+                    Err(PushError::Full) if wait => Step::Wait(lane.queue.clone(), header),
+                    r => Step::Done(r),
+                }
+            },
+        )
     }
 
     /// Whether `dest` is a pid or reference of another run than the peer's connected one.
@@ -307,7 +365,7 @@ impl Shared {
 }
 
 /// What [`Shared::deliver_now`] did.
-enum Delivery {
+pub(crate) enum Delivery {
     Done,
     /// The mailbox is full; not waiting.
     Full,
@@ -317,12 +375,9 @@ enum Delivery {
 }
 
 /// What waiting for room in a full mailbox needs.
-struct Waiting {
-    tx: tokio::sync::mpsc::Sender<Envelope>,
+pub(crate) struct Waiting {
+    mailbox: Arc<crate::mailbox::Mailbox>,
     env: Envelope,
-    bytes: Arc<crate::registry::MailboxBytes>,
-    /// The bytes are already reserved (the mailbox is full in messages, not bytes).
-    reserved: bool,
 }
 
 impl Shared {
@@ -800,7 +855,7 @@ impl Node {
 
     /// A new process whose handle to the node is `node` (guarding or not).
     fn process_on(&self, node: Node) -> Process {
-        let (id, rx, bytes) = self.shared.registry.create();
+        let (id, mailbox) = self.shared.registry.create();
         Process::new(
             node,
             Pid {
@@ -808,8 +863,7 @@ impl Node {
                 creation: self.creation(),
                 id,
             },
-            rx,
-            bytes,
+            mailbox,
         )
     }
 

@@ -6,11 +6,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use partisan_core::id::{Pid, Ref};
 use serde::Serialize;
-use tokio::sync::mpsc;
 
 use crate::error::{RegisterError, SendError};
+use crate::mailbox::Mailbox;
 use crate::node::Node;
-use crate::registry::{Envelope, MailboxBytes};
+use crate::registry::Envelope;
 use crate::send::{Destination, SendOptions};
 
 /// A process: owns a pid and its mailbox. Messages it sends carry its pid, so receivers can
@@ -18,8 +18,7 @@ use crate::send::{Destination, SendOptions};
 pub struct Process {
     node: Node,
     pid: Pid,
-    rx: mpsc::Receiver<Envelope>,
-    bytes: Arc<MailboxBytes>,
+    mailbox: Arc<Mailbox>,
 }
 
 /// Why [`Process::recv_timeout`] returned without a message.
@@ -40,24 +39,8 @@ impl std::fmt::Debug for Process {
 }
 
 impl Process {
-    pub(crate) fn new(
-        node: Node,
-        pid: Pid,
-        rx: mpsc::Receiver<Envelope>,
-        bytes: Arc<MailboxBytes>,
-    ) -> Self {
-        Process {
-            node,
-            pid,
-            rx,
-            bytes,
-        }
-    }
-
-    /// A message left the mailbox: its bytes are room again.
-    fn took(&self, env: Envelope) -> Envelope {
-        self.bytes.release(&env.payload);
-        env
+    pub(crate) fn new(node: Node, pid: Pid, mailbox: Arc<Mailbox>) -> Self {
+        Process { node, pid, mailbox }
     }
 
     /// This process's pid.
@@ -74,33 +57,27 @@ impl Process {
 
     /// The next message; `None` once the node has shut down and the mailbox is drained.
     pub async fn recv(&mut self) -> Option<Envelope> {
-        let env = self.rx.recv().await?;
-        Some(self.took(env))
+        std::future::poll_fn(|cx| self.mailbox.poll_recv(cx)).await
     }
 
     /// The next message if one is waiting.
     pub fn try_recv(&mut self) -> Option<Envelope> {
-        let env = self.rx.try_recv().ok()?;
-        Some(self.took(env))
+        self.mailbox.try_recv()
     }
 
     /// The next message, waiting at most `timeout`.
     pub async fn recv_timeout(&mut self, timeout: Duration) -> Result<Envelope, RecvError> {
-        match tokio::time::timeout(timeout, self.rx.recv()).await {
-            Ok(Some(e)) => Ok(self.took(e)),
+        match tokio::time::timeout(timeout, self.recv()).await {
+            Ok(Some(e)) => Ok(e),
             Ok(None) => Err(RecvError::Closed),
             Err(_) => Err(RecvError::Timeout),
         }
     }
 
     /// Receives up to `limit` waiting messages into `buf` (at least one, waiting for it);
-    /// returns how many, 0 once the mailbox is closed.
+    /// returns how many, 0 once the mailbox is closed (or `limit` is 0).
     pub async fn recv_many(&mut self, buf: &mut Vec<Envelope>, limit: usize) -> usize {
-        let start = buf.len();
-        let n = self.rx.recv_many(buf, limit).await;
-        self.bytes
-            .release_all(buf[start..].iter().map(|env| &env.payload));
-        n
+        std::future::poll_fn(|cx| self.mailbox.poll_recv_many(cx, buf, limit)).await
     }
 
     /// Sends from this process (the receiver sees this pid as `from`). See [`Node::send`].

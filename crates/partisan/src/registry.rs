@@ -1,13 +1,14 @@
 //! Local processes: pid allocation, mailboxes, registered names and reference aliases.
 
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use dashmap::DashMap;
 use partisan_core::id::{Pid, ProcessName, Ref};
-use tokio::sync::{mpsc, Notify};
+
+use crate::mailbox::{Mailbox, Refused};
 
 /// A message as delivered to a process.
 #[derive(Debug, Clone)]
@@ -27,96 +28,8 @@ impl Envelope {
     }
 }
 
-/// The byte bound of one mailbox: payload bytes queued and not yet received.
-///
-/// Cheaper than a semaphore on the hot path: one atomic add when a message is queued, one
-/// subtract when it is received; senders that find no room register and are woken on receipt.
-#[derive(Debug)]
-pub(crate) struct MailboxBytes {
-    used: AtomicUsize,
-    cap: usize,
-    waiting: AtomicBool,
-    /// Set when the process ended: waiting senders give up.
-    closed: AtomicBool,
-    room: Notify,
-}
-
-impl MailboxBytes {
-    fn new(cap: usize) -> Self {
-        MailboxBytes {
-            used: AtomicUsize::new(0),
-            cap,
-            waiting: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
-            room: Notify::new(),
-        }
-    }
-
-    fn cost(payload: &Bytes) -> usize {
-        payload.len().max(1)
-    }
-
-    /// Reserves room for `payload`: always into an empty mailbox, else only within the cap.
-    fn try_reserve(&self, payload: &Bytes) -> bool {
-        let len = Self::cost(payload);
-        let prev = self.used.fetch_add(len, SeqCst);
-        if prev > 0 && prev + len > self.cap {
-            self.used.fetch_sub(len, SeqCst);
-            self.waiting.store(true, SeqCst);
-            return false;
-        }
-        true
-    }
-
-    /// Waits until `payload` fits, then reserves it; `false` if the process ended meanwhile.
-    pub(crate) async fn reserve(&self, payload: &Bytes) -> bool {
-        loop {
-            if self.closed.load(SeqCst) {
-                return false;
-            }
-            if self.try_reserve(payload) {
-                return true;
-            }
-            let notified = self.room.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.closed.load(SeqCst) {
-                return false;
-            }
-            if self.try_reserve(payload) {
-                return true;
-            }
-            notified.await;
-        }
-    }
-
-    /// A message of `payload` left the mailbox, or a reservation for it is given back unused.
-    pub(crate) fn release(&self, payload: &Bytes) {
-        self.release_cost(Self::cost(payload));
-    }
-
-    /// Gives back the room of several received payloads at once (one atomic for a batch).
-    pub(crate) fn release_all<'a>(&self, payloads: impl Iterator<Item = &'a Bytes>) {
-        self.release_cost(payloads.map(Self::cost).sum());
-    }
-
-    fn release_cost(&self, cost: usize) {
-        self.used.fetch_sub(cost, SeqCst);
-        if self.waiting.load(SeqCst) && self.waiting.swap(false, SeqCst) {
-            self.room.notify_waiters();
-        }
-    }
-
-    /// The process ended: wakes every waiting sender, which then gives up.
-    fn close(&self) {
-        self.closed.store(true, SeqCst);
-        self.room.notify_waiters();
-    }
-}
-
 struct Entry {
-    tx: mpsc::Sender<Envelope>,
-    bytes: Arc<MailboxBytes>,
+    mailbox: Arc<Mailbox>,
     names: Vec<ProcessName>,
     aliases: Vec<u64>,
 }
@@ -210,21 +123,19 @@ impl Registry {
         }
     }
 
-    /// Creates a mailbox and returns its id and receiving end.
-    pub(crate) fn create(&self) -> (u64, mpsc::Receiver<Envelope>, Arc<MailboxBytes>) {
+    /// Creates a mailbox and returns its id and the mailbox.
+    pub(crate) fn create(&self) -> (u64, Arc<Mailbox>) {
         let id = self.next_pid.fetch_add(1, Relaxed);
-        let (tx, rx) = mpsc::channel(self.capacity);
-        let bytes = Arc::new(MailboxBytes::new(self.bytes));
+        let mailbox = Arc::new(Mailbox::new(self.capacity, self.bytes));
         self.procs.insert(
             id,
             Entry {
-                tx,
-                bytes: bytes.clone(),
+                mailbox: mailbox.clone(),
                 names: Vec::new(),
                 aliases: Vec::new(),
             },
         );
-        (id, rx, bytes)
+        (id, mailbox)
     }
 
     /// A fresh reference id.
@@ -235,7 +146,7 @@ impl Registry {
     /// Removes a process with its names and aliases.
     pub(crate) fn remove(&self, id: u64) {
         if let Some((_, e)) = self.procs.remove(&id) {
-            e.bytes.close();
+            e.mailbox.close();
             for n in e.names {
                 self.names.remove_if(&n, |_, v| *v == id);
             }
@@ -305,7 +216,7 @@ impl Registry {
     }
 
     /// Tries to hand `env` to the mailbox of `target` without waiting. On a full mailbox the
-    /// envelope comes back with a sender to wait on.
+    /// envelope comes back with the mailbox to wait on.
     pub(crate) fn try_deliver(
         &self,
         target: LocalTarget<'_>,
@@ -325,27 +236,13 @@ impl Registry {
         let Some(entry) = self.procs.get(&id) else {
             return Err(DeliverFail::NoProcess);
         };
-        if !entry.bytes.try_reserve(&env.payload) {
-            return Err(DeliverFail::Full {
-                tx: entry.tx.clone(),
-                env,
-                bytes: entry.bytes.clone(),
-                reserved: false,
-            });
-        }
-        match entry.tx.try_send(env) {
+        match entry.mailbox.try_push(env) {
             Ok(()) => Ok(()),
-            // Room in bytes, not in messages: the waiting sender keeps its reservation.
-            Err(mpsc::error::TrySendError::Full(env)) => Err(DeliverFail::Full {
-                tx: entry.tx.clone(),
+            Err(Refused::Full(env)) => Err(DeliverFail::Full {
+                mailbox: entry.mailbox.clone(),
                 env,
-                bytes: entry.bytes.clone(),
-                reserved: true,
             }),
-            Err(mpsc::error::TrySendError::Closed(env)) => {
-                entry.bytes.release(&env.payload);
-                Err(DeliverFail::NoProcess)
-            }
+            Err(Refused::Closed(_)) => Err(DeliverFail::NoProcess),
         }
     }
 
@@ -354,7 +251,7 @@ impl Registry {
         self.names.clear();
         self.aliases.clear();
         for e in self.procs.iter() {
-            e.bytes.close();
+            e.mailbox.close();
         }
         self.procs.clear();
     }
@@ -375,12 +272,9 @@ pub(crate) enum RegisterFail {
 pub(crate) enum DeliverFail {
     /// No such process, alias or name.
     NoProcess,
-    /// The mailbox is full: reserve room in `bytes` unless `reserved`, then wait for a slot
-    /// on `tx` (or give the reservation back when not waiting).
+    /// The mailbox is full: wait for room in it (or drop the message when not waiting).
     Full {
-        tx: mpsc::Sender<Envelope>,
+        mailbox: Arc<Mailbox>,
         env: Envelope,
-        bytes: Arc<MailboxBytes>,
-        reserved: bool,
     },
 }

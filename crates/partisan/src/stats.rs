@@ -77,7 +77,7 @@ impl ChannelStats {
         self.dropped.load(Relaxed)
     }
 
-    fn snapshot(&self) -> ChannelSnapshot {
+    pub(crate) fn snapshot(&self) -> ChannelSnapshot {
         ChannelSnapshot {
             frames_sent: self.frames_out.load(Relaxed),
             bytes_sent: self.bytes_out.load(Relaxed),

@@ -66,6 +66,23 @@ impl FrameDecoder {
         Ok(Some(buf.split_to(len).freeze()))
     }
 
+    /// The body of the complete frame at the front of `buf`, if `buf` holds one, without taking
+    /// it off: the caller then drops [`LEN_PREFIX`] + the body's length from the front. For
+    /// bodies read in place (no reference to the buffer taken).
+    pub fn peek<'b>(&self, buf: &'b [u8]) -> Result<Option<&'b [u8]>, FrameError> {
+        let Some(prefix) = buf.get(..LEN_PREFIX) else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+        if len > self.max_frame_len {
+            return Err(FrameError::Oversized {
+                len,
+                max: self.max_frame_len,
+            });
+        }
+        Ok(buf.get(LEN_PREFIX..LEN_PREFIX + len))
+    }
+
     /// Total bytes `buf` must hold before [`FrameDecoder::decode`] can return the next frame
     /// (never more than the prefix plus the maximum body length).
     pub fn wanted(&self, buf: &[u8]) -> usize {
@@ -109,6 +126,21 @@ mod tests {
         }
         assert_eq!(out, vec![&b"abc"[..], b"", b"0123456789abcdef"]);
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn peek_sees_the_frame_decode_takes() {
+        let d = FrameDecoder::new(16);
+        let mut wire = BytesMut::new();
+        wire.extend_from_slice(&len_prefix(3));
+        assert_eq!(d.peek(&wire), Ok(None));
+        wire.extend_from_slice(b"abcde");
+        assert_eq!(d.peek(&wire), Ok(Some(&b"abc"[..])));
+        assert_eq!(d.decode(&mut wire), Ok(Some(Bytes::from_static(b"abc"))));
+        assert_eq!(
+            d.peek(&len_prefix(17)),
+            Err(FrameError::Oversized { len: 17, max: 16 })
+        );
     }
 
     #[test]

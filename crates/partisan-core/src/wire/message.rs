@@ -10,7 +10,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
-use super::frame::len_prefix;
+use super::frame::{len_prefix, LEN_PREFIX};
 use crate::id::{Creation, NodeName, ProcessName};
 use crate::overlay::OverlayMsg;
 
@@ -166,9 +166,8 @@ impl Message {
         let (&kind, rest) = body.split_first().ok_or(DecodeError::Empty)?;
         match kind {
             KIND_USER => {
-                let (header, tail) = postcard::take_from_bytes::<UserHeader>(rest)
-                    .map_err(|e| malformed("user", e))?;
-                let start = body.len() - tail.len();
+                let (header, used) = decode_user_header(rest)?;
+                let start = 1 + used;
                 Ok(Message::User {
                     header,
                     payload: body.slice(start..),
@@ -213,6 +212,17 @@ impl Message {
             }
             k => Err(DecodeError::UnknownKind(k)),
         }
+    }
+
+    /// Decodes a frame body if it is a user message, borrowing the payload from `body`
+    /// (`None` for every other kind): for receivers that copy small payloads out of their read
+    /// buffer instead of keeping a reference to it. Same verdicts as [`Message::decode`].
+    pub fn decode_user(body: &[u8]) -> Option<Result<(UserHeader, &[u8]), DecodeError>> {
+        let (&kind, rest) = body.split_first()?;
+        if kind != KIND_USER {
+            return None;
+        }
+        Some(decode_user_header(rest).map(|(header, used)| (header, &rest[used..])))
     }
 
     /// Appends this message as one complete frame (length prefix included) to `out`.
@@ -290,32 +300,124 @@ pub fn encode_relay_head(
 
 /// Appends the length prefix, kind byte and header of a user message whose payload of
 /// `payload_len` bytes the caller writes right after (or sends as a separate buffer).
+///
+/// The header is the postcard encoding of [`UserHeader`], written by hand: every message pays
+/// for it, and the generic serializer cost several times more than the rest of the frame.
 pub fn encode_user_head(
     out: &mut BytesMut,
     header: &UserHeader,
     payload_len: usize,
     max_frame_len: usize,
 ) -> Result<(), EncodeError> {
-    let mut tmp = [0u8; 16 + crate::id::MAX_PROCESS_NAME_LEN];
-    let enc = postcard::to_slice(header, &mut tmp).expect("a user header fits its bound");
-    let body_len = 1 + enc.len() + payload_len;
+    let (variant, id_or_len, name): (u8, u64, &[u8]) = match &header.to {
+        Target::Pid(id) => (0, *id, &[]),
+        Target::Ref(id) => (1, *id, &[]),
+        Target::Name(n) => (2, n.as_str().len() as u64, n.as_str().as_bytes()),
+    };
+    // Prefix, kind, variant and id (or name length); then the sender: one copy into `out` for
+    // a pid or reference.
+    let mut head = [0u8; LEN_PREFIX + 2 + 10];
+    head[LEN_PREFIX] = KIND_USER;
+    head[LEN_PREFIX + 1] = variant;
+    let a = LEN_PREFIX + 2 + write_varint(&mut head[LEN_PREFIX + 2..], id_or_len);
+    let mut tail = [0u8; 11];
+    let b = match header.from {
+        None => 1,
+        Some(id) => {
+            tail[0] = 1;
+            1 + write_varint(&mut tail[1..], id)
+        }
+    };
+    let body_len = (a - LEN_PREFIX) + name.len() + b + payload_len;
     if body_len > max_frame_len {
         return Err(EncodeError::TooLarge {
             len: body_len,
             max: max_frame_len,
         });
     }
-    out.reserve(super::frame::LEN_PREFIX + 1 + enc.len());
-    out.put_slice(&len_prefix(body_len));
-    out.put_u8(KIND_USER);
-    out.put_slice(enc);
+    head[..LEN_PREFIX].copy_from_slice(&len_prefix(body_len));
+    if name.is_empty() {
+        let mut all = [0u8; LEN_PREFIX + 2 + 10 + 11];
+        all[..a].copy_from_slice(&head[..a]);
+        all[a..a + b].copy_from_slice(&tail[..b]);
+        out.extend_from_slice(&all[..a + b]);
+    } else {
+        out.reserve(a + name.len() + b);
+        out.extend_from_slice(&head[..a]);
+        out.extend_from_slice(name);
+        out.extend_from_slice(&tail[..b]);
+    }
     Ok(())
+}
+
+/// Writes `v` as a postcard (LEB128) varint at the start of `out` (at least ten bytes);
+/// returns its length.
+fn write_varint(out: &mut [u8], mut v: u64) -> usize {
+    let mut i = 0;
+    while v >= 0x80 {
+        out[i] = (v as u8) | 0x80;
+        v >>= 7;
+        i += 1;
+    }
+    out[i] = v as u8;
+    i + 1
+}
+
+/// Reads a varint of at most nine bytes (values below 2^63) off the front of `buf`; `None`
+/// when it is longer or cut short, for the generic decoder to judge. Accepts exactly what
+/// postcard accepts for those lengths, with the same value.
+fn take_short_varint(buf: &[u8]) -> Option<(u64, usize)> {
+    let mut out = 0u64;
+    for (i, &b) in buf.iter().take(9).enumerate() {
+        out |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((out, i + 1));
+        }
+    }
+    None
+}
+
+/// Decodes a [`UserHeader`] off the front of `buf`; returns it and the bytes it took.
+///
+/// Pids and references with or without a sender (every message between processes) are read
+/// by hand; anything else (a registered name, an unusual encoding, an error) goes through
+/// postcard, which has the last word on what is valid.
+fn decode_user_header(buf: &[u8]) -> Result<(UserHeader, usize), DecodeError> {
+    let fast = || {
+        let variant = *buf.first()?;
+        if variant > 1 {
+            return None;
+        }
+        let (id, a) = take_short_varint(&buf[1..])?;
+        let at = 1 + a;
+        let (from, used) = match *buf.get(at)? {
+            0 => (None, at + 1),
+            1 => {
+                let (f, b) = take_short_varint(&buf[at + 1..])?;
+                (Some(f), at + 1 + b)
+            }
+            _ => return None,
+        };
+        let to = if variant == 0 {
+            Target::Pid(id)
+        } else {
+            Target::Ref(id)
+        };
+        Some((UserHeader { to, from }, used))
+    };
+    if let Some(r) = fast() {
+        return Ok(r);
+    }
+    let (header, tail) =
+        postcard::take_from_bytes::<UserHeader>(buf).map_err(|e| malformed("user", e))?;
+    Ok((header, buf.len() - tail.len()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::wire::frame::FrameDecoder;
+    use proptest::prelude::*;
 
     fn round_trip(m: Message) {
         let mut buf = BytesMut::new();
@@ -376,6 +478,86 @@ mod tests {
             Err(EncodeError::TooLarge { .. })
         ));
         assert!(buf.is_empty());
+    }
+
+    fn user_headers() -> impl Strategy<Value = UserHeader> {
+        let id = prop_oneof![any::<u64>(), 0u64..300, Just(u64::MAX), Just(1u64 << 63)];
+        let to = prop_oneof![
+            id.clone().prop_map(Target::Pid),
+            id.clone().prop_map(Target::Ref),
+            "[a-z_]{1,200}".prop_map(|n| Target::Name(ProcessName::new(&n).unwrap())),
+        ];
+        (to, proptest::option::of(id)).prop_map(|(to, from)| UserHeader { to, from })
+    }
+
+    proptest! {
+        #[test]
+        fn the_hand_written_header_codec_is_postcard(h in user_headers(), len in 0usize..100) {
+            let mut buf = BytesMut::new();
+            encode_user_head(&mut buf, &h, len, 1 << 20).unwrap();
+            let enc = postcard::to_allocvec(&h).unwrap();
+            prop_assert_eq!(&buf[LEN_PREFIX + 1..], &enc[..]);
+            prop_assert_eq!(decode_user_header(&enc), Ok((h.clone(), enc.len())));
+        }
+
+        #[test]
+        fn header_decoding_agrees_with_postcard_on_any_bytes(
+            bytes in proptest::collection::vec(
+                prop_oneof![any::<u8>(), Just(0x80u8), Just(0xffu8), Just(0u8), Just(1u8)],
+                0..24,
+            ),
+        ) {
+            let ours = decode_user_header(&bytes).ok();
+            let theirs = postcard::take_from_bytes::<UserHeader>(&bytes)
+                .ok()
+                .map(|(h, tail)| (h, bytes.len() - tail.len()));
+            prop_assert_eq!(ours, theirs);
+        }
+    }
+
+    #[test]
+    fn header_decoding_accepts_what_postcard_accepts() {
+        // Overlong varints are valid postcard; a tenth varint byte is left to postcard.
+        let cases: [&[u8]; 4] = [
+            &[0x80, 0x00, 0x00],
+            &[0x01, 0x80, 0x80, 0x00, 0x01, 0x05],
+            &[
+                0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0x00,
+            ],
+            &[0x00, 0x01, 0x02],
+        ];
+        for c in cases {
+            let theirs = postcard::take_from_bytes::<UserHeader>(c)
+                .ok()
+                .map(|(h, tail)| (h, c.len() - tail.len()));
+            assert_eq!(decode_user_header(c).ok(), theirs, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn decode_user_borrows_what_decode_slices() {
+        let m = Message::User {
+            header: UserHeader {
+                to: Target::Ref(300),
+                from: Some(5),
+            },
+            payload: Bytes::from_static(b"payload"),
+        };
+        let mut buf = BytesMut::new();
+        m.encode_frame(&mut buf, 1 << 20).unwrap();
+        let body = &buf[LEN_PREFIX..];
+        let Message::User { header, payload } =
+            Message::decode(Bytes::copy_from_slice(body)).unwrap()
+        else {
+            panic!("not a user message");
+        };
+        assert_eq!(Message::decode_user(body), Some(Ok((header, &payload[..]))));
+        assert_eq!(Message::decode_user(&[KIND_PING, 0]), None);
+        assert!(matches!(
+            Message::decode_user(&[KIND_USER, 9]),
+            Some(Err(_))
+        ));
+        assert_eq!(Message::decode_user(&[]), None);
     }
 
     #[test]
