@@ -29,26 +29,30 @@ use partisan_core::wire::{Target, UserHeader, DEFAULT_MAX_FRAME_LEN};
 #[path = "../src/config.rs"]
 mod config;
 #[allow(dead_code, unused_imports)]
-#[path = "../src/conn_table.rs"]
-mod conn_table;
-#[allow(dead_code, unused_imports)]
 #[path = "../src/error.rs"]
 mod error;
 #[allow(dead_code, unused_imports)]
-#[path = "../src/lane_queue.rs"]
-mod lane_queue;
-#[allow(dead_code, unused_imports)]
-#[path = "../src/mailbox.rs"]
-mod mailbox;
-#[allow(dead_code, unused_imports)]
-#[path = "../src/registry.rs"]
-mod registry;
-#[allow(dead_code, unused_imports)]
 #[path = "../src/stats.rs"]
 mod stats;
+/// The runtime's `connection` and `process` folders, as far as the benchmark needs them (the
+/// files refer to each other by these paths).
+#[path = "../src/connection"]
+mod connection {
+    #[allow(dead_code, unused_imports)]
+    pub mod lane_queue;
+    #[allow(dead_code, unused_imports)]
+    pub mod table;
+}
+#[path = "../src/process"]
+mod process {
+    #[allow(dead_code, unused_imports)]
+    pub mod mailbox;
+    #[allow(dead_code, unused_imports)]
+    pub mod registry;
+}
 
-use conn_table::{ConnTable, LaneHandle};
-use lane_queue::{LaneQueue, Overflow};
+use connection::lane_queue::{LaneQueue, Overflow};
+use connection::table::{ConnTable, LaneHandle};
 use stats::ChannelStats;
 
 /// Polls a future that is ready at once (the writer's take of a non-empty queue).

@@ -27,19 +27,13 @@
 
 mod cluster;
 mod config;
-mod conn_table;
 mod connection;
 mod creation;
 mod driver;
 mod error;
-mod handshake_io;
-mod lane_queue;
-mod listener;
-mod mailbox;
 mod membership;
 mod node;
 mod process;
-mod registry;
 mod relay;
 mod send;
 mod stats;
@@ -57,8 +51,8 @@ pub use partisan_core::id::{
     RemoteRef,
 };
 pub use partisan_core::overlay::{OverlayKind, Tag};
+pub use process::registry::Envelope;
 pub use process::{Process, RecvError};
-pub use registry::Envelope;
 pub use send::{Dest, Destination, SendOptions};
 pub use stats::{ChannelSnapshot, StatsSnapshot};
 pub use transport::{MemoryTransport, TcpTransport, Transport};

@@ -18,15 +18,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, Resolved};
-use crate::conn_table::ConnTable;
+use crate::connection::lane_queue::PushError;
+use crate::connection::table::ConnTable;
 use crate::driver::{ConnectTarget, Driver, DriverCmd};
 use crate::error::{ConnectError, RegisterError, SendError, StartError};
-use crate::lane_queue::PushError;
-use crate::listener;
+use crate::process::registry::{DeliverFail, Envelope, LocalTarget, RegisterFail, Registry};
 use crate::process::Process;
-use crate::registry::{DeliverFail, Envelope, LocalTarget, RegisterFail, Registry};
 use crate::send::{Dest, Destination, SendOptions};
 use crate::stats::{Stats, StatsSnapshot};
+use crate::transport::accept;
 use crate::transport::{TcpTransport, Transport};
 
 /// What a send does after looking its lane up.
@@ -36,7 +36,7 @@ enum Step {
     /// Queued, or refused for good.
     Done(Result<(), PushError>),
     /// The queue is full and the sender waits for room.
-    Wait(Arc<crate::lane_queue::LaneQueue>, UserHeader),
+    Wait(Arc<crate::connection::lane_queue::LaneQueue>, UserHeader),
 }
 
 /// What is left of a send whose first attempt could not finish at once.
@@ -44,7 +44,11 @@ enum Later {
     /// Wait for room in a local mailbox.
     Local(Waiting),
     /// Wait for room in a lane's queue.
-    Push(Arc<crate::lane_queue::LaneQueue>, UserHeader, Bytes),
+    Push(
+        Arc<crate::connection::lane_queue::LaneQueue>,
+        UserHeader,
+        Bytes,
+    ),
     /// Not connected to the destination: try a relay.
     Relay(Bytes),
     /// The lane closed under the push: look up once more.
@@ -376,7 +380,7 @@ pub(crate) enum Delivery {
 
 /// What waiting for room in a full mailbox needs.
 pub(crate) struct Waiting {
-    mailbox: Arc<crate::mailbox::Mailbox>,
+    mailbox: Arc<crate::process::mailbox::Mailbox>,
     env: Envelope,
 }
 
@@ -564,7 +568,7 @@ impl NodeBuilder {
             .tasks
             .spawn(Driver::new(shared.clone(), rx, rng_seed).run());
         for l in listeners {
-            shared.tasks.spawn(listener::accept_loop(shared.clone(), l));
+            shared.tasks.spawn(accept::accept_loop(shared.clone(), l));
         }
         tracing::info!(
             node = %shared.spec.name(),

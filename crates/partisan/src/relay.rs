@@ -9,11 +9,11 @@ use bytes::Bytes;
 use partisan_core::id::{NodeName, Pid, Ref};
 use partisan_core::wire::{RelayHeader, RelayTarget, MAX_RELAY_HOPS};
 
+use crate::connection::lane_queue::{FrameHead, PushError};
 use crate::connection::ConnCtx;
 use crate::error::SendError;
-use crate::lane_queue::{FrameHead, PushError};
 use crate::node::Shared;
-use crate::registry::{Envelope, LocalTarget};
+use crate::process::registry::{Envelope, LocalTarget};
 use crate::send::{Dest, SendOptions};
 
 impl Shared {

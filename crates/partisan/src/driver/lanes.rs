@@ -12,10 +12,10 @@ use partisan_core::wire::{Message, MIN_MAX_FRAME_LEN};
 use tokio::sync::oneshot;
 
 use super::{Driver, DriverCmd};
-use crate::conn_table::LaneHandle;
+use crate::connection::lane_queue::{LaneQueue, Overflow, PushError};
+use crate::connection::table::LaneHandle;
 use crate::connection::{self, ConnCtx};
-use crate::handshake_io;
-use crate::lane_queue::{LaneQueue, Overflow, PushError};
+use crate::transport::handshake;
 
 /// Time a connection closed on purpose gets to flush and say goodbye before it is cut.
 const LINGER: Duration = Duration::from_secs(2);
@@ -218,7 +218,7 @@ impl Driver {
         self.shared.tasks.spawn(async move {
             let result = tokio::select! {
                 _ = shared.shutdown_conns.cancelled() => return,
-                r = handshake_io::dial(&shared, &req) => r,
+                r = handshake::dial(&shared, &req) => r,
             };
             match result {
                 Ok(dialed) => {

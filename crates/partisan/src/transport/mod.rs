@@ -24,6 +24,8 @@ use std::pin::Pin;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+pub(crate) mod accept;
+pub(crate) mod handshake;
 mod memory;
 mod tcp;
 

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::registry::Envelope;
+use crate::process::registry::Envelope;
 
 /// See the module documentation.
 #[derive(Debug)]

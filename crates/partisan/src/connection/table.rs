@@ -13,9 +13,9 @@ use arc_swap::ArcSwap;
 use partisan_core::connection_plan::ConnId;
 use partisan_core::id::{ChannelName, Creation, NodeName, NodeSpec};
 
+use crate::connection::lane_queue::LaneQueue;
 use crate::error::SendError;
-use crate::lane_queue::LaneQueue;
-use crate::registry::KeyHash;
+use crate::process::registry::KeyHash;
 
 type Map<K, V> = HashMap<K, V, KeyHash>;
 
@@ -444,7 +444,7 @@ mod tests {
     use partisan_core::id::ChannelOpts;
 
     use super::*;
-    use crate::lane_queue::Overflow;
+    use crate::connection::lane_queue::Overflow;
     use crate::stats::ChannelStats;
 
     fn spec(name: &str, data_lanes: u16) -> NodeSpec {

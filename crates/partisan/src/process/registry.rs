@@ -8,7 +8,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use partisan_core::id::{Pid, ProcessName, Ref};
 
-use crate::mailbox::{Mailbox, Refused};
+use crate::process::mailbox::{Mailbox, Refused};
 
 /// A message as delivered to a process.
 #[derive(Debug, Clone)]

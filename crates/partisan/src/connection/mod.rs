@@ -1,6 +1,9 @@
 //! An established connection: a reader task that hands user messages straight to local
 //! mailboxes, and a writer task that drains the lane's queue in coalesced batches.
 
+pub(crate) mod lane_queue;
+pub(crate) mod table;
+
 use std::io::IoSlice;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -13,10 +16,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::connection::lane_queue::LaneQueue;
 use crate::driver::DriverCmd;
-use crate::lane_queue::LaneQueue;
 use crate::node::{Delivery, Shared};
-use crate::registry::{Envelope, LocalTarget};
+use crate::process::registry::{Envelope, LocalTarget};
 use crate::stats::ChannelStats;
 use crate::transport::{Stream, StreamReader, StreamWriter};
 

@@ -1,5 +1,8 @@
 //! Processes: a pid with a bounded mailbox.
 
+pub(crate) mod mailbox;
+pub(crate) mod registry;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,9 +11,9 @@ use partisan_core::id::{Pid, Ref};
 use serde::Serialize;
 
 use crate::error::{RegisterError, SendError};
-use crate::mailbox::Mailbox;
 use crate::node::Node;
-use crate::registry::Envelope;
+use crate::process::mailbox::Mailbox;
+use crate::process::registry::Envelope;
 use crate::send::{Destination, SendOptions};
 
 /// A process: owns a pid and its mailbox. Messages it sends carry its pid, so receivers can

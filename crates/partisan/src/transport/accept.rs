@@ -10,8 +10,8 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::connection;
 use crate::driver::DriverCmd;
-use crate::handshake_io;
 use crate::node::Shared;
+use crate::transport::handshake;
 use crate::transport::{Listener, Stream};
 
 /// Handshakes in progress at once; more inbound connections are closed at once, so
@@ -52,7 +52,7 @@ async fn inbound(
 ) {
     let accepted = tokio::select! {
         _ = shared.shutdown_conns.cancelled() => return,
-        r = handshake_io::accept(&shared, &mut stream, shared.cfg.handshake_timeout) => r,
+        r = handshake::accept(&shared, &mut stream, shared.cfg.handshake_timeout) => r,
     };
     drop(permit);
     let (peer, welcome, leftover) = match accepted {
@@ -76,7 +76,7 @@ async fn inbound(
         reply: tx,
     };
     if shared.driver.send(cmd).await.is_err() {
-        handshake_io::send_refusal(&mut stream, RefuseCode::ShuttingDown, "shutting down").await;
+        handshake::send_refusal(&mut stream, RefuseCode::ShuttingDown, "shutting down").await;
         return;
     }
     match rx.await {
@@ -88,10 +88,10 @@ async fn inbound(
             } else {
                 tracing::info!(%from, peer = %peer.spec().name(), ?code, "refused inbound connection");
             }
-            handshake_io::send_refusal(&mut stream, code, &format!("{code:?}")).await;
+            handshake::send_refusal(&mut stream, code, &format!("{code:?}")).await;
         }
         Err(_) => {
-            handshake_io::send_refusal(&mut stream, RefuseCode::ShuttingDown, "shutting down").await
+            handshake::send_refusal(&mut stream, RefuseCode::ShuttingDown, "shutting down").await
         }
     }
 }
