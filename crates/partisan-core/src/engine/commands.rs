@@ -10,21 +10,33 @@ use crate::time::Instant;
 use super::{peer_info, Answer, ConnectFailure, Engine, Target, TimerKey, Waiter};
 
 impl Engine {
+    /// Answers a connect or join that cannot start (this node is shutting down, or the target
+    /// is this node); returns whether it did.
+    fn refused(&mut self, target: &Target, waiter: Option<Waiter>) -> bool {
+        let failure = if self.shutdown.is_some() {
+            ConnectFailure::ShuttingDown
+        } else {
+            match target {
+                Target::Addr(addr) if self.local.spec.listen_addrs().contains(addr) => {
+                    ConnectFailure::SelfConnect(*addr)
+                }
+                Target::Spec(spec) if spec.name() == self.local.name() => {
+                    ConnectFailure::GaveUp("that is this node".into())
+                }
+                _ => return false,
+            }
+        };
+        self.answer_opt(waiter, Answer::Failed(failure));
+        true
+    }
+
     pub(super) fn connect(&mut self, target: Target, waiter: Option<Waiter>, now: Instant) {
-        if self.shutdown.is_some() {
-            self.answer_opt(waiter, Answer::Failed(ConnectFailure::ShuttingDown));
+        if self.refused(&target, waiter) {
             return;
         }
         match target {
             Target::Spec(spec) => {
                 let name = spec.name().clone();
-                if &name == self.local.name() {
-                    self.answer_opt(
-                        waiter,
-                        Answer::Failed(ConnectFailure::GaveUp("that is this node".into())),
-                    );
-                    return;
-                }
                 self.plan.want(spec, Want::User, now, &mut self.plan_out);
                 if self.lanes.is_connected(&name) {
                     self.answer_opt(waiter, Answer::Reached(name));
@@ -37,10 +49,6 @@ impl Engine {
                 }
             }
             Target::Addr(addr) => {
-                if self.local.spec.listen_addrs().contains(&addr) {
-                    self.answer_opt(waiter, Answer::Failed(ConnectFailure::SelfConnect(addr)));
-                    return;
-                }
                 if self
                     .plan
                     .want_addr(addr, Want::User, now, &mut self.plan_out)
@@ -80,8 +88,7 @@ impl Engine {
     }
 
     pub(super) fn join(&mut self, target: Target, waiter: Option<Waiter>, now: Instant) {
-        if self.shutdown.is_some() {
-            self.answer_opt(waiter, Answer::Failed(ConnectFailure::ShuttingDown));
+        if self.refused(&target, waiter) {
             return;
         }
         let transient = Want::Transient {
@@ -89,10 +96,6 @@ impl Engine {
         };
         match target {
             Target::Addr(addr) => {
-                if self.local.spec.listen_addrs().contains(&addr) {
-                    self.answer_opt(waiter, Answer::Failed(ConnectFailure::SelfConnect(addr)));
-                    return;
-                }
                 if self
                     .plan
                     .want_addr(addr, transient, now, &mut self.plan_out)
@@ -114,13 +117,6 @@ impl Engine {
             }
             Target::Spec(spec) => {
                 let name = spec.name().clone();
-                if &name == self.local.name() {
-                    self.answer_opt(
-                        waiter,
-                        Answer::Failed(ConnectFailure::GaveUp("that is this node".into())),
-                    );
-                    return;
-                }
                 self.plan
                     .want(spec.clone(), transient, now, &mut self.plan_out);
                 if self.lanes.is_connected(&name) {
