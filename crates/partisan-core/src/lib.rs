@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod broadcast;
 pub mod connection_plan;
 pub mod engine;
 pub mod id;

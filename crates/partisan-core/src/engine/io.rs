@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use crate::broadcast::BroadcastError;
 use crate::connection_plan::{CloseReason, ConnId, DialFailure, DialRequest, DialTarget};
 use crate::id::{Creation, NodeName, NodeSpec};
 use crate::overlay::{OverlayError, Tag};
@@ -92,6 +93,16 @@ pub enum Command {
         /// Who waits.
         waiter: Option<Waiter>,
     },
+    /// Broadcast `msg` with the handler registered as `handler`; answered
+    /// [`Answer::Broadcast`] once it is delivered here and handed to the neighbours.
+    Broadcast {
+        /// The handler's name.
+        handler: String,
+        /// The message, as the handler's `broadcast_data` takes it.
+        msg: Vec<u8>,
+        /// Who waits.
+        waiter: Option<Waiter>,
+    },
 }
 
 /// Why a connect or a join failed.
@@ -127,6 +138,8 @@ pub enum Answer {
     Cancelled(bool),
     /// The outcome of a reservation.
     Reserved(Result<(), OverlayError>),
+    /// The outcome of a broadcast.
+    Broadcast(Result<(), BroadcastError>),
 }
 
 /// The outcome of a dial.
@@ -276,6 +289,14 @@ pub struct EngineStats {
     pub keepalive_timeouts: u64,
     /// Keepalive probes sent.
     pub probes_sent: u64,
+    /// Broadcast (Plumtree) messages put on a lane.
+    pub broadcast_handed: u64,
+    /// Broadcast messages handed back by the caller (lane full or closed), dropped.
+    pub broadcast_returned: u64,
+    /// Broadcast messages for a neighbour with no open lane, dropped.
+    pub broadcast_dropped_unreachable: u64,
+    /// Broadcast messages for a handler not registered here, dropped.
+    pub broadcast_unknown_handler: u64,
 }
 
 impl EngineStats {

@@ -145,6 +145,15 @@ impl Lanes {
             .map(|(c, _)| c)
     }
 
+    /// The open lane to `peer` on `channel` with the lowest lane index, for traffic that
+    /// belongs on that channel.
+    pub(crate) fn channel_route(&self, peer: &NodeName, channel: &ChannelName) -> Option<ConnId> {
+        self.open_of(peer)
+            .filter(|(_, l)| &l.channel == channel)
+            .min_by_key(|(c, l)| (l.lane, *c))
+            .map(|(c, _)| c)
+    }
+
     /// Every lane, by connection id.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (ConnId, &Lane)> {
         self.by_conn.iter().map(|(c, l)| (*c, l))

@@ -44,6 +44,7 @@
 //! - Every waiter gets exactly one [`Answer`].
 //! - The same inputs, with the same RNG seed, give the same outputs in the same order.
 
+mod broadcasts;
 mod commands;
 mod config;
 mod io;
@@ -61,6 +62,7 @@ use std::net::SocketAddr;
 
 use rand::{Rng, RngCore, SeedableRng};
 
+use crate::broadcast::PlumtreeTimer;
 use crate::connection_plan::{
     CloseReason, ConnId, ConnectionPlan, DialRequest, DialTarget, PlanOutput, Want,
 };
@@ -88,6 +90,7 @@ use waiters::Waiters;
 pub(crate) enum TimerKey {
     Overlay(OverlayTimer),
     Keepalive(ConnId),
+    Broadcast(usize, PlumtreeTimer),
 }
 
 /// The control plane of one node. See the module documentation for the calling contract.
@@ -114,6 +117,7 @@ pub struct Engine {
     overlay_out: Vec<OverlayOutput>,
     stats: EngineStats,
     shutdown: Option<Vec<Waiter>>,
+    broadcasts: broadcasts::Broadcasts,
     /// Keepalive jitter.
     rng: rand::rngs::StdRng,
 }
@@ -173,6 +177,7 @@ impl Engine {
             overlay_out: Vec::new(),
             stats: EngineStats::default(),
             shutdown: None,
+            broadcasts: Default::default(),
             rng: own_rng,
         };
         e.overlay.start(now, &mut e.overlay_out);
@@ -425,6 +430,14 @@ impl Engine {
                 self.answer_opt(waiter, Answer::Reserved(r));
             }
             Command::Shutdown { waiter } => self.shut_down(waiter),
+            Command::Broadcast {
+                handler,
+                msg,
+                waiter,
+            } => {
+                let r = self.broadcast_command(&handler, &msg, now);
+                self.answer_opt(waiter, Answer::Broadcast(r));
+            }
         }
         self.apply(now);
     }
@@ -551,6 +564,7 @@ impl Engine {
                         .push_back(Event::OverlayRejected { node: peer, error });
                 }
             }
+            Control::Broadcast(m) => self.broadcast_message(&peer, m, now),
         }
         self.apply(now);
     }
@@ -567,6 +581,10 @@ impl Engine {
         let peer = self.lanes.get(conn).map(|l| l.peer.clone());
         if why == TransmitFailure::Closed && self.lanes.set_closing(conn).is_some() {
             self.membership_dirty = true;
+        }
+        if let Message::Control(Control::Broadcast(_)) = msg {
+            // Plumtree repairs a lost message by graft or anti-entropy.
+            self.stats.broadcast_returned += 1;
         }
         if let Message::Control(Control::Overlay(m)) = msg {
             self.stats.overlay_returned += 1;
@@ -598,6 +616,11 @@ impl Engine {
                     }
                 }
                 TimerKey::Keepalive(conn) => self.keepalive_check(conn, now, activity),
+                TimerKey::Broadcast(i, t) => {
+                    if self.shutdown.is_none() {
+                        self.broadcast_timer(i, t, now);
+                    }
+                }
             }
             // Carry out each timer's outputs before the next fires, as if they came apart.
             self.apply(now);
@@ -747,6 +770,7 @@ impl Engine {
         self.forget_lost_identities();
         if self.membership_dirty {
             self.membership_dirty = false;
+            self.refresh_broadcast_neighbours();
             self.events.push_back(Event::MembershipChanged);
         }
         if let Some(waiters) = &mut self.shutdown {

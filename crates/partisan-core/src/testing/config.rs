@@ -7,6 +7,7 @@ use std::time::Duration;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::broadcast::{BroadcastHandler, PlumtreeConfig};
 use crate::connection_plan::Backoff;
 use crate::engine::Keepalive;
 use crate::id::{ChannelName, ChannelOpts, NodeSpec};
@@ -61,6 +62,11 @@ impl Default for NetConfig {
 /// Makes the overlay of node `id` in its incarnation `local`, from a seed for its RNG.
 pub type OverlayFactory = Arc<dyn Fn(NodeId, &PeerInfo, u64) -> Box<dyn Overlay> + Send + Sync>;
 
+/// Makes the broadcast handlers node `id` registers, each with its Plumtree settings (called
+/// at the start and at every restart: a restarted node's handlers start empty).
+pub type BroadcastFactory =
+    Arc<dyn Fn(NodeId) -> Vec<(Box<dyn BroadcastHandler>, PlumtreeConfig)> + Send + Sync>;
+
 /// How every node of a network is set up.
 #[derive(Clone)]
 pub struct Setup {
@@ -88,6 +94,8 @@ pub struct Setup {
     pub record_members: bool,
     /// Each node's overlay.
     pub overlay: OverlayFactory,
+    /// Each node's broadcast handlers (none by default).
+    pub broadcast: Option<BroadcastFactory>,
 }
 
 impl std::fmt::Debug for Setup {
@@ -115,6 +123,7 @@ impl Setup {
             tags: Vec::new(),
             record_members: false,
             overlay,
+            broadcast: None,
         }
     }
 

@@ -83,7 +83,7 @@ impl Network {
         self.step_until(within, Network::is_quiet)
     }
 
-    /// Control frames in flight, in the order they are due.
+    /// Overlay frames in flight, in the order they are due.
     pub fn in_flight(&self) -> Vec<InFlight> {
         self.queue
             .sorted()
@@ -107,7 +107,29 @@ impl Network {
             .collect()
     }
 
+    /// The queue key of the `k`-th in-flight overlay frame (as [`Network::in_flight`] lists
+    /// them), or of broadcast frames with `broadcast`.
+    fn in_flight_key_of(&self, k: usize, broadcast: bool) -> Option<(Instant, u64)> {
+        self.queue
+            .sorted()
+            .into_iter()
+            .filter(|(_, ev)| match ev {
+                Ev::Frame {
+                    msg: Message::Control(c),
+                    ..
+                } => matches!(c, Control::Broadcast(_)) == broadcast,
+                _ => false,
+            })
+            .nth(k)
+            .map(|(key, _)| key)
+    }
+
     fn in_flight_key(&self, k: usize) -> Option<(Instant, u64)> {
+        self.in_flight_key_of(k, false)
+    }
+
+    /// Broadcast (Plumtree) frames in flight.
+    pub fn broadcasts_in_flight(&self) -> usize {
         self.queue
             .sorted()
             .into_iter()
@@ -115,16 +137,42 @@ impl Network {
                 matches!(
                     ev,
                     Ev::Frame {
-                        msg: Message::Control(_),
+                        msg: Message::Control(Control::Broadcast(_)),
                         ..
                     }
                 )
             })
-            .nth(k)
-            .map(|(key, _)| key)
+            .count()
     }
 
-    /// Delivers the `k`-th in-flight control frame now, ahead of its turn.
+    /// Delivers the `k`-th in-flight broadcast frame now, ahead of its turn (`lose`: drops it
+    /// instead; `copy`: delivers a copy and keeps it in flight). Returns whether there was one.
+    pub fn meddle_broadcast(&mut self, k: usize, lose: bool, copy: bool) -> bool {
+        let Some(key) = self.in_flight_key_of(k, true) else {
+            return false;
+        };
+        if lose {
+            self.queue.remove(key);
+            return true;
+        }
+        let ev = if copy {
+            match self.queue.get(key).expect("key just found") {
+                Ev::Frame { conn, to, msg } => Ev::Frame {
+                    conn: *conn,
+                    to: *to,
+                    msg: msg.clone(),
+                },
+                _ => return false,
+            }
+        } else {
+            self.queue.remove(key).expect("key just found")
+        };
+        self.events += 1;
+        self.process(ev);
+        true
+    }
+
+    /// Delivers the `k`-th in-flight overlay frame now, ahead of its turn.
     pub fn deliver_now(&mut self, k: usize) -> bool {
         let Some(key) = self.in_flight_key(k) else {
             return false;
@@ -135,7 +183,7 @@ impl Network {
         true
     }
 
-    /// Loses the `k`-th in-flight control frame.
+    /// Loses the `k`-th in-flight overlay frame.
     pub fn drop_in_flight(&mut self, k: usize) -> bool {
         let Some(key) = self.in_flight_key(k) else {
             return false;
@@ -144,7 +192,7 @@ impl Network {
         true
     }
 
-    /// Delivers a copy of the `k`-th in-flight control frame now, keeping the original.
+    /// Delivers a copy of the `k`-th in-flight overlay frame now, keeping the original.
     pub fn duplicate_in_flight(&mut self, k: usize) -> bool {
         let Some(key) = self.in_flight_key(k) else {
             return false;
@@ -212,9 +260,7 @@ impl Network {
         let Message::Control(ctl) = msg else {
             return false;
         };
-        let code = match &ctl {
-            Control::Overlay(m) => super::msg_code(m),
-        };
+        let code = super::control_code(&ctl);
         let now = self.now;
         self.trace
             .mix(&[9, now.0, u64::from(from), u64::from(to), code]);

@@ -35,6 +35,7 @@
 mod config;
 mod controls;
 mod queue;
+pub mod recorder;
 mod trace;
 mod transport;
 
@@ -54,10 +55,11 @@ use crate::id::{ChannelName, NodeName, NodeSpec};
 use crate::overlay::{OverlayKind, OverlayMsg, PeerInfo};
 use crate::time::Instant;
 use crate::wire::handshake::{Identity, RefuseCode};
-use crate::wire::{Message, DEFAULT_MAX_FRAME_LEN};
+use crate::wire::{Control, Message, DEFAULT_MAX_FRAME_LEN};
 
-pub use config::{NetConfig, OverlayFactory, Setup};
+pub use config::{BroadcastFactory, NetConfig, OverlayFactory, Setup};
 pub use controls::InFlight;
+pub use recorder::{Delivery, Recorder};
 pub use trace::{derive_seed, TraceHash};
 
 /// Index of a node in the network.
@@ -334,7 +336,15 @@ impl Network {
         cfg.transient_ttl = self.setup.transient_ttl;
         cfg.join_ttl = self.setup.join_ttl;
         let rng = Box::new(ChaCha8Rng::seed_from_u64(derive_seed(seed, 1)));
-        Engine::new(cfg, overlay, rng, self.now)
+        let mut engine = Engine::new(cfg, overlay, rng, self.now);
+        if let Some(factory) = &self.setup.broadcast {
+            for (handler, pcfg) in factory(i) {
+                engine
+                    .register_broadcast(handler, pcfg, self.now)
+                    .expect("a valid broadcast handler");
+            }
+        }
+        engine
     }
 
     // ----- reads -----
@@ -484,6 +494,35 @@ impl Network {
         let now = self.now;
         self.nodes[i as usize].engine.handle_command(cmd, now);
         self.drain(i);
+    }
+
+    /// Node `i` broadcasts `msg` with its handler `handler` now; the engine's answer.
+    pub fn broadcast(
+        &mut self,
+        i: NodeId,
+        handler: &str,
+        msg: &[u8],
+    ) -> Result<(), crate::broadcast::BroadcastError> {
+        if !self.nodes[i as usize].alive {
+            return Err(crate::broadcast::BroadcastError::ShuttingDown);
+        }
+        let waiter = Waiter(u64::MAX - 1);
+        self.command(
+            i,
+            Command::Broadcast {
+                handler: handler.to_string(),
+                msg: msg.to_vec(),
+                waiter: Some(waiter),
+            },
+        );
+        let answers = &mut self.nodes[i as usize].answers;
+        match answers.iter().rposition(|(w, _)| *w == waiter) {
+            Some(k) => match answers.remove(k).1 {
+                Answer::Broadcast(r) => r,
+                other => panic!("unexpected answer to a broadcast: {other:?}"),
+            },
+            None => panic!("a broadcast is answered at once"),
+        }
     }
 
     /// Node `i` joins the cluster through node `contact` (its spec, as a configured seed
@@ -837,6 +876,21 @@ impl Network {
         if involved.iter().any(|n| self.watch.contains(n)) {
             eprintln!("[{:>10.3}s] {involved:?} {ev:?}", self.now.0 as f64 / 1e6);
         }
+    }
+}
+
+/// A small stable code per control message variant, for the trace hash.
+pub fn control_code(c: &Control) -> u64 {
+    use crate::broadcast::BroadcastBody;
+    match c {
+        Control::Overlay(m) => msg_code(m),
+        Control::Broadcast(b) => match &b.body {
+            BroadcastBody::Gossip { round, .. } => 60 + (u64::from(*round) << 8),
+            BroadcastBody::IHave(list) => 61 + ((list.len() as u64) << 8),
+            BroadcastBody::Prune { .. } => 62,
+            BroadcastBody::Graft { round, .. } => 63 + (u64::from(*round) << 8),
+            BroadcastBody::Exchange { session, .. } => 64 + (*session << 8),
+        },
     }
 }
 

@@ -13,7 +13,7 @@ use crate::wire::handshake::{PeerHello, RefuseCode};
 use crate::wire::{Control, FrameDecoder, Message, DEFAULT_MAX_FRAME_LEN};
 
 use super::{
-    msg_code, Conn, End, EndState, Ev, Network, NodeId, Sent, Stepped, ACCEPTOR, DIALER, LINGER,
+    control_code, Conn, End, EndState, Ev, Network, NodeId, Sent, Stepped, ACCEPTOR, DIALER, LINGER,
 };
 
 impl Network {
@@ -320,11 +320,11 @@ impl Network {
             return;
         };
         let mut msg = msg;
-        if let Message::Control(Control::Overlay(m)) = &msg {
+        if let Message::Control(ctl) = &msg {
             let to = self.conns[&c].ends[1 - side].node;
             let node = &mut self.nodes[i as usize];
             node.messages_sent += 1;
-            if let Some(log) = &mut self.log {
+            if let (Some(log), Control::Overlay(m)) = (&mut self.log, ctl) {
                 log.push(Sent {
                     at: self.now,
                     from: i,
@@ -403,9 +403,7 @@ impl Network {
         let now = self.now;
         match msg {
             Message::Control(ctl) => {
-                let code = match &ctl {
-                    Control::Overlay(m) => msg_code(m),
-                };
+                let code = control_code(&ctl);
                 self.trace
                     .mix(&[4, now.0, u64::from(from), u64::from(end.node), code]);
                 self.nodes[end.node as usize]

@@ -11,6 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use super::frame::{len_prefix, LEN_PREFIX};
+use crate::broadcast::BroadcastMsg;
 use crate::id::{Creation, NodeName, ProcessName};
 use crate::overlay::OverlayMsg;
 
@@ -49,6 +50,8 @@ pub struct UserHeader {
 pub enum Control {
     /// A membership / overlay protocol message.
     Overlay(OverlayMsg),
+    /// A Plumtree broadcast message of one handler.
+    Broadcast(BroadcastMsg),
 }
 
 /// Where a relayed message goes on its destination node; unlike [`Target`], pids and
