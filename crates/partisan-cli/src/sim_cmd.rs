@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use partisan_core::time::Instant;
 use partisan_sim::full_mesh_exp::{self, FullMeshOpts};
 use partisan_sim::hyparview_exp::{self, HyParViewOpts, HyParViewReport};
+use partisan_sim::plumtree_exp::{self, PhaseReport, PlumtreeOpts, PlumtreeReport};
 use partisan_sim::progress::Progress;
 
 /// Options of `partisan sim`.
@@ -25,6 +26,43 @@ enum Experiment {
     FullMesh(FmArgs),
     /// Random fault scenarios with invariants after every event and a healing bound.
     Swarm(SwarmArgs),
+    /// Plumtree broadcast on HyParView: reliability, redundancy (RMR) and last delivery hop
+    /// per broadcast, settled and after a crash.
+    Plumtree(PtArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct PtArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 1000)]
+    nodes: u32,
+    /// Broadcasts per phase (settled, then after the crash).
+    #[arg(long, default_value_t = 200)]
+    broadcasts: u32,
+    /// Fraction of nodes crashed at once after the settled phase (0: no crash phase).
+    #[arg(long, default_value_t = 0.0)]
+    crash: f64,
+    /// Crashes are silent (hosts vanish; keepalive notices within 20 to 70 s).
+    #[arg(long)]
+    silent: bool,
+    /// Seed of the run.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Broadcasting nodes, chosen at random at the start (0: a random live node each time).
+    #[arg(long, default_value_t = 1)]
+    sources: u32,
+    /// Milliseconds between two broadcasts.
+    #[arg(long, default_value_t = 250)]
+    interval_ms: u64,
+    /// The paper's optimisation threshold in hops (0: off, the default).
+    #[arg(long, default_value_t = 0)]
+    optimize_threshold: u32,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Draw reliability and RMR per broadcast into this SVG file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -150,7 +188,134 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
         Experiment::Hyparview(a) => hyparview(a),
         Experiment::FullMesh(a) => full_mesh(a),
         Experiment::Swarm(a) => swarm(a),
+        Experiment::Plumtree(a) => plumtree(a),
     }
+}
+
+fn plumtree(a: PtArgs) -> anyhow::Result<()> {
+    if !(0.0..=0.95).contains(&a.crash) {
+        bail!("--crash {}: must be between 0 and 0.95", a.crash);
+    }
+    if a.nodes < 2 {
+        bail!("--nodes {}: at least 2", a.nodes);
+    }
+    if a.broadcasts == 0 {
+        bail!("--broadcasts: at least 1");
+    }
+    if a.interval_ms == 0 {
+        bail!("--interval-ms: at least 1");
+    }
+    eprintln!("seed {}", a.seed);
+    let mut opts = PlumtreeOpts {
+        nodes: a.nodes,
+        broadcasts: a.broadcasts,
+        crash: a.crash,
+        seed: a.seed,
+        sources: a.sources,
+        interval: Duration::from_millis(a.interval_ms),
+        ..PlumtreeOpts::default()
+    };
+    opts.net.silent_crashes = a.silent;
+    opts.plumtree.optimize_threshold = a.optimize_threshold;
+    let mut progress = TermProgress::new(format!("plumtree n={}", a.nodes));
+    let report = plumtree_exp::run(&opts, &mut progress);
+    progress.done();
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_plumtree(&report);
+    }
+    if let Some(path) = &a.plot {
+        let pick = |f: fn(&plumtree_exp::BroadcastMeasure) -> f64| -> Vec<(f64, f64)> {
+            report
+                .series
+                .iter()
+                .map(|m| (f64::from(m.index), f(m)))
+                .collect()
+        };
+        let series = vec![
+            ("reliability".to_string(), pick(|m| m.reliability)),
+            ("RMR".to_string(), pick(|m| m.rmr)),
+        ];
+        let crash = if report.crash > 0.0 {
+            format!(
+                ", {:.0}% {}crashed after broadcast {}",
+                report.crash * 100.0,
+                if report.silent_crashes {
+                    "silently "
+                } else {
+                    ""
+                },
+                report.settled.broadcasts
+            )
+        } else {
+            String::new()
+        };
+        let svg = partisan_sim::plot::line_chart(
+            &format!(
+                "Plumtree on HyParView, {} nodes{crash} (seed {})",
+                report.nodes, report.seed
+            ),
+            "broadcast",
+            "reliability (fraction of live nodes) / RMR",
+            &series,
+            partisan_sim::plot::Axes {
+                y_min: Some(0.0),
+                y_max: Some(1.0),
+                ..Default::default()
+            },
+        );
+        std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("plot written to {}", path.display());
+    }
+    Ok(())
+}
+
+fn print_phase(name: &str, p: &PhaseReport) {
+    println!(
+        "  {name}: {} broadcasts over {} live nodes: reliability mean {:.4} min {:.4}, RMR {:.3} (last half; {:.3} all), LDH {:.1} (max {}), eager links per node {:.2} (max {})",
+        p.broadcasts,
+        p.live,
+        p.reliability_mean,
+        p.reliability_min,
+        p.rmr,
+        p.rmr_all,
+        p.ldh,
+        p.ldh_max,
+        p.eager_in_degree_mean,
+        p.eager_in_degree_max
+    );
+}
+
+fn print_plumtree(r: &PlumtreeReport) {
+    println!("seed {}", r.seed);
+    println!("Plumtree on HyParView: {} nodes", r.nodes);
+    print_phase("settled", &r.settled);
+    if let Some(p) = &r.after_crash {
+        print_phase(
+            &format!(
+                "after a {}crash of {:.0}%",
+                if r.silent_crashes { "silent " } else { "" },
+                r.crash * 100.0
+            ),
+            p,
+        );
+        match r.broadcasts_to_settle_after_crash {
+            Some(k) => println!("  RMR back at or under 0.05 at broadcast {k} after the crash"),
+            None => println!("  RMR never back at or under 0.05 after the crash"),
+        }
+    }
+    let totals: Vec<String> = r.totals.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    println!("  totals: {}", totals.join(", "));
+    println!(
+        "  {} events in {:.1}s wall, peak memory {}, trace {}",
+        r.events,
+        r.wall_secs,
+        r.peak_rss_mib
+            .map(|m| format!("{m:.0} MiB"))
+            .unwrap_or_else(|| "n/a".into()),
+        r.trace_hash
+    );
 }
 
 fn hyparview(a: HvArgs) -> anyhow::Result<()> {

@@ -165,42 +165,15 @@ pub fn run(opts: &HyParViewOpts, progress: &mut dyn Progress) -> HyParViewReport
     setup.net = opts.net.clone();
     setup.keepalive = opts.keepalive;
     let mut sim = Network::new(setup);
-    let contacts = opts.contacts.clamp(1, n);
-    // Contacts join the first one at once; everyone else joins a random contact at a random
-    // time in the join window.
-    for c in 1..contacts {
-        sim.join(c, 0);
-    }
-    let window = opts.join_window.as_micros() as u64;
-    let mut joins: Vec<(u64, NodeId, NodeId)> = (contacts..n)
-        .map(|i| {
-            let at = if window > 0 {
-                sim.rng().gen_range(0..window)
-            } else {
-                0
-            };
-            let c = sim.rng().gen_range(0..contacts);
-            (at, i, c)
-        })
-        .collect();
-    joins.sort_unstable();
-    let start = sim.now;
-    for (k, (at, i, c)) in joins.iter().enumerate() {
-        sim.run_until(start + Duration::from_micros(*at));
-        sim.join(*i, *c);
-        if k % 1000 == 0 {
-            progress.phase(&format!("joining {k}/{}", joins.len()), sim.now, sim.events);
-        }
-    }
+    join_and_settle(
+        &mut sim,
+        opts.contacts,
+        opts.join_window,
+        opts.settle_rounds,
+        opts.config.shuffle_interval,
+        progress,
+    );
     let period = opts.config.shuffle_interval;
-    for r in 0..opts.settle_rounds {
-        progress.phase(
-            &format!("settling, round {}/{}", r + 1, opts.settle_rounds),
-            sim.now,
-            sim.events,
-        );
-        sim.run_for(period);
-    }
     let before = measure(&mut sim, 0, 0.0);
     let in_degree_before = Graph::of(&sim).in_degrees();
 
@@ -256,5 +229,53 @@ pub fn run(opts: &HyParViewOpts, progress: &mut dyn Progress) -> HyParViewReport
         in_degree_after: last.in_degrees(),
         rejected: sim.rejected,
         peak_rss_mib: crate::progress::peak_rss_mib(),
+    }
+}
+
+/// Joins every node of `sim`: contacts `1..contacts` join node 0 at once, every other node
+/// joins a random contact at a random time in `window`; then `settle_rounds` periods pass.
+pub fn join_and_settle(
+    sim: &mut Network,
+    contacts: u32,
+    window: Duration,
+    settle_rounds: u32,
+    period: Duration,
+    progress: &mut dyn Progress,
+) {
+    let n = sim.len() as u32;
+    let contacts = contacts.clamp(1, n);
+    // Contacts join the first one at once; everyone else joins a random contact at a random
+    // time in the join window.
+    for c in 1..contacts {
+        sim.join(c, 0);
+    }
+    let window = window.as_micros() as u64;
+    let mut joins: Vec<(u64, NodeId, NodeId)> = (contacts..n)
+        .map(|i| {
+            let at = if window > 0 {
+                sim.rng().gen_range(0..window)
+            } else {
+                0
+            };
+            let c = sim.rng().gen_range(0..contacts);
+            (at, i, c)
+        })
+        .collect();
+    joins.sort_unstable();
+    let start = sim.now;
+    for (k, (at, i, c)) in joins.iter().enumerate() {
+        sim.run_until(start + Duration::from_micros(*at));
+        sim.join(*i, *c);
+        if k % 1000 == 0 {
+            progress.phase(&format!("joining {k}/{}", joins.len()), sim.now, sim.events);
+        }
+    }
+    for r in 0..settle_rounds {
+        progress.phase(
+            &format!("settling, round {}/{}", r + 1, settle_rounds),
+            sim.now,
+            sim.events,
+        );
+        sim.run_for(period);
     }
 }

@@ -14,6 +14,7 @@ pub mod graph;
 pub mod hyparview_exp;
 pub mod overlays;
 pub mod plot;
+pub mod plumtree_exp;
 pub mod progress;
 pub mod swarm;
 

@@ -172,13 +172,17 @@ pub enum BroadcastBody {
     },
     /// Lazy push: ids the sender has, batched.
     IHave(Vec<Announcement>),
-    /// The sender got a duplicate through this link: move it to lazy for `root`'s tree.
+    /// The sender got a duplicate through this link (or, with `shortcut`, found a shorter
+    /// path from `root`): move it to lazy for `root`'s tree.
     Prune {
         /// Tree root.
         root: NodeName,
+        /// Part of the paper's optimisation: the change is for `root`'s own tree only.
+        shortcut: bool,
     },
-    /// The sender misses `id` (or, with `id` empty, wants this link eager again): send it and
-    /// move the sender to eager for `root`'s tree.
+    /// The sender misses `id` (or, with `id` empty, takes this link as a shortcut from
+    /// `root`): send it and move the sender to eager for `root`'s tree (with `id` empty, in
+    /// `root`'s own tree only).
     Graft {
         /// Message id (empty: no payload wanted).
         id: Vec<u8>,

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use rand::{Rng, RngCore};
+use rand::{Rng, RngCore, SeedableRng};
 
 use super::{
     Announcement, BroadcastBody, BroadcastError, BroadcastHandler, ExchangeSelector, ExchangeStep,
@@ -37,13 +37,18 @@ pub struct PlumtreeConfig {
     pub max_missing: usize,
     /// Announcers remembered per missing message.
     pub max_announcers: usize,
-    /// Trees (one per broadcasting root) kept; the least recently used is forgotten beyond.
+    /// Roots with a tree of their own kept, at most; beyond, the least recently used root
+    /// goes back to the shared tree.
     pub max_trees: usize,
     /// The paper's optimisation: when a message announced through a lazy link had taken this
     /// many fewer hops than the copy received by eager push, the lazy link replaces the eager
-    /// one. 0 turns it off.
+    /// one in that root's own links. 0 (the default) turns it off: it pays only for roots
+    /// that broadcast again and again; with many broadcasters each root's shortcuts come after
+    /// its message is delivered and only add duplicates (see `partisan sim plumtree
+    /// --optimize-threshold`).
     pub optimize_threshold: u32,
-    /// Receipts (id, hops, sender) remembered for the optimisation.
+    /// Receipts (id, hops, sender) remembered for the optimisation, at most; each is kept for
+    /// two lazy ticks and a graft timeout (when announcements of it can still come).
     pub receipts: usize,
 }
 
@@ -59,8 +64,8 @@ impl Default for PlumtreeConfig {
             max_outstanding_per_peer: 4096,
             max_missing: 16_384,
             max_announcers: 8,
-            max_trees: 4096,
-            optimize_threshold: 3,
+            max_trees: 1024,
+            optimize_threshold: 0,
             receipts: 4096,
         }
     }
@@ -146,6 +151,10 @@ pub struct BroadcastStats {
     /// Messages from nodes that are not broadcast neighbours, still processed but not used to
     /// shape trees.
     pub from_non_neighbours: u64,
+    /// Broadcast neighbours gained.
+    pub neighbours_up: u64,
+    /// Broadcast neighbours lost.
+    pub neighbours_down: u64,
 }
 
 /// A running anti-entropy exchange this node started.
@@ -159,11 +168,19 @@ pub struct ExchangeInfo {
     pub started: Instant,
 }
 
+/// A root's tree: every neighbour's link (`true`: eager). Made from the shared tree when the
+/// root is first seen, then shaped by that root's traffic alone.
 #[derive(Debug, Default)]
 struct Tree {
+    own: BTreeMap<NodeName, bool>,
+    used: u64,
+}
+
+/// The shared tree: every neighbour is in exactly one of the two sets.
+#[derive(Debug, Default)]
+struct Shared {
     eager: BTreeSet<NodeName>,
     lazy: BTreeSet<NodeName>,
-    used: u64,
 }
 
 #[derive(Debug)]
@@ -179,8 +196,8 @@ pub struct Plumtree {
     handler: Box<dyn BroadcastHandler>,
     neighbours: BTreeSet<NodeName>,
     trees: BTreeMap<NodeName, Tree>,
-    /// The shared tree: every root's prunes and grafts, where new roots' trees start.
-    common: Tree,
+    /// The tree of every root without its own: shaped by their prunes and grafts.
+    common: Shared,
     use_clock: u64,
     outstanding: BTreeMap<NodeName, VecDeque<Announcement>>,
     lazy_armed: bool,
@@ -188,10 +205,11 @@ pub struct Plumtree {
     schedule: BTreeSet<(Instant, Vec<u8>)>,
     graft_armed: Option<Instant>,
     receipts: BTreeMap<Vec<u8>, (u32, NodeName, NodeName)>,
-    receipt_order: VecDeque<Vec<u8>>,
+    receipt_order: VecDeque<(Instant, Vec<u8>)>,
     exchanges: BTreeMap<u64, ExchangeInfo>,
     next_session: u64,
     stats: BroadcastStats,
+    jitter: rand::rngs::StdRng,
 }
 
 impl std::fmt::Debug for Plumtree {
@@ -207,14 +225,21 @@ impl std::fmt::Debug for Plumtree {
 impl Plumtree {
     /// A Plumtree for `handler` on node `local`, with no neighbours yet. Call
     /// [`Plumtree::start`] before anything else.
-    pub fn new(local: NodeName, handler: Box<dyn BroadcastHandler>, cfg: PlumtreeConfig) -> Self {
+    /// `seed` drives the graft timers' jitter.
+    pub fn new(
+        local: NodeName,
+        handler: Box<dyn BroadcastHandler>,
+        cfg: PlumtreeConfig,
+        seed: u64,
+    ) -> Self {
         Plumtree {
+            jitter: rand::rngs::StdRng::seed_from_u64(seed),
             local,
             cfg,
             handler,
             neighbours: BTreeSet::new(),
             trees: BTreeMap::new(),
-            common: Tree::default(),
+            common: Shared::default(),
             use_clock: 0,
             outstanding: BTreeMap::new(),
             lazy_armed: false,
@@ -269,18 +294,35 @@ impl Plumtree {
         &self.neighbours
     }
 
-    /// Eager and lazy peers of the tree rooted at `root`, if a broadcast from it was seen.
-    pub fn tree(&self, root: &NodeName) -> Option<(&BTreeSet<NodeName>, &BTreeSet<NodeName>)> {
-        self.trees.get(root).map(|t| (&t.eager, &t.lazy))
+    /// Eager and lazy peers of the tree rooted at `root`: its own tree if it has one (see
+    /// [`Plumtree::own_roots`]), else the shared tree.
+    pub fn tree(&self, root: &NodeName) -> (BTreeSet<NodeName>, BTreeSet<NodeName>) {
+        let (mut eager, mut lazy) = (BTreeSet::new(), BTreeSet::new());
+        for p in &self.neighbours {
+            if self.is_eager(root, p) {
+                eager.insert(p.clone());
+            } else {
+                lazy.insert(p.clone());
+            }
+        }
+        (eager, lazy)
     }
 
-    /// Eager and lazy peers of the shared tree, which a new root's tree starts from.
+    fn is_eager(&self, root: &NodeName, p: &NodeName) -> bool {
+        self.trees
+            .get(root)
+            .and_then(|t| t.own.get(p).copied())
+            .unwrap_or_else(|| self.common.eager.contains(p))
+    }
+
+    /// Eager and lazy peers of the shared tree, which every root without its own uses.
     pub fn shared_tree(&self) -> (&BTreeSet<NodeName>, &BTreeSet<NodeName>) {
         (&self.common.eager, &self.common.lazy)
     }
 
-    /// Roots of the trees kept, sorted.
-    pub fn roots(&self) -> impl Iterator<Item = &NodeName> {
+    /// Roots with a tree of their own (given by the paper's optimisation: a shortcut that
+    /// is one from that root only), sorted.
+    pub fn own_roots(&self) -> impl Iterator<Item = &NodeName> {
         self.trees.keys()
     }
 
@@ -333,7 +375,7 @@ impl Plumtree {
             return Ok(());
         }
         self.stats.delivered += 1;
-        self.remember_receipt(&id, 0, &local, &local);
+        self.remember_receipt(&id, 0, &local, &local, now);
         self.push(&id, &payload, &local, 1, None, now, out);
         Ok(())
     }
@@ -344,12 +386,13 @@ impl Plumtree {
         members.remove(&self.local);
         let added: Vec<NodeName> = members.difference(&self.neighbours).cloned().collect();
         let removed: Vec<NodeName> = self.neighbours.difference(&members).cloned().collect();
+        self.stats.neighbours_up += added.len() as u64;
+        self.stats.neighbours_down += removed.len() as u64;
         for p in &removed {
             self.common.eager.remove(p);
             self.common.lazy.remove(p);
             for t in self.trees.values_mut() {
-                t.eager.remove(p);
-                t.lazy.remove(p);
+                t.own.remove(p);
             }
             self.outstanding.remove(p);
             for m in self.missing.values_mut() {
@@ -367,11 +410,18 @@ impl Plumtree {
             }
         }
         for p in &added {
-            self.common.lazy.remove(p);
-            self.common.eager.insert(p.clone());
+            // A new neighbour is lazy in every tree that still has an eager link: where the
+            // tree is whole it would only bring duplicates, and where it is cut, announcements
+            // through it graft it in. A tree with no eager link left takes it eager.
+            let shared_eager = self.common.eager.is_empty();
+            if shared_eager {
+                self.common.eager.insert(p.clone());
+            } else {
+                self.common.lazy.insert(p.clone());
+            }
             for t in self.trees.values_mut() {
-                t.lazy.remove(p);
-                t.eager.insert(p.clone());
+                let lone = !t.own.values().any(|e| *e);
+                t.own.insert(p.clone(), lone);
             }
         }
         self.neighbours = members;
@@ -402,15 +452,19 @@ impl Plumtree {
                 }
                 self.arm_graft(out);
             }
-            BroadcastBody::Prune { root } => {
+            BroadcastBody::Prune { root, shortcut } => {
                 self.stats.prunes_received += 1;
-                if neighbour {
+                if neighbour && shortcut {
+                    self.own_tree(&root).own.insert(from.clone(), false);
+                } else if neighbour {
                     self.mark(&root, from, false);
                 }
             }
             BroadcastBody::Graft { id, root, round } => {
                 self.stats.grafts_received += 1;
-                if neighbour {
+                if neighbour && id.is_empty() {
+                    self.own_tree(&root).own.insert(from.clone(), true);
+                } else if neighbour {
                     self.mark(&root, from, true);
                 }
                 if id.is_empty() {
@@ -491,17 +545,10 @@ impl Plumtree {
 
     // ----- internals -----
 
-    /// Makes `peer` eager (or lazy) in `root`'s tree and in the shared tree new roots start
-    /// from.
+    /// Makes `peer` eager (or lazy) in `root`'s tree, and in the shared tree new roots' trees
+    /// are made from.
     fn mark(&mut self, root: &NodeName, peer: &NodeName, eager: bool) {
-        let t = self.tree_mut(root);
-        if eager {
-            t.lazy.remove(peer);
-            t.eager.insert(peer.clone());
-        } else {
-            t.eager.remove(peer);
-            t.lazy.insert(peer.clone());
-        }
+        self.own_tree(root).own.insert(peer.clone(), eager);
         let c = &mut self.common;
         if eager {
             c.lazy.remove(peer);
@@ -512,7 +559,9 @@ impl Plumtree {
         }
     }
 
-    fn tree_mut(&mut self, root: &NodeName) -> &mut Tree {
+    /// `root`'s tree, made from the shared tree if it has none yet (beyond `max_trees` roots,
+    /// the least recently used root's tree is forgotten).
+    fn own_tree(&mut self, root: &NodeName) -> &mut Tree {
         self.use_clock += 1;
         let used = self.use_clock;
         if !self.trees.contains_key(root) {
@@ -527,17 +576,12 @@ impl Plumtree {
                     self.stats.trees_evicted += 1;
                 }
             }
-            // A new root's tree starts as the shared tree: the eager links every root's
-            // prunes and grafts left (an undirected spanning tree serves every root), so a new
-            // broadcaster does not flood. At first, every neighbour is eager.
-            self.trees.insert(
-                root.clone(),
-                Tree {
-                    eager: self.common.eager.clone(),
-                    lazy: self.common.lazy.clone(),
-                    used,
-                },
-            );
+            let own = self
+                .neighbours
+                .iter()
+                .map(|p| (p.clone(), self.common.eager.contains(p)))
+                .collect();
+            self.trees.insert(root.clone(), Tree { own, used });
         }
         let t = self.trees.get_mut(root).expect("inserted above");
         t.used = used;
@@ -565,7 +609,7 @@ impl Plumtree {
         if self.handler.merge(&id, &payload, receipt) {
             self.stats.delivered += 1;
             self.forget_missing(&id);
-            self.remember_receipt(&id, round, from, &root);
+            self.remember_receipt(&id, round, from, &root, now);
             if neighbour {
                 self.mark(&root, from, true);
             }
@@ -586,7 +630,10 @@ impl Plumtree {
                 self.stats.prunes_sent += 1;
                 out.push(PlumtreeOutput::Send {
                     to: from.clone(),
-                    body: BroadcastBody::Prune { root },
+                    body: BroadcastBody::Prune {
+                        root,
+                        shortcut: false,
+                    },
                 });
             }
         }
@@ -620,7 +667,10 @@ impl Plumtree {
             self.stats.missing_dropped += 1;
             return;
         }
-        let due = now + self.cfg.graft_timeout;
+        // Jittered by up to half the timeout: the nodes cut off from a tree hear of the
+        // message at about the same lazy tick, and the first graft's push should reach the
+        // others before they graft too (each graft adds a link; several make cycles).
+        let due = now + self.cfg.graft_timeout + self.jittered(self.cfg.graft_timeout / 2);
         self.schedule.insert((due, a.id.clone()));
         self.missing.insert(
             a.id,
@@ -658,9 +708,12 @@ impl Plumtree {
         self.receipts
             .insert(a.id.clone(), (a.round, from.clone(), root.clone()));
         self.stats.optimizations += 1;
-        self.mark(&root, from, true);
-        if self.neighbours.contains(&eager_from) {
-            self.mark(&root, &eager_from, false);
+        // In this root's own tree: the shortcut is one from this root only.
+        let neighbour_eager = self.neighbours.contains(&eager_from);
+        let t = self.own_tree(&root);
+        t.own.insert(from.clone(), true);
+        if neighbour_eager {
+            t.own.insert(eager_from.clone(), false);
         }
         self.stats.grafts_sent += 1;
         out.push(PlumtreeOutput::Send {
@@ -675,7 +728,10 @@ impl Plumtree {
             self.stats.prunes_sent += 1;
             out.push(PlumtreeOutput::Send {
                 to: eager_from,
-                body: BroadcastBody::Prune { root },
+                body: BroadcastBody::Prune {
+                    root,
+                    shortcut: true,
+                },
             });
         }
     }
@@ -693,19 +749,18 @@ impl Plumtree {
         now: Instant,
         out: &mut Vec<PlumtreeOutput>,
     ) {
-        let t = self.tree_mut(root);
-        let eager: Vec<NodeName> = t
-            .eager
-            .iter()
-            .filter(|p| Some(*p) != except && *p != root)
-            .cloned()
-            .collect();
-        let lazy: Vec<NodeName> = t
-            .lazy
-            .iter()
-            .filter(|p| Some(*p) != except && *p != root)
-            .cloned()
-            .collect();
+        self.own_tree(root);
+        let (mut eager, mut lazy) = (Vec::new(), Vec::new());
+        for p in &self.neighbours {
+            if Some(p) == except || p == root {
+                continue;
+            }
+            if self.is_eager(root, p) {
+                eager.push(p.clone());
+            } else {
+                lazy.push(p.clone());
+            }
+        }
         for p in eager {
             self.stats.gossip_sent += 1;
             out.push(PlumtreeOutput::Send {
@@ -743,21 +798,31 @@ impl Plumtree {
         }
     }
 
-    fn remember_receipt(&mut self, id: &[u8], round: u32, from: &NodeName, root: &NodeName) {
-        if self.cfg.receipts == 0 {
+    fn remember_receipt(
+        &mut self,
+        id: &[u8],
+        round: u32,
+        from: &NodeName,
+        root: &NodeName,
+        now: Instant,
+    ) {
+        if self.cfg.receipts == 0 || self.cfg.optimize_threshold == 0 {
             return;
+        }
+        let keep = self.cfg.lazy_tick * 2 + self.cfg.graft_timeout;
+        while let Some((at, old)) = self.receipt_order.front() {
+            if self.receipt_order.len() < self.cfg.receipts && now.saturating_since(*at) < keep {
+                break;
+            }
+            self.receipts.remove(old);
+            self.receipt_order.pop_front();
         }
         if self
             .receipts
             .insert(id.to_vec(), (round, from.clone(), root.clone()))
             .is_none()
         {
-            self.receipt_order.push_back(id.to_vec());
-        }
-        while self.receipt_order.len() > self.cfg.receipts {
-            if let Some(old) = self.receipt_order.pop_front() {
-                self.receipts.remove(&old);
-            }
+            self.receipt_order.push_back((now, id.to_vec()));
         }
     }
 
@@ -765,6 +830,14 @@ impl Plumtree {
         if let Some(m) = self.missing.remove(id) {
             self.schedule.remove(&(m.due, id.to_vec()));
         }
+    }
+
+    fn jittered(&mut self, max: Duration) -> Duration {
+        let m = max.as_micros() as u64;
+        if m == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_micros(self.jitter.gen_range(0..=m))
     }
 
     fn arm_graft(&mut self, out: &mut Vec<PlumtreeOutput>) {

@@ -26,6 +26,7 @@ fn tree_with(local: &str, neighbours: &[&str], cfg: PlumtreeConfig) -> Plumtree 
         n(local),
         Box::new(Recorder::new("log", n(local), true)),
         cfg,
+        1,
     );
     t.set_neighbours(set(neighbours));
     t
@@ -121,12 +122,18 @@ fn a_duplicate_prunes_its_sender_which_then_only_gets_announcements() {
     t.on_message(&n("b"), gossip(b"m1", "r", 1), T0, &mut out);
     assert_eq!(
         sends(&out),
-        vec![(n("b"), BroadcastBody::Prune { root: n("r") })]
+        vec![(
+            n("b"),
+            BroadcastBody::Prune {
+                root: n("r"),
+                shortcut: false
+            }
+        )]
     );
     assert_eq!(t.stats().duplicates, 1);
-    let (eager, lazy) = t.tree(&n("r")).unwrap();
-    assert_eq!(lazy, &set(&["b"]));
-    assert_eq!(eager, &set(&["a", "c"]));
+    let (eager, lazy) = t.tree(&n("r"));
+    assert_eq!(lazy, set(&["b"]));
+    assert_eq!(eager, set(&["a", "c"]));
     // The next message of that root: eager to c, announced to b at the lazy tick, batched.
     out.clear();
     t.on_message(&n("a"), gossip(b"m2", "r", 1), T0, &mut out);
@@ -163,8 +170,16 @@ fn a_prune_moves_its_sender_to_lazy_and_a_graft_back_to_eager_with_the_payload()
     let mut out = Vec::new();
     t.broadcast(b"one", T0, &mut out).unwrap();
     let id = recorder(&t).deliveries().keys().next().unwrap().clone();
-    t.on_message(&n("a"), BroadcastBody::Prune { root: n("r") }, T0, &mut out);
-    assert_eq!(t.tree(&n("r")).unwrap().1, &set(&["a"]));
+    t.on_message(
+        &n("a"),
+        BroadcastBody::Prune {
+            root: n("r"),
+            shortcut: false,
+        },
+        T0,
+        &mut out,
+    );
+    assert_eq!(t.tree(&n("r")).1, set(&["a"]));
     out.clear();
     t.on_message(
         &n("a"),
@@ -176,7 +191,7 @@ fn a_prune_moves_its_sender_to_lazy_and_a_graft_back_to_eager_with_the_payload()
         T0,
         &mut out,
     );
-    assert_eq!(t.tree(&n("r")).unwrap().0, &set(&["a", "b"]));
+    assert_eq!(t.tree(&n("r")).0, set(&["a", "b"]));
     assert_eq!(
         sends(&out),
         vec![(
@@ -220,9 +235,22 @@ fn a_missing_message_is_grafted_when_its_timer_expires_not_at_the_announcement()
     t.on_message(&n("a"), ihave(b"m", "r", 3), T0, &mut out);
     t.on_message(&n("b"), ihave(b"m", "r", 4), T0, &mut out);
     assert!(sends(&out).is_empty(), "no graft at the announcement");
-    let due = T0 + Duration::from_secs(1);
-    assert_eq!(timers(&out), vec![(PlumtreeTimer::Graft, due)]);
+    // Due after the graft timeout, jittered by up to half of it.
+    let due = match &timers(&out)[..] {
+        [(PlumtreeTimer::Graft, at)] => *at,
+        other => panic!("expected one graft timer, got {other:?}"),
+    };
+    assert!(due >= T0 + Duration::from_secs(1) && due <= T0 + Duration::from_millis(1500));
     assert_eq!(t.missing(), 1);
+    // Not before it is due.
+    let mut early = Vec::new();
+    t.on_timer(
+        PlumtreeTimer::Graft,
+        T0 + Duration::from_millis(999),
+        &mut rng(),
+        &mut early,
+    );
+    assert!(sends(&early).is_empty());
     out.clear();
     t.on_timer(PlumtreeTimer::Graft, due, &mut rng(), &mut out);
     assert_eq!(
@@ -236,7 +264,7 @@ fn a_missing_message_is_grafted_when_its_timer_expires_not_at_the_announcement()
             }
         )]
     );
-    assert!(t.tree(&n("r")).unwrap().0.contains(&n("a")));
+    assert!(t.tree(&n("r")).0.contains(&n("a")));
     // Still nothing after the retry delay: the next announcer is asked.
     let retry = due + Duration::from_millis(500);
     assert_eq!(timers(&out), vec![(PlumtreeTimer::Graft, retry)]);
@@ -270,7 +298,7 @@ fn an_announcement_of_a_message_that_arrives_by_eager_push_in_time_is_never_graf
     out.clear();
     t.on_timer(
         PlumtreeTimer::Graft,
-        T0 + Duration::from_secs(1),
+        T0 + Duration::from_secs(2),
         &mut rng(),
         &mut out,
     );
@@ -282,7 +310,11 @@ fn an_announcement_of_a_message_that_arrives_by_eager_push_in_time_is_never_graf
 
 #[test]
 fn a_lazy_path_shorter_by_the_threshold_replaces_the_eager_one() {
-    let mut t = tree_at("x", &["a", "b"]);
+    let cfg = PlumtreeConfig {
+        optimize_threshold: 3,
+        ..PlumtreeConfig::default()
+    };
+    let mut t = tree_with("x", &["a", "b"], cfg.clone());
     let mut out = Vec::new();
     t.on_message(&n("a"), gossip(b"m", "r", 6), T0, &mut out);
     out.clear();
@@ -297,13 +329,27 @@ fn a_lazy_path_shorter_by_the_threshold_replaces_the_eager_one() {
             round: 2
         }
     )));
-    assert!(s.contains(&(n("a"), BroadcastBody::Prune { root: n("r") })));
-    let (eager, lazy) = t.tree(&n("r")).unwrap();
-    assert_eq!((eager, lazy), (&set(&["b"]), &set(&["a"])));
+    assert!(s.contains(&(
+        n("a"),
+        BroadcastBody::Prune {
+            root: n("r"),
+            shortcut: true
+        }
+    )));
+    let (eager, lazy) = t.tree(&n("r"));
+    assert_eq!((eager, lazy), (set(&["b"]), set(&["a"])));
     assert_eq!(t.stats().optimizations, 1);
-    // Not when the gain is under the threshold.
-    let mut t = tree_at("x", &["a", "b"]);
+    // Only in r's own links: other roots still use the shared tree.
+    assert_eq!(t.tree(&n("q")).0, set(&["a", "b"]));
+    assert_eq!(t.own_roots().collect::<Vec<_>>(), vec![&n("r")]);
+    // Not when the gain is under the threshold, nor when the optimisation is off.
+    let mut t = tree_with("x", &["a", "b"], cfg);
     t.on_message(&n("a"), gossip(b"m", "r", 4), T0, &mut out);
+    out.clear();
+    t.on_message(&n("b"), ihave(b"m", "r", 2), T0, &mut out);
+    assert!(sends(&out).is_empty());
+    let mut t = tree_at("x", &["a", "b"]);
+    t.on_message(&n("a"), gossip(b"m", "r", 9), T0, &mut out);
     out.clear();
     t.on_message(&n("b"), ihave(b"m", "r", 2), T0, &mut out);
     assert!(sends(&out).is_empty());
@@ -319,14 +365,14 @@ fn a_lost_neighbour_leaves_every_tree_and_its_announcements_and_exchanges_go() {
     t.on_message(&n("b"), ihave(b"z", "q", 1), T0, &mut out);
     assert_eq!(t.outstanding(), 1);
     t.set_neighbours(set(&["a", "c"]));
-    let (eager, lazy) = t.tree(&n("r")).unwrap();
-    assert_eq!((eager, lazy), (&set(&["a", "c"]), &BTreeSet::new()));
+    let (eager, lazy) = t.tree(&n("r"));
+    assert_eq!((eager, lazy), (set(&["a", "c"]), BTreeSet::new()));
     assert_eq!(t.outstanding(), 0);
     // The missing message has no announcer left: given up at its timer.
     out.clear();
     t.on_timer(
         PlumtreeTimer::Graft,
-        T0 + Duration::from_secs(1),
+        T0 + Duration::from_secs(2),
         &mut rng(),
         &mut out,
     );
@@ -446,8 +492,8 @@ fn messages_from_non_neighbours_deliver_but_shape_no_tree() {
     t.on_message(&n("z"), gossip(b"m", "r", 1), T0, &mut out);
     assert_eq!(t.stats().delivered, 1);
     assert_eq!(t.stats().from_non_neighbours, 1);
-    let (eager, lazy) = t.tree(&n("r")).unwrap();
-    assert_eq!((eager, lazy), (&set(&["a"]), &BTreeSet::new()));
+    let (eager, lazy) = t.tree(&n("r"));
+    assert_eq!((eager, lazy), (set(&["a"]), BTreeSet::new()));
     // A duplicate from it is not answered with a prune.
     out.clear();
     t.on_message(&n("z"), gossip(b"m", "r", 1), T0, &mut out);
@@ -460,4 +506,57 @@ fn handler_names_are_checked() {
     assert!(validate_handler_name("").is_err());
     assert!(validate_handler_name("a b").is_err());
     assert!(validate_handler_name(&"x".repeat(65)).is_err());
+}
+
+#[test]
+fn every_root_uses_the_shared_tree_and_shortcuts_stay_with_their_root() {
+    let mut t = tree_at("x", &["a", "b", "c"]);
+    let mut out = Vec::new();
+    t.on_message(&n("a"), gossip(b"m1", "r", 1), T0, &mut out);
+    t.on_message(&n("b"), gossip(b"m1", "r", 1), T0, &mut out); // b pruned
+    assert_eq!(t.shared_tree().1, &set(&["b"]));
+    // A first message from another root is not pushed to b: no flood for a new broadcaster.
+    out.clear();
+    t.on_message(&n("a"), gossip(b"q1", "q", 1), T0, &mut out);
+    let to: Vec<NodeName> = sends(&out).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(to, vec![n("c")]);
+    assert_eq!(t.tree(&n("q")).1, set(&["b"]));
+    // b takes the link as a shortcut from q: eager for q only.
+    t.on_message(
+        &n("b"),
+        BroadcastBody::Graft {
+            id: Vec::new(),
+            root: n("q"),
+            round: 1,
+        },
+        T0,
+        &mut out,
+    );
+    assert!(t.tree(&n("q")).0.contains(&n("b")));
+    assert!(t.shared_tree().1.contains(&n("b")));
+    assert!(t.tree(&n("r")).1.contains(&n("b")));
+    // A graft for a missing message changes the shared tree.
+    t.on_message(
+        &n("b"),
+        BroadcastBody::Graft {
+            id: b"m1".to_vec(),
+            root: n("r"),
+            round: 1,
+        },
+        T0,
+        &mut out,
+    );
+    assert!(t.shared_tree().0.contains(&n("b")));
+    // A shortcut prune too stays with its root.
+    t.on_message(
+        &n("c"),
+        BroadcastBody::Prune {
+            root: n("q"),
+            shortcut: true,
+        },
+        T0,
+        &mut out,
+    );
+    assert!(t.tree(&n("q")).1.contains(&n("c")));
+    assert!(t.tree(&n("r")).0.contains(&n("c")));
 }

@@ -64,7 +64,8 @@ impl Engine {
             let rng = rand::rngs::StdRng::from_rng(&mut self.rng).expect("seeding from an RNG");
             self.broadcasts.rng = Some(rng);
         }
-        let mut tree = Plumtree::new(self.local.name().clone(), handler, cfg);
+        let seed = rand::RngCore::next_u64(&mut self.rng);
+        let mut tree = Plumtree::new(self.local.name().clone(), handler, cfg, seed);
         tree.set_neighbours(self.broadcast_members().into_iter().collect());
         let rng = self.broadcasts.rng.as_mut().expect("seeded above");
         tree.start(now, rng, &mut self.broadcasts.out);
