@@ -1,5 +1,6 @@
 //! `partisan demo`: a small cluster in one process, on loopback, over real TCP, formed through
-//! the chosen overlay; processes then message every overlay neighbour on every channel.
+//! the chosen overlay; processes then message every overlay neighbour on every channel, and
+//! nodes picked at random broadcast through Plumtree to the whole cluster.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -7,7 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use partisan::{ChannelConfig, ChannelName, Node, NodeBuilder, NodeName, OverlayKind, SendOptions};
+use partisan::{
+    BroadcastHandler, ChannelConfig, ChannelName, GraftReply, Node, NodeBuilder, NodeName,
+    OverlayKind, PlumtreeConfig, Receipt, SendOptions,
+};
 use serde::{Deserialize, Serialize};
 
 /// Options of `partisan demo`.
@@ -25,6 +29,12 @@ pub struct DemoArgs {
     /// Channels as NAME:PARALLELISM (repeatable); `default` and `membership` always exist.
     #[arg(long = "channel", default_values = ["data:4", "gossip:2"])]
     channels: Vec<String>,
+    /// Broadcasts sent through Plumtree, each from a node picked at random (0: none).
+    #[arg(long, default_value_t = 200)]
+    broadcasts: u64,
+    /// Pause between two broadcasts, in milliseconds (0: all at once).
+    #[arg(long, default_value_t = 5)]
+    broadcast_interval_ms: u64,
     /// Print one JSON object instead of the summary.
     #[arg(long)]
     json: bool,
@@ -62,6 +72,19 @@ struct Report {
     form_ms: u128,
     deliver_ms: u128,
     per_channel: BTreeMap<String, ChannelLine>,
+    /// Broadcasts sent (each from a random node).
+    broadcasts_sent: u64,
+    /// Mean over the broadcasts of the fraction of nodes that delivered it (null without
+    /// broadcasts).
+    broadcast_reliability: Option<f64>,
+    /// Least fraction of nodes that delivered one broadcast.
+    broadcast_reliability_min: Option<f64>,
+    /// Relative message redundancy over the last half of the broadcasts: per broadcast
+    /// m / (n - 1) - 1, with m the payload copies received by all nodes and n the nodes that
+    /// delivered it, averaged (null without broadcasts delivered by two nodes or more).
+    broadcast_rmr: Option<f64>,
+    /// From the first broadcast to the last delivery (or giving up).
+    broadcast_ms: u128,
 }
 
 #[derive(Serialize)]
@@ -183,6 +206,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 c.tag = Some(if i < servers { "server" } else { "client" }.into());
             }
         });
+        b = b.broadcast_handler(
+            |n: &NodeName| Counter::new(n.clone()),
+            PlumtreeConfig {
+                lazy_tick: Duration::from_millis(200),
+                graft_timeout: Duration::from_millis(500),
+                graft_retry: Duration::from_millis(250),
+                ..PlumtreeConfig::default()
+            },
+        );
         nodes.push(b.start().await.context("starting demo node")?);
     }
 
@@ -311,6 +343,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             },
         );
     }
+    let bcast = broadcast_phase(&nodes, &args, timeout, show_progress).await?;
     let member_counts: Vec<usize> = nodes.iter().map(|n| n.members().len()).collect();
     let report = Report {
         nodes: nodes.len(),
@@ -334,6 +367,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         form_ms,
         deliver_ms,
         per_channel,
+        broadcasts_sent: bcast.sent,
+        broadcast_reliability: bcast.reliability,
+        broadcast_reliability_min: bcast.reliability_min,
+        broadcast_rmr: bcast.rmr,
+        broadcast_ms: bcast.ms,
     };
     for n in &nodes {
         n.shutdown().await;
@@ -348,6 +386,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             "{} of {} messages delivered",
             report.messages_delivered,
             report.messages_sent
+        );
+    }
+    if report.broadcast_reliability_min.is_some_and(|r| r < 1.0) {
+        bail!(
+            "some of the {} broadcasts did not reach every node",
+            report.broadcasts_sent
         );
     }
     Ok(())
@@ -402,4 +446,215 @@ fn print_summary(r: &Report) {
             c, l.messages_delivered, l.frames_sent, l.bytes_sent
         );
     }
+    if let (Some(rel), Some(min)) = (r.broadcast_reliability, r.broadcast_reliability_min) {
+        println!(
+            "  broadcast: {} Plumtree broadcasts from random nodes, done in {} ms",
+            r.broadcasts_sent, r.broadcast_ms
+        );
+        println!(
+            "             reliability {rel:.3} (mean fraction of nodes delivering each; least {min:.3})"
+        );
+        match r.broadcast_rmr {
+            Some(rmr) => println!(
+                "             relative message redundancy {rmr:.3} over the last half (0: one copy per delivery)"
+            ),
+            None => println!("             relative message redundancy: n/a"),
+        }
+    }
+}
+
+/// The demo's broadcast handler: the message is its own id (the broadcast's number, 8 bytes);
+/// it keeps every payload (for grafts) and counts, per message, the payload copies that came
+/// from neighbours. It does no anti-entropy: what the demo measures is the tree.
+struct Counter {
+    node: NodeName,
+    seen: BTreeMap<Vec<u8>, Seen>,
+}
+
+struct Seen {
+    payload: Vec<u8>,
+    copies: u32,
+}
+
+/// The demo handler's name.
+const COUNTER: &str = "demo-count";
+
+impl Counter {
+    fn new(node: NodeName) -> Self {
+        Counter {
+            node,
+            seen: BTreeMap::new(),
+        }
+    }
+
+    /// (broadcast number, payload copies received) of every delivered message.
+    fn tally(&self) -> Vec<(u64, u32)> {
+        self.seen
+            .iter()
+            .filter_map(|(id, s)| {
+                Some((u64::from_be_bytes(id.as_slice().try_into().ok()?), s.copies))
+            })
+            .collect()
+    }
+}
+
+impl BroadcastHandler for Counter {
+    fn name(&self) -> &str {
+        COUNTER
+    }
+
+    fn broadcast_data(&mut self, msg: &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> {
+        if msg.len() != 8 {
+            return Err("demo broadcasts are 8-byte numbers".into());
+        }
+        Ok((msg.to_vec(), msg.to_vec()))
+    }
+
+    fn merge(&mut self, id: &[u8], payload: &[u8], receipt: Receipt<'_>) -> bool {
+        let copy = u32::from(receipt.from != &self.node);
+        match self.seen.get_mut(id) {
+            Some(s) => {
+                s.copies += copy;
+                false
+            }
+            None => {
+                self.seen.insert(
+                    id.to_vec(),
+                    Seen {
+                        payload: payload.to_vec(),
+                        copies: copy,
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    fn is_stale(&self, id: &[u8]) -> bool {
+        self.seen.contains_key(id)
+    }
+
+    fn graft(&self, id: &[u8]) -> GraftReply {
+        match self.seen.get(id) {
+            Some(s) => GraftReply::Payload(s.payload.clone()),
+            None => GraftReply::Missing,
+        }
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
+/// What the broadcast phase measured.
+struct BroadcastOutcome {
+    sent: u64,
+    reliability: Option<f64>,
+    reliability_min: Option<f64>,
+    rmr: Option<f64>,
+    ms: u128,
+}
+
+/// A small non-cryptographic generator (splitmix64) for picking broadcasting nodes.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// Every node's tally of delivered broadcasts.
+async fn tallies(nodes: &[Node]) -> anyhow::Result<Vec<Vec<(u64, u32)>>> {
+    let mut out = Vec::with_capacity(nodes.len());
+    for n in nodes {
+        out.push(
+            n.with_broadcast_handler(COUNTER, |c: &Counter| c.tally())
+                .await
+                .with_context(|| format!("reading {}'s broadcasts", n.name()))?,
+        );
+    }
+    Ok(out)
+}
+
+/// Broadcasts `--broadcasts` numbered messages, each from a random node, then waits until
+/// every node delivered every one (or `timeout` passes, or nothing was delivered for 5 s)
+/// and measures reliability and redundancy.
+async fn broadcast_phase(
+    nodes: &[Node],
+    args: &DemoArgs,
+    timeout: Duration,
+    show_progress: bool,
+) -> anyhow::Result<BroadcastOutcome> {
+    let count = args.broadcasts;
+    let t0 = Instant::now();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    let mut rng = SplitMix(seed);
+    for k in 0..count {
+        let from = &nodes[(rng.next() % nodes.len() as u64) as usize];
+        from.broadcast(COUNTER, &k.to_be_bytes())
+            .await
+            .with_context(|| format!("broadcast {k} from {}", from.name()))?;
+        if args.broadcast_interval_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(args.broadcast_interval_ms)).await;
+        }
+    }
+    let want = count as usize * nodes.len();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let (mut last, mut last_change) = (0usize, tokio::time::Instant::now());
+    let t = loop {
+        let t = tallies(nodes).await?;
+        let have: usize = t.iter().map(Vec::len).sum();
+        let now = tokio::time::Instant::now();
+        if have != last {
+            (last, last_change) = (have, now);
+        }
+        if have >= want || now >= deadline || now - last_change >= Duration::from_secs(5) {
+            break t;
+        }
+        if show_progress {
+            eprint!("\rbroadcasts: {have} of {want} deliveries...");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    if show_progress && count > 0 {
+        eprintln!();
+    }
+    let ms = t0.elapsed().as_millis();
+    // Per broadcast: nodes that delivered it, and payload copies all nodes received.
+    let mut per: Vec<(u64, u64)> = vec![(0, 0); count as usize];
+    for node in &t {
+        for &(k, copies) in node {
+            if let Some(p) = per.get_mut(k as usize) {
+                p.0 += 1;
+                p.1 += u64::from(copies);
+            }
+        }
+    }
+    let n = nodes.len() as f64;
+    let fractions: Vec<f64> = per.iter().map(|(d, _)| *d as f64 / n).collect();
+    let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    let rmrs: Vec<f64> = per[per.len() / 2..]
+        .iter()
+        .filter(|(d, _)| *d > 1)
+        .map(|(d, m)| *m as f64 / (*d - 1) as f64 - 1.0)
+        .collect();
+    Ok(BroadcastOutcome {
+        sent: count,
+        reliability: mean(&fractions),
+        reliability_min: fractions.iter().copied().reduce(f64::min),
+        rmr: mean(&rmrs),
+        ms,
+    })
 }

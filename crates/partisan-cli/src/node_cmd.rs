@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use partisan::{ChannelConfig, Config, NodeBuilder};
+use partisan::{ChannelConfig, Config, KvConfig, NodeBuilder, PlumtreeConfig};
 
 /// Options of `partisan node`. Flags override the values of `--config`.
 #[derive(clap::Args, Debug)]
@@ -46,7 +46,8 @@ pub struct NodeArgs {
     /// Tag of this node (client or server for client-server; HyParView reservations).
     #[arg(long)]
     tag: Option<String>,
-    /// Serve `GET /status` (JSON) on this IP:PORT.
+    /// Serve `GET /status` (JSON) and the replicated map (`PUT`, `GET`, `DELETE /kv/KEY`,
+    /// `GET /kv`) over HTTP on this IP:PORT.
     #[arg(long)]
     admin: Option<SocketAddr>,
     /// Seed of the node's protocol randomness, to replay a run (printed at start; random when
@@ -134,7 +135,10 @@ pub fn config_from(args: &NodeArgs) -> anyhow::Result<Config> {
 
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let cfg = config_from(&args)?;
+    // Every node carries the replicated key-value map ("kv", on the default channel), so a
+    // cluster can be used from the shell through the admin endpoint.
     let node = NodeBuilder::from_config(cfg)
+        .kv_map(KvConfig::default(), PlumtreeConfig::default())
         .start()
         .await
         .context("starting node")?;
@@ -164,6 +168,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("admin endpoint on {addr}"))?;
         eprintln!("admin endpoint: http://{bound}/status");
+        eprintln!("replicated map: http://{bound}/kv");
     }
     wait_for_signal().await?;
     tracing::info!("signal received: leaving the cluster and shutting down");

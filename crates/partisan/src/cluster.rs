@@ -64,9 +64,13 @@ pub struct NodeStatus {
     pub active: Vec<String>,
     /// HyParView's passive view (empty for other overlays).
     pub passive: Vec<String>,
+    /// Peers the node's Plumtrees spread broadcasts to (the overlay's broadcast members that
+    /// are up), sorted.
+    pub broadcast_members: Vec<String>,
     /// Lanes up: peer -> channel -> count.
     pub connections: BTreeMap<String, BTreeMap<String, usize>>,
-    /// The node's counters (messages, bytes and queues per channel, refusals, drops).
+    /// The node's counters (messages, bytes and queues per channel, refusals, drops, and per
+    /// broadcast handler under `broadcast`).
     pub stats: crate::stats::StatsSnapshot,
 }
 
@@ -281,6 +285,7 @@ impl Node {
             members: names(&snap.members),
             active: names(&snap.active),
             passive: names(&snap.passive),
+            broadcast_members: names(&snap.broadcast_members),
             connections,
             stats: self.stats(),
         }

@@ -28,6 +28,15 @@ pub enum StartError {
         /// What went wrong.
         reason: String,
     },
+    /// A broadcast handler could not be registered (invalid or duplicate name, channel not
+    /// configured on the node).
+    #[error("broadcast handler {handler:?}: {source}")]
+    Broadcast {
+        /// The handler's name.
+        handler: String,
+        /// Why.
+        source: partisan_core::broadcast::BroadcastError,
+    },
 }
 
 /// Why a message was not sent. A send never panics and never loses a message silently on the

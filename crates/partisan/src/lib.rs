@@ -6,6 +6,10 @@
 //! registered name. Protocol logic lives in the sans-IO [`partisan_core`]; this crate drives it
 //! with tokio.
 //!
+//! Plumtree broadcast: handlers ([`BroadcastHandler`]) are registered on the builder
+//! ([`NodeBuilder::broadcast_handler`]) and used with [`Node::broadcast`]; the replicated
+//! key-value map ships ready ([`NodeBuilder::kv_map`], [`Node::kv`]).
+//!
 //! ```no_run
 //! use partisan::{NodeBuilder, SendOptions};
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,6 +29,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod broadcast;
 mod cluster;
 mod config;
 mod connection;
@@ -39,6 +44,7 @@ mod send;
 mod stats;
 pub mod transport;
 
+pub use broadcast::{HandlerError, Kv, KvError, TreePeers};
 pub use cluster::{NodeFilter, NodeStatus, Subscription};
 pub use config::{
     ChannelConfig, Config, ConfigError, HyParViewSection, PingConfig, DEFAULT_WRITE_CHUNK,
@@ -46,6 +52,11 @@ pub use config::{
 pub use error::{ConnectError, RegisterError, SendError, StartError};
 pub use membership::MembershipEvent;
 pub use node::{LaneStatus, Node, NodeBuilder, PeerTarget};
+pub use partisan_core::broadcast::kv_map::{KvConfig, KvMap};
+pub use partisan_core::broadcast::{
+    BroadcastError, BroadcastHandler, ExchangeInfo, ExchangeSelector, ExchangeStep, GraftReply,
+    PlumtreeConfig, Receipt,
+};
 pub use partisan_core::id::{
     ChannelName, ChannelOpts, Creation, NodeName, NodeSpec, Pid, ProcessName, Ref, RegisteredName,
     RemoteRef,
@@ -54,7 +65,7 @@ pub use partisan_core::overlay::{OverlayKind, Tag};
 pub use process::registry::Envelope;
 pub use process::{Process, RecvError};
 pub use send::{Dest, Destination, SendOptions};
-pub use stats::{ChannelSnapshot, StatsSnapshot};
+pub use stats::{BroadcastSnapshot, ChannelSnapshot, StatsSnapshot};
 pub use transport::{MemoryTransport, TcpTransport, Transport};
 
 pub use partisan_core;

@@ -14,4 +14,7 @@ pub(crate) struct Snapshot {
     pub(crate) passive: Vec<NodeName>,
     /// Nodes that relay for this one (client-server: a client's servers), sorted.
     pub(crate) relays: Vec<NodeName>,
+    /// Peers the Plumtrees spread broadcasts to (the overlay's broadcast members that are up),
+    /// sorted.
+    pub(crate) broadcast_members: Vec<NodeName>,
 }

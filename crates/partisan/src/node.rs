@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use partisan_core::broadcast::kv_map::KvConfig;
+use partisan_core::broadcast::{BroadcastHandler, PlumtreeConfig};
 use partisan_core::connection_plan::ConnId;
 use partisan_core::id::{
     ChannelName, Creation, NodeName, NodeSpec, Pid, ProcessName, Ref, RegisteredName,
@@ -420,6 +422,7 @@ impl Shared {
 pub struct NodeBuilder {
     config: Config,
     transport: Arc<dyn Transport>,
+    broadcasts: Vec<crate::broadcast::Registration>,
 }
 
 impl NodeBuilder {
@@ -437,6 +440,7 @@ impl NodeBuilder {
         NodeBuilder {
             config,
             transport: Arc::new(TcpTransport),
+            broadcasts: Vec::new(),
         }
     }
 
@@ -497,6 +501,35 @@ impl NodeBuilder {
         &self.config
     }
 
+    /// Registers a broadcast handler when the node starts: `make` is called with the node's
+    /// name at every [`NodeBuilder::start`] (so each run of the node, a restart from a clone of
+    /// this builder included, starts with fresh handler state and catches up by anti-entropy),
+    /// and the node takes part in the handler's Plumtree with `cfg` from its start on.
+    ///
+    /// `start` fails with [`StartError::Broadcast`], naming the handler, if its name is invalid
+    /// (1 to 64 ASCII letters, digits, `_`, `-`, `.`) or taken by another handler, or if its
+    /// channel is not configured on this node. Every node of a cluster must register the same
+    /// handlers (by name) for them to reach each other; a Plumtree message for a handler a
+    /// node lacks is dropped and counted there.
+    pub fn broadcast_handler<H, F>(mut self, make: F, cfg: PlumtreeConfig) -> Self
+    where
+        H: BroadcastHandler,
+        F: Fn(&NodeName) -> H + Send + Sync + 'static,
+    {
+        self.broadcasts
+            .push(crate::broadcast::Registration::new(make, cfg));
+        self
+    }
+
+    /// Registers the replicated key-value map ([`KvMap`](crate::KvMap), handler name `"kv"`,
+    /// default channel), read and written through [`Node::kv`]; `kv` sets its tombstone grace
+    /// period, `cfg` its Plumtree (the default ticks: lazy 1 s, exchange 10 s).
+    pub fn kv_map(mut self, kv: KvConfig, cfg: PlumtreeConfig) -> Self {
+        self.broadcasts
+            .push(crate::broadcast::kv_registration(kv, cfg));
+        self
+    }
+
     /// Validates the configuration, binds the listen addresses and starts the node's tasks.
     /// Must be called inside a tokio runtime.
     pub async fn start(mut self) -> Result<Node, StartError> {
@@ -504,6 +537,8 @@ impl NodeBuilder {
             self.config.listen_addrs = Config::default().listen_addrs;
         }
         let cfg = self.config.resolve()?;
+        let channels = cfg.channels.keys().cloned().collect();
+        let handlers = crate::broadcast::make_handlers(&self.broadcasts, &cfg.name, &channels)?;
         let mut listeners = Vec::new();
         let mut bound = Vec::new();
         for addr in &cfg.listen {
@@ -564,9 +599,13 @@ impl NodeBuilder {
             stopped: AtomicBool::new(false),
         });
         let rng_seed = shared.rng_seed;
-        shared
-            .tasks
-            .spawn(Driver::new(shared.clone(), rx, rng_seed).run());
+        let mut driver = Driver::new(shared.clone(), rx, rng_seed);
+        if let Err(e) = driver.register_broadcasts(handlers) {
+            // Nothing was spawned: the listeners close as they are dropped.
+            shared.stopped.store(true, Relaxed);
+            return Err(e);
+        }
+        shared.tasks.spawn(driver.run());
         for l in listeners {
             shared.tasks.spawn(accept::accept_loop(shared.clone(), l));
         }

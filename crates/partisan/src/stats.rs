@@ -103,6 +103,9 @@ pub(crate) struct NodeCounters {
     pub(crate) overlay_rejected: AtomicU64,
     pub(crate) overlay_dropped: AtomicU64,
     pub(crate) peers_known: AtomicU64,
+    pub(crate) broadcast_sent: AtomicU64,
+    pub(crate) broadcast_dropped: AtomicU64,
+    pub(crate) broadcast_unknown_handler: AtomicU64,
 }
 
 /// Every counter of a node.
@@ -112,6 +115,8 @@ pub(crate) struct Stats {
     /// Lanes of channels only a peer declares are counted here, under the label `other`.
     other: Arc<ChannelStats>,
     pub(crate) node: NodeCounters,
+    /// Per broadcast handler, as the driver last published them.
+    pub(crate) broadcast: arc_swap::ArcSwap<BTreeMap<String, BroadcastSnapshot>>,
 }
 
 impl Stats {
@@ -123,6 +128,7 @@ impl Stats {
                 .collect(),
             other: Arc::new(ChannelStats::new(node, &other)),
             node: NodeCounters::default(),
+            broadcast: Default::default(),
         }
     }
 
@@ -155,6 +161,10 @@ impl Stats {
             overlay_rejected: n.overlay_rejected.load(Relaxed),
             overlay_dropped: n.overlay_dropped.load(Relaxed),
             peers_known: n.peers_known.load(Relaxed),
+            broadcast_messages_sent: n.broadcast_sent.load(Relaxed),
+            broadcast_messages_dropped: n.broadcast_dropped.load(Relaxed),
+            broadcast_unknown_handler: n.broadcast_unknown_handler.load(Relaxed),
+            broadcast: (**self.broadcast.load()).clone(),
         }
     }
 }
@@ -206,4 +216,112 @@ pub struct StatsSnapshot {
     /// Peers whose handshake identity this node keeps: those connected or still wanted. A
     /// peer that is neither is forgotten, so churn of peers does not grow memory.
     pub peers_known: u64,
+    /// Plumtree messages (every handler) put on a lane.
+    pub broadcast_messages_sent: u64,
+    /// Plumtree messages dropped: no open lane to the neighbour, or its queue was full or
+    /// closing (grafts and anti-entropy repair what they carried).
+    pub broadcast_messages_dropped: u64,
+    /// Plumtree messages received for a handler not registered on this node, dropped.
+    pub broadcast_unknown_handler: u64,
+    /// Per broadcast handler, by name.
+    pub broadcast: BTreeMap<String, BroadcastSnapshot>,
+}
+
+/// Counters and gauges of one broadcast handler's Plumtree at one moment (see
+/// [`crate::Node::broadcast_stats`]). Counters are monotonic for the node's run.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct BroadcastSnapshot {
+    /// Broadcasts started on this node.
+    pub broadcasts: u64,
+    /// Messages delivered (merged as new), local broadcasts included.
+    pub delivered: u64,
+    /// Payload copies received from neighbours (eager pushes and graft answers).
+    pub gossip_received: u64,
+    /// Payload copies received that were already known.
+    pub duplicates: u64,
+    /// Payload copies sent.
+    pub gossip_sent: u64,
+    /// Prunes sent (a duplicate arrived on that link).
+    pub prunes_sent: u64,
+    /// Prunes received.
+    pub prunes_received: u64,
+    /// Grafts sent (a missing message's timer expired, or a shorter lazy path was found).
+    pub grafts_sent: u64,
+    /// Grafts received.
+    pub grafts_received: u64,
+    /// Grafts received for a message the handler no longer has or that is stale.
+    pub grafts_unanswered: u64,
+    /// Announcements (ids) sent in lazy `IHave` batches.
+    pub ihaves_sent: u64,
+    /// Announcements received.
+    pub ihaves_received: u64,
+    /// Announcements dropped from a full per-peer queue.
+    pub ihaves_dropped: u64,
+    /// Announcements of a missing message dropped because the missing table was full.
+    pub missing_dropped: u64,
+    /// Missing messages given up after every announcer was asked.
+    pub missing_expired: u64,
+    /// Lazy links promoted because they were shorter than the eager path.
+    pub optimizations: u64,
+    /// Anti-entropy exchanges started here.
+    pub exchanges: u64,
+    /// Exchanges started here that finished.
+    pub exchanges_completed: u64,
+    /// Exchanges started here and given up (timeout or neighbour lost).
+    pub exchanges_failed: u64,
+    /// Exchanges cancelled by the user.
+    pub exchanges_cancelled: u64,
+    /// Exchange messages received, either side.
+    pub exchange_messages: u64,
+    /// Trees forgotten because more roots broadcast than `max_trees`.
+    pub trees_evicted: u64,
+    /// Messages from nodes that were not broadcast neighbours.
+    pub from_non_neighbours: u64,
+    /// Gauge: broadcast neighbours now.
+    pub neighbours: u64,
+    /// Gauge: roots with a tree of their own (the others use the shared tree).
+    pub own_trees: u64,
+    /// Gauge: messages announced and not received yet.
+    pub missing: u64,
+    /// Gauge: announcements queued for lazy peers.
+    pub outstanding: u64,
+    /// Gauge: exchanges started here and still running.
+    pub exchanges_running: u64,
+}
+
+impl BroadcastSnapshot {
+    /// The counters and gauges of `t` now.
+    pub(crate) fn of(t: &partisan_core::broadcast::Plumtree) -> Self {
+        let s = t.stats();
+        BroadcastSnapshot {
+            broadcasts: s.broadcasts,
+            delivered: s.delivered,
+            gossip_received: s.gossip_received,
+            duplicates: s.duplicates,
+            gossip_sent: s.gossip_sent,
+            prunes_sent: s.prunes_sent,
+            prunes_received: s.prunes_received,
+            grafts_sent: s.grafts_sent,
+            grafts_received: s.grafts_received,
+            grafts_unanswered: s.grafts_unanswered,
+            ihaves_sent: s.ihaves_sent,
+            ihaves_received: s.ihaves_received,
+            ihaves_dropped: s.ihaves_dropped,
+            missing_dropped: s.missing_dropped,
+            missing_expired: s.missing_expired,
+            optimizations: s.optimizations,
+            exchanges: s.exchanges,
+            exchanges_completed: s.exchanges_completed,
+            exchanges_failed: s.exchanges_failed,
+            exchanges_cancelled: s.exchanges_cancelled,
+            exchange_messages: s.exchange_messages,
+            trees_evicted: s.trees_evicted,
+            from_non_neighbours: s.from_non_neighbours,
+            neighbours: t.neighbours().len() as u64,
+            own_trees: t.own_roots().count() as u64,
+            missing: t.missing() as u64,
+            outstanding: t.outstanding() as u64,
+            exchanges_running: t.exchanges().count() as u64,
+        }
+    }
 }

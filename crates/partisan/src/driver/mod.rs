@@ -31,10 +31,14 @@ use partisan_core::wire::Control;
 use rand::{RngCore, SeedableRng};
 use tokio::sync::{mpsc, oneshot};
 
+use partisan_core::broadcast::BroadcastError;
+
+use crate::broadcast::EngineFn;
 use crate::config::OverlaySettings;
 use crate::connection::ConnCtx;
-use crate::error::ConnectError;
+use crate::error::{ConnectError, StartError};
 use crate::node::Shared;
+use crate::stats::BroadcastSnapshot;
 
 /// What a connect or join is aimed at.
 #[derive(Debug, Clone)]
@@ -113,6 +117,14 @@ pub(crate) enum DriverCmd {
     Closed { conn: ConnId },
     /// Close everything, answer once every lane is down.
     Shutdown { reply: oneshot::Sender<()> },
+    /// Broadcast with a registered handler.
+    Broadcast {
+        handler: String,
+        msg: Vec<u8>,
+        reply: oneshot::Sender<Result<(), BroadcastError>>,
+    },
+    /// Run a read (or control) of the API on the engine; its outputs are carried out after.
+    Engine(EngineFn),
 }
 
 /// A caller waiting for the engine's answer.
@@ -121,6 +133,7 @@ enum Reply {
     Cancel(oneshot::Sender<bool>),
     Done(oneshot::Sender<()>),
     Reserve(oneshot::Sender<Result<(), OverlayError>>),
+    Broadcast(oneshot::Sender<Result<(), BroadcastError>>),
 }
 
 pub(crate) struct Driver {
@@ -134,6 +147,8 @@ pub(crate) struct Driver {
     /// Overlay rejections already added to the node's counter.
     rejected_published: u64,
     rx: mpsc::Receiver<DriverCmd>,
+    /// Broadcast counters last published, per handler in registration order.
+    broadcast_published: Vec<BroadcastSnapshot>,
     /// Set once the shutdown was answered: the loop ends.
     stopped: bool,
 }
@@ -196,8 +211,24 @@ impl Driver {
             membership_dirty: true,
             rejected_published: 0,
             rx,
+            broadcast_published: Vec::new(),
             stopped: false,
         }
+    }
+
+    /// Registers the node's broadcast handlers (before the driver runs).
+    pub(crate) fn register_broadcasts(
+        &mut self,
+        handlers: Vec<crate::broadcast::Handler>,
+    ) -> Result<(), StartError> {
+        for (h, cfg) in handlers {
+            let handler = h.name().to_string();
+            let now = self.shared.now();
+            self.engine
+                .register_broadcast(h, cfg, now)
+                .map_err(|source| StartError::Broadcast { handler, source })?;
+        }
+        Ok(())
     }
 
     fn to_tokio(&self, t: Instant) -> tokio::time::Instant {
@@ -285,6 +316,19 @@ impl Driver {
             DriverCmd::Shutdown { reply } => Command::Shutdown {
                 waiter: Some(self.wait(Reply::Done(reply))),
             },
+            DriverCmd::Broadcast {
+                handler,
+                msg,
+                reply,
+            } => Command::Broadcast {
+                handler,
+                msg,
+                waiter: Some(self.wait(Reply::Broadcast(reply))),
+            },
+            DriverCmd::Engine(f) => {
+                f(&mut self.engine);
+                return;
+            }
             DriverCmd::Control { conn, msg } => {
                 self.engine.handle_control(conn, msg, now);
                 return;

@@ -9,6 +9,7 @@ use partisan_core::engine::{Answer, ConnectFailure, Event};
 use super::{Driver, Reply};
 use crate::error::ConnectError;
 use crate::membership::Snapshot;
+use crate::stats::BroadcastSnapshot;
 
 impl From<ConnectFailure> for ConnectError {
     fn from(f: ConnectFailure) -> ConnectError {
@@ -69,6 +70,14 @@ impl Driver {
         self.rejected_published = rejected;
         node.peers_known
             .store(self.engine.known_identities() as u64, Relaxed);
+        node.broadcast_sent.store(s.broadcast_handed, Relaxed);
+        node.broadcast_dropped.store(
+            s.broadcast_returned + s.broadcast_dropped_unreachable,
+            Relaxed,
+        );
+        node.broadcast_unknown_handler
+            .store(s.broadcast_unknown_handler, Relaxed);
+        self.publish_broadcast();
         for (reply, answer) in answers {
             self.answer(reply, answer);
         }
@@ -94,6 +103,9 @@ impl Driver {
             (Reply::Reserve(r), Answer::Reserved(res)) => {
                 let _ = r.send(res);
             }
+            (Reply::Broadcast(r), Answer::Broadcast(res)) => {
+                let _ = r.send(res);
+            }
             (_, answer) => {
                 tracing::error!(
                     ?answer,
@@ -101,6 +113,28 @@ impl Driver {
                 );
             }
         }
+    }
+
+    /// Publishes every handler's counters if any changed (no allocation when none did).
+    fn publish_broadcast(&mut self) {
+        let mut changed = self.engine.plumtrees().count() != self.broadcast_published.len();
+        if !changed {
+            changed = self
+                .engine
+                .plumtrees()
+                .zip(&self.broadcast_published)
+                .any(|(t, old)| BroadcastSnapshot::of(t) != *old);
+        }
+        if !changed {
+            return;
+        }
+        self.broadcast_published = self.engine.plumtrees().map(BroadcastSnapshot::of).collect();
+        let by_name = self
+            .engine
+            .plumtrees()
+            .map(|t| (t.name().to_string(), BroadcastSnapshot::of(t)))
+            .collect();
+        self.shared.stats.broadcast.store(Arc::new(by_name));
     }
 
     fn publish_membership(&mut self) {
@@ -111,6 +145,7 @@ impl Driver {
             active: o.active_view(),
             passive: o.passive_view(),
             relays: o.relays(),
+            broadcast_members: self.engine.broadcast_members(),
         };
         self.shared.membership.store(Arc::new(snapshot));
         for e in self.engine.membership_events() {
