@@ -168,8 +168,8 @@ pub struct ExchangeInfo {
     pub started: Instant,
 }
 
-/// A root's tree: every neighbour's link (`true`: eager). Made from the shared tree when the
-/// root is first seen, then shaped by that root's traffic alone.
+/// A root's own links: where its tree differs from the shared tree (`true`: eager), set by
+/// the paper's optimisation (a shortcut from this root only).
 #[derive(Debug, Default)]
 struct Tree {
     own: BTreeMap<NodeName, bool>,
@@ -410,18 +410,11 @@ impl Plumtree {
             }
         }
         for p in &added {
-            // A new neighbour is lazy in every tree that still has an eager link: where the
-            // tree is whole it would only bring duplicates, and where it is cut, announcements
-            // through it graft it in. A tree with no eager link left takes it eager.
-            let shared_eager = self.common.eager.is_empty();
-            if shared_eager {
-                self.common.eager.insert(p.clone());
-            } else {
-                self.common.lazy.insert(p.clone());
-            }
+            // A new neighbour is eager in every tree (the paper's NeighborUp).
+            self.common.lazy.remove(p);
+            self.common.eager.insert(p.clone());
             for t in self.trees.values_mut() {
-                let lone = !t.own.values().any(|e| *e);
-                t.own.insert(p.clone(), lone);
+                t.own.remove(p);
             }
         }
         self.neighbours = members;
@@ -545,10 +538,14 @@ impl Plumtree {
 
     // ----- internals -----
 
-    /// Makes `peer` eager (or lazy) in `root`'s tree, and in the shared tree new roots' trees
-    /// are made from.
+    /// Makes `peer` eager (or lazy) in the shared tree, and in `root`'s own links if it has
+    /// one to `peer`.
     fn mark(&mut self, root: &NodeName, peer: &NodeName, eager: bool) {
-        self.own_tree(root).own.insert(peer.clone(), eager);
+        if let Some(t) = self.trees.get_mut(root) {
+            if let Some(e) = t.own.get_mut(peer) {
+                *e = eager;
+            }
+        }
         let c = &mut self.common;
         if eager {
             c.lazy.remove(peer);
@@ -559,8 +556,8 @@ impl Plumtree {
         }
     }
 
-    /// `root`'s tree, made from the shared tree if it has none yet (beyond `max_trees` roots,
-    /// the least recently used root's tree is forgotten).
+    /// `root`'s own links, empty if it had none (beyond `max_trees` roots, the least recently
+    /// used root's are forgotten: it uses the shared tree alone again).
     fn own_tree(&mut self, root: &NodeName) -> &mut Tree {
         self.use_clock += 1;
         let used = self.use_clock;
@@ -576,12 +573,13 @@ impl Plumtree {
                     self.stats.trees_evicted += 1;
                 }
             }
-            let own = self
-                .neighbours
-                .iter()
-                .map(|p| (p.clone(), self.common.eager.contains(p)))
-                .collect();
-            self.trees.insert(root.clone(), Tree { own, used });
+            self.trees.insert(
+                root.clone(),
+                Tree {
+                    own: BTreeMap::new(),
+                    used,
+                },
+            );
         }
         let t = self.trees.get_mut(root).expect("inserted above");
         t.used = used;
@@ -749,7 +747,6 @@ impl Plumtree {
         now: Instant,
         out: &mut Vec<PlumtreeOutput>,
     ) {
-        self.own_tree(root);
         let (mut eager, mut lazy) = (Vec::new(), Vec::new());
         for p in &self.neighbours {
             if Some(p) == except || p == root {
