@@ -41,13 +41,15 @@ fn network(n: u32, seed: u64, hyparview: bool) -> Network {
     } else {
         Setup::full_mesh(n, seed, FullMeshConfig::default())
     };
-    setup.broadcast = Some(Arc::new(|i: NodeId| {
-        let name = partisan_core::testing::node_name(i);
-        vec![(
-            Box::new(Recorder::new("log", name, true)) as _,
-            PlumtreeConfig::default(),
-        )]
-    }));
+    setup.broadcast = Some(Arc::new(
+        |i: NodeId, _: &partisan_core::overlay::PeerInfo| {
+            let name = partisan_core::testing::node_name(i);
+            vec![(
+                Box::new(Recorder::new("log", name, true)) as _,
+                PlumtreeConfig::default(),
+            )]
+        },
+    ));
     let mut net = Network::new(setup);
     for i in 1..n {
         net.join(i, 0);

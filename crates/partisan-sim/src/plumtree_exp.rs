@@ -343,14 +343,16 @@ pub fn run(opts: &PlumtreeOpts, progress: &mut dyn Progress) -> PlumtreeReport {
     setup.net = opts.net.clone();
     setup.keepalive = opts.keepalive;
     let pcfg = opts.plumtree.clone();
-    setup.broadcast = Some(Arc::new(move |_i: NodeId| {
-        vec![(
-            Box::new(Tally {
-                seen: BTreeMap::new(),
-            }) as Box<dyn BroadcastHandler>,
-            pcfg.clone(),
-        )]
-    }));
+    setup.broadcast = Some(Arc::new(
+        move |_i: NodeId, _: &partisan_core::overlay::PeerInfo| {
+            vec![(
+                Box::new(Tally {
+                    seen: BTreeMap::new(),
+                }) as Box<dyn BroadcastHandler>,
+                pcfg.clone(),
+            )]
+        },
+    ));
     let mut sim = Network::new(setup);
     join_and_settle(
         &mut sim,

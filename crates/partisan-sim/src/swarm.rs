@@ -29,15 +29,23 @@
 //! everyone and clients to every server, each client with a connected relay; static: every
 //! node connected to every other. And for every overlay: exactly one connection per (pair,
 //! channel, lane) the overlay keeps, with every lane of it up.
+//!
+//! Half the scenarios also broadcast (Plumtree, a handler that keeps every message and runs
+//! anti-entropy) from random live nodes during the faults. Once the overlay has healed, a
+//! member broadcasts once more, and within a bound every member must hold every message any
+//! member holds (the last one included): what the tree, grafts and anti-entropy together
+//! promise. Every broadcast frame crosses the network encoded and meets the same faults.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use partisan_core::broadcast::{BroadcastHandler, PlumtreeConfig};
 use partisan_core::engine::Keepalive;
 use partisan_core::id::{ChannelName, ChannelOpts, NodeName};
 use partisan_core::overlay::{
-    ClientServer, FullMesh, FullMeshConfig, HyParView, HyParViewConfig, Overlay,
+    ClientServer, FullMesh, FullMeshConfig, HyParView, HyParViewConfig, Overlay, PeerInfo,
 };
+use partisan_core::testing::Recorder;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -88,6 +96,44 @@ pub struct ScenarioReport {
     pub heal_secs: f64,
     /// Trace hash.
     pub trace_hash: String,
+    /// Messages broadcast (0 when the scenario does not broadcast).
+    pub broadcasts: u32,
+}
+
+/// The broadcast handler of swarm scenarios.
+const LOG: &str = "log";
+
+/// Messages every member holds, or why not: every member must hold every message some member
+/// holds.
+fn broadcast_converged(sim: &Network, members: &[NodeId]) -> Result<(), String> {
+    let held = |i: NodeId| {
+        sim.engine(i)
+            .broadcast_handler::<Recorder>(LOG)
+            .map(|r| {
+                r.deliveries()
+                    .keys()
+                    .cloned()
+                    .collect::<BTreeSet<Vec<u8>>>()
+            })
+            .unwrap_or_default()
+    };
+    let sets: Vec<(NodeId, BTreeSet<Vec<u8>>)> = members.iter().map(|&i| (i, held(i))).collect();
+    let all: BTreeSet<&Vec<u8>> = sets.iter().flat_map(|(_, s)| s.iter()).collect();
+    for (i, set) in &sets {
+        if set.len() < all.len() {
+            let delivered_twice = sim
+                .engine(*i)
+                .broadcast_handler::<Recorder>(LOG)
+                .map(|r| r.deliveries().values().filter(|d| d.delivered > 1).count())
+                .unwrap_or(0);
+            return Err(format!(
+                "n{i} holds {} of the {} broadcast messages (delivered twice: {delivered_twice})",
+                set.len(),
+                all.len()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A failing scenario and how to replay it.
@@ -465,7 +511,28 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
         command: format!("partisan sim swarm --seed {seed}"),
     };
     let nodes = sc.nodes;
+    // Broadcast decisions come from their own stream, so scenarios without broadcast are the
+    // ones they were before broadcast existed.
+    let mut gb = ChaCha8Rng::seed_from_u64(derive_seed(seed, 0xb_10ad));
+    let broadcasting = gb.gen_bool(0.5);
     let mut setup = choice.setup(nodes, derive_seed(seed, 1));
+    if broadcasting {
+        let pcfg = PlumtreeConfig {
+            exchange_tick: Duration::from_secs(2),
+            ..PlumtreeConfig::default()
+        };
+        setup.broadcast = Some(std::sync::Arc::new(move |_: NodeId, me: &PeerInfo| {
+            vec![(
+                Box::new(Recorder::of_incarnation(
+                    LOG,
+                    me.name().clone(),
+                    me.creation,
+                    true,
+                )) as Box<dyn BroadcastHandler>,
+                pcfg.clone(),
+            )]
+        }));
+    }
     setup.net = faulty.clone();
     setup.keepalive = Some(keepalive);
     if g.gen_bool(0.3) {
@@ -511,6 +578,16 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
         joins.iter().map(|&(t, i, c)| (t, Some((i, c)))).collect();
     plan.extend(faults.iter().map(|&(t, _)| (t, None)));
     plan.sort_by_key(|(t, j)| (*t, j.is_none()));
+    let mut casts: Vec<u64> = if broadcasting {
+        (0..gb.gen_range(1..=20))
+            .map(|_| gb.gen_range(2_000_000..5_000_000 + chaos))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    casts.sort_unstable();
+    let mut casts = casts.into_iter().peekable();
+    let mut broadcasts = 0u32;
 
     let mut crashed: BTreeSet<NodeId> = BTreeSet::new();
     let mut log: Vec<String> = Vec::new();
@@ -519,6 +596,17 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
     let start = sim.now;
     let secs = |sim: &Network| sim.now.0 as f64 / 1e6;
     for (t, join) in plan {
+        while let Some(c) = casts.next_if(|c| *c <= t) {
+            let at = start + Duration::from_micros(c);
+            sim.run_checked(at, check_node)
+                .map_err(|e| fail(format!("at {:.3}s: {e}", at.0 as f64 / 1e6)))?;
+            let live: Vec<NodeId> = sim.live();
+            let v = live[gb.gen_range(0..live.len())];
+            if sim.broadcast(v, LOG, b"m").is_ok() {
+                broadcasts += 1;
+                log.push(format!("{:.1}s broadcast from n{v}", secs(&sim)));
+            }
+        }
         let at = start + Duration::from_micros(t);
         sim.run_checked(at, check_node)
             .map_err(|e| fail(format!("at {:.3}s: {e}", at.0 as f64 / 1e6)))?;
@@ -676,6 +764,30 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
             log.join("; ")
         )));
     }
+    if broadcasting {
+        // One more broadcast on the healed overlay; then everyone has everything within 30
+        // exchange ticks (each member exchanges with one neighbour per tick).
+        let v = members[gb.gen_range(0..members.len())];
+        sim.broadcast(v, LOG, b"after")
+            .map_err(|e| fail(format!("broadcast after healing from n{v}: {e}")))?;
+        broadcasts += 1;
+        let deadline = sim.now + Duration::from_secs(60);
+        let mut last = broadcast_converged(&sim, &members);
+        while last.is_err() && sim.now < deadline {
+            let until = sim.now + Duration::from_secs(1);
+            sim.run_checked(until, check_node)
+                .map_err(|e| fail(format!("while spreading broadcasts: {e}")))?;
+            last = broadcast_converged(&sim, &members);
+        }
+        if let Err(e) = last {
+            return Err(fail(format!(
+                "{} {}: broadcasts not everywhere 60 s after healing: {e}\n  faults: {}",
+                sc.family.name(),
+                choice.name(),
+                log.join("; ")
+            )));
+        }
+    }
     Ok(ScenarioReport {
         seed,
         overlay: choice.name().into(),
@@ -685,5 +797,6 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
         events: sim.events,
         heal_secs: (sim.now - heal_start).as_secs_f64(),
         trace_hash: format!("{:016x}", sim.trace.value()),
+        broadcasts,
     })
 }

@@ -860,10 +860,18 @@ impl Plumtree {
             let Some(m) = self.missing.get_mut(&id) else {
                 continue;
             };
+            // The announcer closest to the root (fewest hops; the first such) is asked: the
+            // part a cut left out joins the tree as high up as it can, keeping it shallow.
+            let best = m
+                .announcers
+                .iter()
+                .enumerate()
+                .min_by_key(|(k, a)| (a.2, *k))
+                .map(|(k, _)| k);
             let next = if stale {
                 None
             } else {
-                m.announcers.pop_front()
+                best.and_then(|k| m.announcers.remove(k))
             };
             let Some((peer, root, round)) = next else {
                 self.missing.remove(&id);

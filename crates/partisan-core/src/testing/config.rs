@@ -62,10 +62,12 @@ impl Default for NetConfig {
 /// Makes the overlay of node `id` in its incarnation `local`, from a seed for its RNG.
 pub type OverlayFactory = Arc<dyn Fn(NodeId, &PeerInfo, u64) -> Box<dyn Overlay> + Send + Sync>;
 
-/// Makes the broadcast handlers node `id` registers, each with its Plumtree settings (called
-/// at the start and at every restart: a restarted node's handlers start empty).
-pub type BroadcastFactory =
-    Arc<dyn Fn(NodeId) -> Vec<(Box<dyn BroadcastHandler>, PlumtreeConfig)> + Send + Sync>;
+/// Makes the broadcast handlers node `id` registers in its incarnation `local`, each with its
+/// Plumtree settings (called at the start and at every restart: a restarted node's handlers
+/// start empty).
+pub type BroadcastFactory = Arc<
+    dyn Fn(NodeId, &PeerInfo) -> Vec<(Box<dyn BroadcastHandler>, PlumtreeConfig)> + Send + Sync,
+>;
 
 /// How every node of a network is set up.
 #[derive(Clone)]

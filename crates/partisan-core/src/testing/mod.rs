@@ -338,7 +338,7 @@ impl Network {
         let rng = Box::new(ChaCha8Rng::seed_from_u64(derive_seed(seed, 1)));
         let mut engine = Engine::new(cfg, overlay, rng, self.now);
         if let Some(factory) = &self.setup.broadcast {
-            for (handler, pcfg) in factory(i) {
+            for (handler, pcfg) in factory(i, info) {
                 engine
                     .register_broadcast(handler, pcfg, self.now)
                     .expect("a valid broadcast handler");

@@ -35,6 +35,7 @@ enum Ae {
 pub struct Recorder {
     name: String,
     node: NodeName,
+    creation: u64,
     seq: u64,
     store: BTreeMap<Vec<u8>, Vec<u8>>,
     deliveries: BTreeMap<Vec<u8>, Delivery>,
@@ -44,9 +45,16 @@ pub struct Recorder {
 impl Recorder {
     /// A recorder named `name` on `node`, doing anti-entropy if `exchange`.
     pub fn new(name: &str, node: NodeName, exchange: bool) -> Recorder {
+        Recorder::of_incarnation(name, node, 0, exchange)
+    }
+
+    /// A recorder of one incarnation of a node: its ids name the creation too, so a restarted
+    /// node's messages are not taken for its earlier run's.
+    pub fn of_incarnation(name: &str, node: NodeName, creation: u64, exchange: bool) -> Recorder {
         Recorder {
             name: name.to_string(),
             node,
+            creation,
             seq: 0,
             store: BTreeMap::new(),
             deliveries: BTreeMap::new(),
@@ -54,9 +62,14 @@ impl Recorder {
         }
     }
 
-    /// The id the `seq`-th broadcast (from 1) of `node` gets.
+    /// The id the `seq`-th broadcast (from 1) of `node` gets (creation 0).
     pub fn id_of(node: &NodeName, seq: u64) -> Vec<u8> {
-        postcard::to_allocvec(&(node, seq)).expect("serializable")
+        Recorder::id_of_incarnation(node, 0, seq)
+    }
+
+    /// The id the `seq`-th broadcast (from 1) of `node` in its run `creation` gets.
+    pub fn id_of_incarnation(node: &NodeName, creation: u64, seq: u64) -> Vec<u8> {
+        postcard::to_allocvec(&(node, creation, seq)).expect("serializable")
     }
 
     /// How each known message was delivered, by id.
@@ -101,7 +114,10 @@ impl BroadcastHandler for Recorder {
 
     fn broadcast_data(&mut self, msg: &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> {
         self.seq += 1;
-        Ok((Recorder::id_of(&self.node, self.seq), msg.to_vec()))
+        Ok((
+            Recorder::id_of_incarnation(&self.node, self.creation, self.seq),
+            msg.to_vec(),
+        ))
     }
 
     fn merge(&mut self, id: &[u8], payload: &[u8], receipt: Receipt<'_>) -> bool {
