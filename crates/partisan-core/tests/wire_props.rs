@@ -9,6 +9,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use bytes::{Bytes, BytesMut};
 use partisan_core::auth::{Cookie, NONCE_LEN, PROOF_LEN};
+use partisan_core::broadcast::{Announcement, BroadcastBody, BroadcastMsg};
 use partisan_core::id::{
     ChannelName, ChannelOpts, NodeName, NodeSpec, Pid, ProcessName, Ref, RegisteredName, RemoteRef,
     MAX_PARALLELISM, MAX_PROCESS_NAME_LEN,
@@ -187,10 +188,45 @@ fn control() -> impl Strategy<Value = Control> {
         Just(CsMsg::Leaving),
         node_name().prop_map(|node| CsMsg::Removed { node }),
     ];
+    let bytes = || proptest::collection::vec(any::<u8>(), 0..64);
+    let body =
+        prop_oneof![
+            (bytes(), bytes(), node_name(), any::<u32>()).prop_map(|(id, payload, root, round)| {
+                BroadcastBody::Gossip {
+                    id,
+                    payload,
+                    root,
+                    round,
+                }
+            }),
+            proptest::collection::vec(
+                (bytes(), node_name(), any::<u32>()).prop_map(|(id, root, round)| Announcement {
+                    id,
+                    root,
+                    round
+                }),
+                0..4
+            )
+            .prop_map(BroadcastBody::IHave),
+            (node_name(), any::<bool>())
+                .prop_map(|(root, shortcut)| BroadcastBody::Prune { root, shortcut }),
+            (bytes(), node_name(), any::<u32>())
+                .prop_map(|(id, root, round)| BroadcastBody::Graft { id, root, round }),
+            (any::<u64>(), any::<bool>(), bytes()).prop_map(|(session, from_initiator, data)| {
+                BroadcastBody::Exchange {
+                    session,
+                    from_initiator,
+                    data,
+                }
+            }),
+        ];
+    let broadcast = ("[a-z]{1,8}", body)
+        .prop_map(|(handler, body)| Control::Broadcast(BroadcastMsg { handler, body }));
     prop_oneof![
         hv.prop_map(|m| Control::Overlay(OverlayMsg::HyParView(m))),
         cs.prop_map(|m| Control::Overlay(OverlayMsg::ClientServer(m))),
         Just(Control::Overlay(OverlayMsg::Static(StaticMsg::Leaving))),
+        broadcast,
     ]
 }
 
