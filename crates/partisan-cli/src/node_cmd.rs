@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use partisan::{ChannelConfig, Config, KvConfig, NodeBuilder, PlumtreeConfig};
+use partisan::{ChannelConfig, Config, NodeBuilder};
 
 /// Options of `partisan node`. Flags override the values of `--config`.
 #[derive(clap::Args, Debug)]
@@ -136,9 +136,12 @@ pub fn config_from(args: &NodeArgs) -> anyhow::Result<Config> {
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let cfg = config_from(&args)?;
     // Every node carries the replicated key-value map ("kv", on the default channel), so a
-    // cluster can be used from the shell through the admin endpoint.
+    // cluster can be used from the shell through the admin endpoint; `[broadcast]` in the
+    // config file sets its Plumtree and tombstone settings (checked by `validate`).
+    let plumtree = cfg.broadcast.plumtree()?;
+    let kv = cfg.broadcast.kv()?;
     let node = NodeBuilder::from_config(cfg)
-        .kv_map(KvConfig::default(), PlumtreeConfig::default())
+        .kv_map(kv, plumtree)
         .start()
         .await
         .context("starting node")?;

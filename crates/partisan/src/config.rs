@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use partisan_core::auth::Cookie;
+use partisan_core::broadcast::kv_map::KvConfig;
+use partisan_core::broadcast::PlumtreeConfig;
 use partisan_core::engine::Keepalive;
 use partisan_core::id::{ChannelName, ChannelOpts, NodeName, NodeSpec, MAX_PARALLELISM};
 use partisan_core::overlay::{HyParViewConfig, OverlayKind, Role, Tag};
@@ -147,6 +149,109 @@ impl Default for HyParViewSection {
     }
 }
 
+/// Plumtree settings of every broadcast handler the node registers from its configuration
+/// (the `partisan node` replicated map), in milliseconds; Partisan's names where it has the
+/// option.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BroadcastSection {
+    /// Milliseconds between two batches of announcements to lazy peers.
+    pub lazy_tick_period: u64,
+    /// Milliseconds between two anti-entropy exchanges started by this node.
+    pub exchange_tick_period: u64,
+    /// Exchanges running at once, at most.
+    pub broadcast_start_exchange_limit: usize,
+    /// Milliseconds after which an unfinished exchange is given up.
+    pub exchange_timeout: u64,
+    /// Milliseconds after the first announcement of a missing message before it is grafted
+    /// (plus up to half of it at random).
+    pub graft_timeout: u64,
+    /// Milliseconds before the next announcer is asked.
+    pub graft_retry: u64,
+    /// The paper's optimisation threshold, in hops (0: off).
+    pub optimize_threshold: u32,
+    /// Announcements queued per lazy peer between two lazy ticks.
+    pub max_outstanding_per_peer: usize,
+    /// Missing messages tracked at once.
+    pub max_missing: usize,
+    /// Roots with their own shortcut links, at most.
+    pub max_trees: usize,
+    /// Milliseconds a deleted key of the replicated map is remembered (a node away longer can
+    /// bring it back).
+    pub kv_tombstone_grace: u64,
+}
+
+impl Default for BroadcastSection {
+    fn default() -> Self {
+        let d = PlumtreeConfig::default();
+        BroadcastSection {
+            lazy_tick_period: d.lazy_tick.as_millis() as u64,
+            exchange_tick_period: d.exchange_tick.as_millis() as u64,
+            broadcast_start_exchange_limit: d.max_exchanges,
+            exchange_timeout: d.exchange_timeout.as_millis() as u64,
+            graft_timeout: d.graft_timeout.as_millis() as u64,
+            graft_retry: d.graft_retry.as_millis() as u64,
+            optimize_threshold: d.optimize_threshold,
+            max_outstanding_per_peer: d.max_outstanding_per_peer,
+            max_missing: d.max_missing,
+            max_trees: d.max_trees,
+            kv_tombstone_grace: KvConfig::default().tombstone_grace_micros / 1_000,
+        }
+    }
+}
+
+impl BroadcastSection {
+    /// The Plumtree settings, checked; the error names the key (`broadcast.KEY`).
+    pub fn plumtree(&self) -> Result<PlumtreeConfig, ConfigError> {
+        let ms = |key: &str, v: u64, lo: u64| -> Result<Duration, ConfigError> {
+            check_range(&format!("broadcast.{key}"), v, lo, 86_400_000)?;
+            Ok(Duration::from_millis(v))
+        };
+        let count = |key: &str, v: usize| -> Result<usize, ConfigError> {
+            check_range(&format!("broadcast.{key}"), v as u64, 1, 1 << 24)?;
+            Ok(v)
+        };
+        check_range(
+            "broadcast.optimize_threshold",
+            u64::from(self.optimize_threshold),
+            0,
+            1_000,
+        )?;
+        Ok(PlumtreeConfig {
+            lazy_tick: ms("lazy_tick_period", self.lazy_tick_period, 1)?,
+            exchange_tick: ms("exchange_tick_period", self.exchange_tick_period, 1)?,
+            max_exchanges: count(
+                "broadcast_start_exchange_limit",
+                self.broadcast_start_exchange_limit,
+            )?,
+            exchange_timeout: ms("exchange_timeout", self.exchange_timeout, 1)?,
+            graft_timeout: ms("graft_timeout", self.graft_timeout, 1)?,
+            graft_retry: ms("graft_retry", self.graft_retry, 1)?,
+            optimize_threshold: self.optimize_threshold,
+            max_outstanding_per_peer: count(
+                "max_outstanding_per_peer",
+                self.max_outstanding_per_peer,
+            )?,
+            max_missing: count("max_missing", self.max_missing)?,
+            max_trees: count("max_trees", self.max_trees)?,
+            ..PlumtreeConfig::default()
+        })
+    }
+
+    /// The replicated map's settings, checked.
+    pub fn kv(&self) -> Result<KvConfig, ConfigError> {
+        check_range(
+            "broadcast.kv_tombstone_grace",
+            self.kv_tombstone_grace,
+            1,
+            u64::MAX / 1_000,
+        )?;
+        Ok(KvConfig {
+            tombstone_grace_micros: self.kv_tombstone_grace * 1_000,
+        })
+    }
+}
+
 /// Everything needed to start a node. Build it in code, or load it with
 /// [`Config::from_toml_str`] / [`Config::from_file`]; unknown keys are errors.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,6 +314,9 @@ pub struct Config {
     pub fanout: usize,
     /// HyParView parameters.
     pub hyparview: HyParViewSection,
+    /// Plumtree and replicated-map settings of the handlers the node registers from its
+    /// configuration.
+    pub broadcast: BroadcastSection,
     /// Seed of the node's protocol randomness (overlay choices, redial and keepalive jitter),
     /// to replay a run; random when unset. It is logged at start either way. Handshake nonces
     /// never come from it.
@@ -243,6 +351,7 @@ impl Default for Config {
             periodic_interval: 10_000,
             fanout: 5,
             hyparview: HyParViewSection::default(),
+            broadcast: BroadcastSection::default(),
             rng_seed: None,
         }
     }
@@ -351,6 +460,8 @@ impl Config {
     }
 
     pub(crate) fn resolve(&self) -> Result<Resolved, ConfigError> {
+        self.broadcast.plumtree()?;
+        self.broadcast.kv()?;
         let name = self
             .name
             .as_deref()
@@ -766,6 +877,20 @@ mod tests {
         let mut c = base();
         c.seeds = vec!["nowhere".into()];
         named(c, "seeds[0]");
+        let mut c = base();
+        c.broadcast.lazy_tick_period = 0;
+        named(c, "broadcast.lazy_tick_period");
+        let mut c = base();
+        c.broadcast.max_missing = 0;
+        named(c, "broadcast.max_missing");
+        let c = Config::from_toml_str(
+            "[broadcast]\nexchange_tick_period = 500\noptimize_threshold = 3\nkv_tombstone_grace = 60000",
+        )
+        .unwrap();
+        let p = c.broadcast.plumtree().unwrap();
+        assert_eq!(p.exchange_tick, Duration::from_millis(500));
+        assert_eq!(p.optimize_threshold, 3);
+        assert_eq!(c.broadcast.kv().unwrap().tombstone_grace_micros, 60_000_000);
         let e = Config::from_toml_str("[hyparview]\nactive_max = 3")
             .unwrap_err()
             .to_string();

@@ -47,7 +47,8 @@ pub mod transport;
 pub use broadcast::{HandlerError, Kv, KvError, TreePeers};
 pub use cluster::{NodeFilter, NodeStatus, Subscription};
 pub use config::{
-    ChannelConfig, Config, ConfigError, HyParViewSection, PingConfig, DEFAULT_WRITE_CHUNK,
+    BroadcastSection, ChannelConfig, Config, ConfigError, HyParViewSection, PingConfig,
+    DEFAULT_WRITE_CHUNK,
 };
 pub use error::{ConnectError, RegisterError, SendError, StartError};
 pub use membership::MembershipEvent;
