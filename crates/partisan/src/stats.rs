@@ -277,6 +277,8 @@ pub struct BroadcastSnapshot {
     pub trees_evicted: u64,
     /// Messages from nodes that were not broadcast neighbours.
     pub from_non_neighbours: u64,
+    /// Handler callbacks that panicked (caught and counted; the node goes on).
+    pub handler_panics: u64,
     /// Gauge: broadcast neighbours now.
     pub neighbours: u64,
     /// Gauge: roots with a tree of their own (the others use the shared tree).
@@ -317,6 +319,7 @@ impl BroadcastSnapshot {
             exchange_messages: s.exchange_messages,
             trees_evicted: s.trees_evicted,
             from_non_neighbours: s.from_non_neighbours,
+            handler_panics: s.handler_panics,
             neighbours: t.neighbours().len() as u64,
             own_trees: t.own_roots().count() as u64,
             missing: t.missing() as u64,

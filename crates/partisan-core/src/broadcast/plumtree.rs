@@ -151,6 +151,9 @@ pub struct BroadcastStats {
     /// Messages from nodes that are not broadcast neighbours, still processed but not used to
     /// shape trees.
     pub from_non_neighbours: u64,
+    /// Handler callbacks that panicked (caught; the callback counted as not new, stale,
+    /// nothing to graft or no exchange).
+    pub handler_panics: u64,
     /// Broadcast neighbours gained.
     pub neighbours_up: u64,
     /// Broadcast neighbours lost.
@@ -357,13 +360,13 @@ impl Plumtree {
         now: Instant,
         out: &mut Vec<PlumtreeOutput>,
     ) -> Result<(), BroadcastError> {
-        let (id, payload) =
-            self.handler
-                .broadcast_data(msg)
-                .map_err(|reason| BroadcastError::Refused {
-                    handler: self.handler.name().to_string(),
-                    reason,
-                })?;
+        let refused = Err("the handler panicked".to_string());
+        let (id, payload) = self
+            .guarded(refused, |h| h.broadcast_data(msg))
+            .map_err(|reason| BroadcastError::Refused {
+                handler: self.handler.name().to_string(),
+                reason,
+            })?;
         self.stats.broadcasts += 1;
         let local = self.local.clone();
         let receipt = Receipt {
@@ -371,7 +374,7 @@ impl Plumtree {
             root: &local,
             round: 0,
         };
-        if !self.handler.merge(&id, &payload, receipt) {
+        if !self.guarded(false, |h| h.merge(&id, &payload, receipt)) {
             return Ok(());
         }
         self.stats.delivered += 1;
@@ -463,7 +466,7 @@ impl Plumtree {
                 if id.is_empty() {
                     return;
                 }
-                match self.handler.graft(&id) {
+                match self.guarded(GraftReply::Missing, |h| h.graft(&id)) {
                     GraftReply::Payload(payload) => {
                         self.stats.gossip_sent += 1;
                         out.push(PlumtreeOutput::Send {
@@ -538,6 +541,20 @@ impl Plumtree {
 
     // ----- internals -----
 
+    /// Runs a handler callback. A panic in it is caught and counted, and `fallback` stands for
+    /// its answer (not new, stale, nothing to graft, no exchange): a broken handler costs its
+    /// own deliveries, never the node's control plane (as Partisan wraps its callbacks).
+    fn guarded<R>(&mut self, fallback: R, f: impl FnOnce(&mut dyn BroadcastHandler) -> R) -> R {
+        let h = self.handler.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(h))) {
+            Ok(r) => r,
+            Err(_) => {
+                self.stats.handler_panics += 1;
+                fallback
+            }
+        }
+    }
+
     /// Makes `peer` eager (or lazy) in the shared tree, and in `root`'s own links if it has
     /// one to `peer`.
     fn mark(&mut self, root: &NodeName, peer: &NodeName, eager: bool) {
@@ -604,7 +621,7 @@ impl Plumtree {
             root: &root,
             round,
         };
-        if self.handler.merge(&id, &payload, receipt) {
+        if self.guarded(false, |h| h.merge(&id, &payload, receipt)) {
             self.stats.delivered += 1;
             self.forget_missing(&id);
             self.remember_receipt(&id, round, from, &root, now);
@@ -646,7 +663,7 @@ impl Plumtree {
         out: &mut Vec<PlumtreeOutput>,
     ) {
         self.stats.ihaves_received += 1;
-        if self.handler.is_stale(&a.id) {
+        if self.guarded(true, |h| h.is_stale(&a.id)) {
             self.forget_missing(&a.id);
             self.maybe_optimize(from, neighbour, &a, out);
             return;
@@ -856,7 +873,7 @@ impl Plumtree {
                 break;
             }
             self.schedule.pop_first();
-            let stale = self.handler.is_stale(&id);
+            let stale = self.guarded(true, |h| h.is_stale(&id));
             let Some(m) = self.missing.get_mut(&id) else {
                 continue;
             };
@@ -918,7 +935,7 @@ impl Plumtree {
             return;
         }
         let peer = free[rng.gen_range(0..free.len())].clone();
-        let Some(data) = self.handler.exchange_start(&peer) else {
+        let Some(data) = self.guarded(None, |h| h.exchange_start(&peer)) else {
             return;
         };
         self.next_session += 1;
@@ -957,7 +974,9 @@ impl Plumtree {
                 return;
             }
         }
-        let step = self.handler.exchange_step(from, &data, !from_initiator);
+        let step = self.guarded(ExchangeStep::Finish(None), |h| {
+            h.exchange_step(from, &data, !from_initiator)
+        });
         let reply = match step {
             ExchangeStep::Continue(r) => Some(r),
             ExchangeStep::Finish(r) => {

@@ -560,3 +560,62 @@ fn every_root_uses_the_shared_tree_and_shortcuts_stay_with_their_root() {
     assert!(t.tree(&n("q")).1.contains(&n("c")));
     assert!(t.tree(&n("r")).0.contains(&n("c")));
 }
+
+/// A handler whose every callback panics.
+struct Broken;
+
+impl BroadcastHandler for Broken {
+    fn name(&self) -> &str {
+        "broken"
+    }
+    fn broadcast_data(&mut self, _msg: &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> {
+        panic!("broadcast_data")
+    }
+    fn merge(&mut self, _id: &[u8], _payload: &[u8], _receipt: Receipt<'_>) -> bool {
+        panic!("merge")
+    }
+    fn is_stale(&self, _id: &[u8]) -> bool {
+        panic!("is_stale")
+    }
+    fn graft(&self, _id: &[u8]) -> GraftReply {
+        panic!("graft")
+    }
+    fn exchange_start(&mut self, _peer: &NodeName) -> Option<Vec<u8>> {
+        panic!("exchange_start")
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
+#[test]
+fn a_panicking_handler_is_caught_counted_and_costs_only_its_own_messages() {
+    let mut t = Plumtree::new(n("x"), Box::new(Broken), PlumtreeConfig::default(), 1);
+    t.set_neighbours(set(&["a", "b"]));
+    let mut out = Vec::new();
+    let e = t.broadcast(b"m", T0, &mut out).unwrap_err();
+    assert!(e.to_string().contains("panicked"), "{e}");
+    t.on_message(&n("a"), gossip(b"m", "r", 1), T0, &mut out);
+    t.on_message(&n("a"), ihave(b"z", "r", 1), T0, &mut out);
+    t.on_message(
+        &n("b"),
+        BroadcastBody::Graft {
+            id: b"m".to_vec(),
+            root: n("r"),
+            round: 1,
+        },
+        T0,
+        &mut out,
+    );
+    t.on_timer(PlumtreeTimer::Exchange, T0, &mut rng(), &mut out);
+    assert_eq!(t.stats().handler_panics, 5);
+    assert_eq!(t.stats().delivered, 0);
+    // Nothing was passed on for a message the handler could not merge.
+    assert!(sends(&out)
+        .iter()
+        .all(|(_, b)| !matches!(b, BroadcastBody::Gossip { .. })));
+    assert_eq!(t.missing(), 0, "a panicking is_stale counts as stale");
+}
