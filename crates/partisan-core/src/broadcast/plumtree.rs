@@ -47,8 +47,9 @@ pub struct PlumtreeConfig {
     /// its message is delivered and only add duplicates (see `partisan sim plumtree
     /// --optimize-threshold`).
     pub optimize_threshold: u32,
-    /// Receipts (id, hops, sender) remembered for the optimisation, at most; each is kept for
-    /// two lazy ticks and a graft timeout (when announcements of it can still come).
+    /// Receipts (id, hops, sender) remembered, at most: for the optimisation, and to announce
+    /// recent messages to a new neighbour. Each is kept for two lazy ticks and a graft timeout
+    /// (while announcements of it can still come).
     pub receipts: usize,
 }
 
@@ -384,8 +385,15 @@ impl Plumtree {
     }
 
     /// The broadcast neighbours are now `members` (this node excluded): new ones are eager in
-    /// every tree, lost ones leave every tree, their queued announcements and exchanges.
-    pub fn set_neighbours(&mut self, mut members: BTreeSet<NodeName>) {
+    /// every tree and are announced the messages received in the last few seconds (a message
+    /// pushed only to neighbours that then vanished still spreads through the new ones); lost
+    /// ones leave every tree, with their queued announcements and exchanges.
+    pub fn set_neighbours(
+        &mut self,
+        mut members: BTreeSet<NodeName>,
+        now: Instant,
+        out: &mut Vec<PlumtreeOutput>,
+    ) {
         members.remove(&self.local);
         let added: Vec<NodeName> = members.difference(&self.neighbours).cloned().collect();
         let removed: Vec<NodeName> = self.neighbours.difference(&members).cloned().collect();
@@ -421,6 +429,25 @@ impl Plumtree {
             }
         }
         self.neighbours = members;
+        self.expire_receipts(now);
+        if added.is_empty() || self.receipt_order.is_empty() {
+            return;
+        }
+        let recent: Vec<Announcement> = self
+            .receipt_order
+            .iter()
+            .filter_map(|(_, id)| {
+                let (round, _, root) = self.receipts.get(id)?;
+                Some(Announcement {
+                    id: id.clone(),
+                    root: root.clone(),
+                    round: round.saturating_add(1),
+                })
+            })
+            .collect();
+        for p in added {
+            self.queue_announcements(p, recent.iter().cloned(), now, out);
+        }
     }
 
     /// A message from `from`.
@@ -787,21 +814,32 @@ impl Plumtree {
                 },
             });
         }
-        if lazy.is_empty() {
-            return;
-        }
-        let max = self.cfg.max_outstanding_per_peer.max(1);
         for p in lazy {
-            let q = self.outstanding.entry(p).or_default();
+            let a = Announcement {
+                id: id.to_vec(),
+                root: root.clone(),
+                round,
+            };
+            self.queue_announcements(p, std::iter::once(a), now, out);
+        }
+    }
+
+    /// Queues announcements for `peer`'s next lazy tick (bounded; the oldest go).
+    fn queue_announcements(
+        &mut self,
+        peer: NodeName,
+        list: impl Iterator<Item = Announcement>,
+        now: Instant,
+        out: &mut Vec<PlumtreeOutput>,
+    ) {
+        let max = self.cfg.max_outstanding_per_peer.max(1);
+        let q = self.outstanding.entry(peer).or_default();
+        for a in list {
             if q.len() >= max {
                 q.pop_front();
                 self.stats.ihaves_dropped += 1;
             }
-            q.push_back(Announcement {
-                id: id.to_vec(),
-                root: root.clone(),
-                round,
-            });
+            q.push_back(a);
         }
         if !self.lazy_armed {
             self.lazy_armed = true;
@@ -820,16 +858,14 @@ impl Plumtree {
         root: &NodeName,
         now: Instant,
     ) {
-        if self.cfg.receipts == 0 || self.cfg.optimize_threshold == 0 {
+        if self.cfg.receipts == 0 {
             return;
         }
-        let keep = self.cfg.lazy_tick * 2 + self.cfg.graft_timeout;
-        while let Some((at, old)) = self.receipt_order.front() {
-            if self.receipt_order.len() < self.cfg.receipts && now.saturating_since(*at) < keep {
-                break;
+        self.expire_receipts(now);
+        while self.receipt_order.len() >= self.cfg.receipts {
+            if let Some((_, old)) = self.receipt_order.pop_front() {
+                self.receipts.remove(&old);
             }
-            self.receipts.remove(old);
-            self.receipt_order.pop_front();
         }
         if self
             .receipts
@@ -837,6 +873,18 @@ impl Plumtree {
             .is_none()
         {
             self.receipt_order.push_back((now, id.to_vec()));
+        }
+    }
+
+    /// Forgets receipts older than two lazy ticks and a graft timeout.
+    fn expire_receipts(&mut self, now: Instant) {
+        let keep = self.cfg.lazy_tick * 2 + self.cfg.graft_timeout;
+        while let Some((at, old)) = self.receipt_order.front() {
+            if now.saturating_since(*at) < keep {
+                break;
+            }
+            self.receipts.remove(old);
+            self.receipt_order.pop_front();
         }
     }
 

@@ -28,7 +28,7 @@ fn tree_with(local: &str, neighbours: &[&str], cfg: PlumtreeConfig) -> Plumtree 
         cfg,
         1,
     );
-    t.set_neighbours(set(neighbours));
+    t.set_neighbours(set(neighbours), T0, &mut Vec::new());
     t
 }
 
@@ -364,10 +364,11 @@ fn a_lost_neighbour_leaves_every_tree_and_its_announcements_and_exchanges_go() {
     t.on_message(&n("a"), gossip(b"m2", "r", 1), T0, &mut out); // queued for b
     t.on_message(&n("b"), ihave(b"z", "q", 1), T0, &mut out);
     assert_eq!(t.outstanding(), 1);
-    t.set_neighbours(set(&["a", "c"]));
+    t.set_neighbours(set(&["a", "c"]), T0, &mut out);
     let (eager, lazy) = t.tree(&n("r"));
     assert_eq!((eager, lazy), (set(&["a", "c"]), BTreeSet::new()));
-    assert_eq!(t.outstanding(), 0);
+    // b's announcements went with it; the newcomer c is told of the recent messages.
+    assert_eq!(t.outstanding(), 2);
     // The missing message has no announcer left: given up at its timer.
     out.clear();
     t.on_timer(
@@ -379,6 +380,34 @@ fn a_lost_neighbour_leaves_every_tree_and_its_announcements_and_exchanges_go() {
     assert!(sends(&out).is_empty());
     assert_eq!(t.missing(), 0);
     assert_eq!(t.stats().missing_expired, 1);
+}
+
+#[test]
+fn a_new_neighbour_is_announced_the_recent_messages_only() {
+    let mut t = tree_at("x", &["a"]);
+    let mut out = Vec::new();
+    t.on_message(&n("a"), gossip(b"old", "r", 1), T0, &mut out);
+    let later = T0 + Duration::from_secs(5);
+    t.on_message(&n("a"), gossip(b"new", "r", 2), later, &mut out);
+    out.clear();
+    t.set_neighbours(set(&["a", "c"]), later, &mut out);
+    let tick = match &timers(&out)[..] {
+        [(PlumtreeTimer::Lazy, at)] => *at,
+        other => panic!("expected the lazy tick, got {other:?}"),
+    };
+    out.clear();
+    t.on_timer(PlumtreeTimer::Lazy, tick, &mut rng(), &mut out);
+    assert_eq!(
+        sends(&out),
+        vec![(
+            n("c"),
+            BroadcastBody::IHave(vec![Announcement {
+                id: b"new".to_vec(),
+                root: n("r"),
+                round: 3
+            }])
+        )]
+    );
 }
 
 #[test]
@@ -594,7 +623,7 @@ impl BroadcastHandler for Broken {
 #[test]
 fn a_panicking_handler_is_caught_counted_and_costs_only_its_own_messages() {
     let mut t = Plumtree::new(n("x"), Box::new(Broken), PlumtreeConfig::default(), 1);
-    t.set_neighbours(set(&["a", "b"]));
+    t.set_neighbours(set(&["a", "b"]), T0, &mut Vec::new());
     let mut out = Vec::new();
     let e = t.broadcast(b"m", T0, &mut out).unwrap_err();
     assert!(e.to_string().contains("panicked"), "{e}");

@@ -66,7 +66,11 @@ impl Engine {
         }
         let seed = rand::RngCore::next_u64(&mut self.rng);
         let mut tree = Plumtree::new(self.local.name().clone(), handler, cfg, seed);
-        tree.set_neighbours(self.broadcast_members().into_iter().collect());
+        tree.set_neighbours(
+            self.broadcast_members().into_iter().collect(),
+            now,
+            &mut self.broadcasts.out,
+        );
         let rng = self.broadcasts.rng.as_mut().expect("seeded above");
         tree.start(now, rng, &mut self.broadcasts.out);
         let idx = self.broadcasts.trees.len();
@@ -171,14 +175,16 @@ impl Engine {
     }
 
     /// Feeds every Plumtree the current broadcast members (after a membership change).
-    pub(crate) fn refresh_broadcast_neighbours(&mut self) {
+    pub(crate) fn refresh_broadcast_neighbours(&mut self, now: Instant) {
         if self.broadcasts.is_empty() {
             return;
         }
         let members: BTreeSet<NodeName> = self.broadcast_members().into_iter().collect();
-        for (t, _) in &mut self.broadcasts.trees {
+        for idx in 0..self.broadcasts.trees.len() {
+            let t = &mut self.broadcasts.trees[idx].0;
             if t.neighbours() != &members {
-                t.set_neighbours(members.clone());
+                t.set_neighbours(members.clone(), now, &mut self.broadcasts.out);
+                self.apply_broadcast(idx, now);
             }
         }
     }

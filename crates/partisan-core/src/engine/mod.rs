@@ -770,7 +770,7 @@ impl Engine {
         self.forget_lost_identities();
         if self.membership_dirty {
             self.membership_dirty = false;
-            self.refresh_broadcast_neighbours();
+            self.refresh_broadcast_neighbours(now);
             self.events.push_back(Event::MembershipChanged);
         }
         if let Some(waiters) = &mut self.shutdown {
