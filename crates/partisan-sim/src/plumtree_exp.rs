@@ -35,8 +35,8 @@ pub struct PlumtreeOpts {
     /// Seed of the whole run.
     pub seed: u64,
     /// Broadcasting nodes: this many, chosen at random at the start (0: a random live node
-    /// for each broadcast). One by default: the paper's measure of one tree. A source that
-    /// crashes is replaced by a random live node.
+    /// for each broadcast). One by default: the paper's measure of one tree. The crash spares
+    /// them.
     pub sources: u32,
     /// Time between two broadcasts.
     pub interval: Duration,
@@ -376,8 +376,13 @@ pub fn run(opts: &PlumtreeOpts, progress: &mut dyn Progress) -> PlumtreeReport {
     let mut after_crash = None;
     let mut to_settle = None;
     if opts.crash > 0.0 {
-        let mut ids = sim.live();
-        let k = ((f64::from(n) * opts.crash).floor() as usize).min(ids.len() - 1);
+        // The broadcasting nodes survive: the phase measures how their trees heal.
+        let mut ids: Vec<NodeId> = sim
+            .live()
+            .into_iter()
+            .filter(|i| !pool.contains(i))
+            .collect();
+        let k = ((f64::from(n) * opts.crash).floor() as usize).min(ids.len().saturating_sub(1));
         for i in 0..k {
             let j = sim.rng().gen_range(i..ids.len());
             ids.swap(i, j);
