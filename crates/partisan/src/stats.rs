@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
+use partisan_core::broadcast::BroadcastStats;
 use partisan_core::id::ChannelName;
 use serde::Serialize;
 
@@ -228,60 +229,17 @@ pub struct StatsSnapshot {
 }
 
 /// Counters and gauges of one broadcast handler's Plumtree at one moment (see
-/// [`crate::Node::broadcast_stats`]). Counters are monotonic for the node's run.
+/// [`crate::Node::broadcast_stats`]). The counters are the engine's, monotonic for the node's
+/// run; in JSON they sit beside the gauges.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct BroadcastSnapshot {
-    /// Broadcasts started on this node.
-    pub broadcasts: u64,
-    /// Messages delivered (merged as new), local broadcasts included.
-    pub delivered: u64,
-    /// Payload copies received from neighbours (eager pushes and graft answers).
-    pub gossip_received: u64,
-    /// Payload copies received that were already known.
-    pub duplicates: u64,
-    /// Payload copies sent.
-    pub gossip_sent: u64,
-    /// Prunes sent (a duplicate arrived on that link).
-    pub prunes_sent: u64,
-    /// Prunes received.
-    pub prunes_received: u64,
-    /// Grafts sent (a missing message's timer expired, or a shorter lazy path was found).
-    pub grafts_sent: u64,
-    /// Grafts received.
-    pub grafts_received: u64,
-    /// Grafts received for a message the handler no longer has or that is stale.
-    pub grafts_unanswered: u64,
-    /// Announcements (ids) sent in lazy `IHave` batches.
-    pub ihaves_sent: u64,
-    /// Announcements received.
-    pub ihaves_received: u64,
-    /// Announcements dropped from a full per-peer queue.
-    pub ihaves_dropped: u64,
-    /// Announcements of a missing message dropped because the missing table was full.
-    pub missing_dropped: u64,
-    /// Missing messages given up after every announcer was asked.
-    pub missing_expired: u64,
-    /// Lazy links promoted because they were shorter than the eager path.
-    pub optimizations: u64,
-    /// Anti-entropy exchanges started here.
-    pub exchanges: u64,
-    /// Exchanges started here that finished.
-    pub exchanges_completed: u64,
-    /// Exchanges started here and given up (timeout or neighbour lost).
-    pub exchanges_failed: u64,
-    /// Exchanges cancelled by the user.
-    pub exchanges_cancelled: u64,
-    /// Exchange messages received, either side.
-    pub exchange_messages: u64,
-    /// Trees forgotten because more roots broadcast than `max_trees`.
-    pub trees_evicted: u64,
-    /// Messages from nodes that were not broadcast neighbours.
-    pub from_non_neighbours: u64,
-    /// Handler callbacks that panicked (caught and counted; the node goes on).
-    pub handler_panics: u64,
+    /// The Plumtree's counters (delivered, duplicates, prunes, grafts, announcements,
+    /// exchanges, caught handler panics, ...).
+    #[serde(flatten)]
+    pub counters: BroadcastStats,
     /// Gauge: broadcast neighbours now.
     pub neighbours: u64,
-    /// Gauge: roots with a tree of their own (the others use the shared tree).
+    /// Gauge: roots with links of their own (the others use the shared tree).
     pub own_trees: u64,
     /// Gauge: messages announced and not received yet.
     pub missing: u64,
@@ -294,32 +252,8 @@ pub struct BroadcastSnapshot {
 impl BroadcastSnapshot {
     /// The counters and gauges of `t` now.
     pub(crate) fn of(t: &partisan_core::broadcast::Plumtree) -> Self {
-        let s = t.stats();
         BroadcastSnapshot {
-            broadcasts: s.broadcasts,
-            delivered: s.delivered,
-            gossip_received: s.gossip_received,
-            duplicates: s.duplicates,
-            gossip_sent: s.gossip_sent,
-            prunes_sent: s.prunes_sent,
-            prunes_received: s.prunes_received,
-            grafts_sent: s.grafts_sent,
-            grafts_received: s.grafts_received,
-            grafts_unanswered: s.grafts_unanswered,
-            ihaves_sent: s.ihaves_sent,
-            ihaves_received: s.ihaves_received,
-            ihaves_dropped: s.ihaves_dropped,
-            missing_dropped: s.missing_dropped,
-            missing_expired: s.missing_expired,
-            optimizations: s.optimizations,
-            exchanges: s.exchanges,
-            exchanges_completed: s.exchanges_completed,
-            exchanges_failed: s.exchanges_failed,
-            exchanges_cancelled: s.exchanges_cancelled,
-            exchange_messages: s.exchange_messages,
-            trees_evicted: s.trees_evicted,
-            from_non_neighbours: s.from_non_neighbours,
-            handler_panics: s.handler_panics,
+            counters: *t.stats(),
             neighbours: t.neighbours().len() as u64,
             own_trees: t.own_roots().count() as u64,
             missing: t.missing() as u64,

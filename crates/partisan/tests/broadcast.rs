@@ -233,16 +233,16 @@ async fn twelve_nodes_deliver_a_thousand_broadcasts(prefix: &str, overlay: &str)
         let d = deliveries(n).await;
         assert_eq!(d.len(), 1000);
         assert!(d.values().all(|x| x.delivered == 1 && x.round.is_some()));
-        let s = n.broadcast_stats(REC).unwrap();
+        let s = n.broadcast_stats(REC).unwrap().counters;
         assert_eq!(s.delivered, 1000, "{}: {s:?}", n.name());
         assert_eq!(s.exchanges, 0);
-        assert_eq!(n.stats().broadcast[REC].delivered, 1000);
+        assert_eq!(n.stats().broadcast[REC].counters.delivered, 1000);
         assert!(!n.status().broadcast_members.is_empty());
         assert!(n.stats().broadcast_messages_sent > 0);
     }
     let sent: u64 = nodes
         .iter()
-        .map(|n| n.broadcast_stats(REC).unwrap().broadcasts)
+        .map(|n| n.broadcast_stats(REC).unwrap().counters.broadcasts)
         .sum();
     assert_eq!(sent, 1000);
     shutdown_all(&nodes).await;
@@ -294,7 +294,7 @@ async fn a_node_stopped_during_broadcasts_and_started_again_catches_up_by_anti_e
     // No broadcast happened since it came back: all of it came by exchange.
     let d = deliveries(&back).await;
     assert!(d.values().all(|x| x.round.is_none() && x.delivered == 1));
-    let s = back.broadcast_stats(REC).unwrap();
+    let s = back.broadcast_stats(REC).unwrap().counters;
     assert!(s.exchange_messages > 0, "{s:?}");
     assert_eq!(s.delivered, 0, "{s:?}");
     for n in &nodes {
@@ -540,7 +540,7 @@ async fn registration_errors_fail_start_and_calls_give_typed_errors() {
     assert_eq!(a.cancel_exchanges("zz", &ExchangeSelector::All).await, 0);
     until(
         "the cancel to be counted",
-        async || a.broadcast_stats("m").unwrap().exchanges_cancelled == 1,
+        async || a.broadcast_stats("m").unwrap().counters.exchanges_cancelled == 1,
         async || format!("{:?}", a.broadcast_stats("m")),
     )
     .await;
@@ -557,7 +557,7 @@ async fn registration_errors_fail_start_and_calls_give_typed_errors() {
     );
     until(
         "b to deliver",
-        async || b.broadcast_stats("m").unwrap().delivered == 1,
+        async || b.broadcast_stats("m").unwrap().counters.delivered == 1,
         async || format!("{:?}", b.broadcast_stats("m")),
     )
     .await;

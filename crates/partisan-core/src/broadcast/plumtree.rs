@@ -102,8 +102,8 @@ pub enum PlumtreeOutput {
     },
 }
 
-/// Counters of one handler's Plumtree.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Counters of one handler's Plumtree (monotonic for the engine's life).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct BroadcastStats {
     /// Broadcasts started on this node.
     pub broadcasts: u64,
