@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use rand::{Rng, RngCore, SeedableRng};
+use rand::{Rng, SeedableRng};
 
 use super::{
     Announcement, BroadcastBody, BroadcastError, BroadcastHandler, ExchangeSelector, ExchangeStep,
@@ -213,7 +213,8 @@ pub struct Plumtree {
     exchanges: BTreeMap<u64, ExchangeInfo>,
     next_session: u64,
     stats: BroadcastStats,
-    jitter: rand::rngs::StdRng,
+    /// Graft jitter, the first exchange tick and exchange peers.
+    rng: rand::rngs::StdRng,
 }
 
 impl std::fmt::Debug for Plumtree {
@@ -229,7 +230,7 @@ impl std::fmt::Debug for Plumtree {
 impl Plumtree {
     /// A Plumtree for `handler` on node `local`, with no neighbours yet. Call
     /// [`Plumtree::start`] before anything else.
-    /// `seed` drives the graft timers' jitter.
+    /// `seed` drives its random choices (graft jitter, exchange peers).
     pub fn new(
         local: NodeName,
         handler: Box<dyn BroadcastHandler>,
@@ -237,7 +238,7 @@ impl Plumtree {
         seed: u64,
     ) -> Self {
         Plumtree {
-            jitter: rand::rngs::StdRng::seed_from_u64(seed),
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
             local,
             cfg,
             handler,
@@ -260,10 +261,10 @@ impl Plumtree {
 
     /// Arms the exchange tick (the first one a random fraction of a period after `now`, so
     /// nodes started together do not exchange in step).
-    pub fn start(&mut self, now: Instant, rng: &mut dyn RngCore, out: &mut Vec<PlumtreeOutput>) {
+    pub fn start(&mut self, now: Instant, out: &mut Vec<PlumtreeOutput>) {
         let period = self.cfg.exchange_tick.as_micros() as u64;
         if period > 0 {
-            let first = rng.gen_range(0..period.max(1)) + period / 2;
+            let first = self.rng.gen_range(0..period.max(1)) + period / 2;
             out.push(PlumtreeOutput::SetTimer {
                 timer: PlumtreeTimer::Exchange,
                 at: now + Duration::from_micros(first),
@@ -518,13 +519,7 @@ impl Plumtree {
     }
 
     /// A timer armed with [`PlumtreeOutput::SetTimer`] fired.
-    pub fn on_timer(
-        &mut self,
-        timer: PlumtreeTimer,
-        now: Instant,
-        rng: &mut dyn RngCore,
-        out: &mut Vec<PlumtreeOutput>,
-    ) {
+    pub fn on_timer(&mut self, timer: PlumtreeTimer, now: Instant, out: &mut Vec<PlumtreeOutput>) {
         match timer {
             PlumtreeTimer::Lazy => {
                 self.lazy_armed = false;
@@ -545,7 +540,7 @@ impl Plumtree {
                 self.arm_graft(out);
             }
             PlumtreeTimer::Exchange => {
-                self.exchange_tick(now, rng, out);
+                self.exchange_tick(now, out);
                 out.push(PlumtreeOutput::SetTimer {
                     timer: PlumtreeTimer::Exchange,
                     at: now + self.cfg.exchange_tick,
@@ -899,7 +894,7 @@ impl Plumtree {
         if m == 0 {
             return Duration::ZERO;
         }
-        Duration::from_micros(self.jitter.gen_range(0..=m))
+        Duration::from_micros(self.rng.gen_range(0..=m))
     }
 
     fn arm_graft(&mut self, out: &mut Vec<PlumtreeOutput>) {
@@ -959,12 +954,7 @@ impl Plumtree {
         }
     }
 
-    fn exchange_tick(
-        &mut self,
-        now: Instant,
-        rng: &mut dyn RngCore,
-        out: &mut Vec<PlumtreeOutput>,
-    ) {
+    fn exchange_tick(&mut self, now: Instant, out: &mut Vec<PlumtreeOutput>) {
         let timeout = self.cfg.exchange_timeout;
         let before = self.exchanges.len();
         self.exchanges
@@ -982,7 +972,8 @@ impl Plumtree {
         if free.is_empty() {
             return;
         }
-        let peer = free[rng.gen_range(0..free.len())].clone();
+        let pick = self.rng.gen_range(0..free.len());
+        let peer = free[pick].clone();
         let Some(data) = self.guarded(None, |h| h.exchange_start(&peer)) else {
             return;
         };

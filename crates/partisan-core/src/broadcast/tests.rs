@@ -3,8 +3,6 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use rand::SeedableRng;
-
 use super::*;
 use crate::testing::Recorder;
 use crate::time::Instant;
@@ -61,10 +59,6 @@ fn gossip(id: &[u8], root: &str, round: u32) -> BroadcastBody {
         root: n(root),
         round,
     }
-}
-
-fn rng() -> rand::rngs::StdRng {
-    rand::rngs::StdRng::seed_from_u64(7)
 }
 
 const T0: Instant = Instant(1_000_000);
@@ -146,12 +140,7 @@ fn a_duplicate_prunes_its_sender_which_then_only_gets_announcements() {
         vec![(PlumtreeTimer::Lazy, T0 + Duration::from_secs(1))]
     );
     out.clear();
-    t.on_timer(
-        PlumtreeTimer::Lazy,
-        T0 + Duration::from_secs(1),
-        &mut rng(),
-        &mut out,
-    );
+    t.on_timer(PlumtreeTimer::Lazy, T0 + Duration::from_secs(1), &mut out);
     match &sends(&out)[..] {
         [(to, BroadcastBody::IHave(list))] => {
             assert_eq!(to, &n("b"));
@@ -247,12 +236,11 @@ fn a_missing_message_is_grafted_when_its_timer_expires_not_at_the_announcement()
     t.on_timer(
         PlumtreeTimer::Graft,
         T0 + Duration::from_millis(999),
-        &mut rng(),
         &mut early,
     );
     assert!(sends(&early).is_empty());
     out.clear();
-    t.on_timer(PlumtreeTimer::Graft, due, &mut rng(), &mut out);
+    t.on_timer(PlumtreeTimer::Graft, due, &mut out);
     assert_eq!(
         sends(&out),
         vec![(
@@ -269,7 +257,7 @@ fn a_missing_message_is_grafted_when_its_timer_expires_not_at_the_announcement()
     let retry = due + Duration::from_millis(500);
     assert_eq!(timers(&out), vec![(PlumtreeTimer::Graft, retry)]);
     out.clear();
-    t.on_timer(PlumtreeTimer::Graft, retry, &mut rng(), &mut out);
+    t.on_timer(PlumtreeTimer::Graft, retry, &mut out);
     assert!(
         matches!(&sends(&out)[..], [(p, BroadcastBody::Graft { round: 4, .. })] if p == &n("b"))
     );
@@ -281,7 +269,6 @@ fn a_missing_message_is_grafted_when_its_timer_expires_not_at_the_announcement()
     t.on_timer(
         PlumtreeTimer::Graft,
         retry + Duration::from_secs(5),
-        &mut rng(),
         &mut out,
     );
     assert!(sends(&out).is_empty());
@@ -296,12 +283,7 @@ fn an_announcement_of_a_message_that_arrives_by_eager_push_in_time_is_never_graf
     t.on_message(&n("b"), ihave(b"m", "r", 1), T0, &mut out);
     t.on_message(&n("a"), gossip(b"m", "r", 1), T0, &mut out);
     out.clear();
-    t.on_timer(
-        PlumtreeTimer::Graft,
-        T0 + Duration::from_secs(2),
-        &mut rng(),
-        &mut out,
-    );
+    t.on_timer(PlumtreeTimer::Graft, T0 + Duration::from_secs(2), &mut out);
     assert!(sends(&out).is_empty());
     // Announcing a known message again does nothing either.
     t.on_message(&n("b"), ihave(b"m", "r", 1), T0, &mut out);
@@ -371,12 +353,7 @@ fn a_lost_neighbour_leaves_every_tree_and_its_announcements_and_exchanges_go() {
     assert_eq!(t.outstanding(), 2);
     // The missing message has no announcer left: given up at its timer.
     out.clear();
-    t.on_timer(
-        PlumtreeTimer::Graft,
-        T0 + Duration::from_secs(2),
-        &mut rng(),
-        &mut out,
-    );
+    t.on_timer(PlumtreeTimer::Graft, T0 + Duration::from_secs(2), &mut out);
     assert!(sends(&out).is_empty());
     assert_eq!(t.missing(), 0);
     assert_eq!(t.stats().missing_expired, 1);
@@ -396,7 +373,7 @@ fn a_new_neighbour_is_announced_the_recent_messages_only() {
         other => panic!("expected the lazy tick, got {other:?}"),
     };
     out.clear();
-    t.on_timer(PlumtreeTimer::Lazy, tick, &mut rng(), &mut out);
+    t.on_timer(PlumtreeTimer::Lazy, tick, &mut out);
     assert_eq!(
         sends(&out),
         vec![(
@@ -435,7 +412,7 @@ fn queues_and_tables_are_bounded_and_count_what_they_drop() {
 /// Runs an exchange between two Plumtrees by hand; returns the messages it took.
 fn exchange(a: &mut Plumtree, an: &str, b: &mut Plumtree, bn: &str, now: Instant) -> usize {
     let mut out = Vec::new();
-    a.on_timer(PlumtreeTimer::Exchange, now, &mut rng(), &mut out);
+    a.on_timer(PlumtreeTimer::Exchange, now, &mut out);
     let mut msgs: Vec<(NodeName, NodeName, BroadcastBody)> = sends(&out)
         .into_iter()
         .map(|(to, body)| (n(an), to, body))
@@ -470,7 +447,7 @@ fn anti_entropy_exchanges_repair_both_sides_and_finish() {
     assert_eq!(a.exchanges().count(), 0);
     // A late answer to a finished or cancelled session is ignored.
     let mut out = Vec::new();
-    a.on_timer(PlumtreeTimer::Exchange, T0, &mut rng(), &mut out);
+    a.on_timer(PlumtreeTimer::Exchange, T0, &mut out);
     assert_eq!(a.exchanges().count(), 1);
     assert_eq!(a.cancel_exchanges(&ExchangeSelector::Peer(n("b"))), 1);
     let before = recorder(&a).len();
@@ -493,13 +470,12 @@ fn anti_entropy_exchanges_repair_both_sides_and_finish() {
 fn exchanges_time_out_and_respect_the_limit() {
     let mut a = tree_at("a", &["b", "c"]);
     let mut out = Vec::new();
-    a.on_timer(PlumtreeTimer::Exchange, T0, &mut rng(), &mut out);
+    a.on_timer(PlumtreeTimer::Exchange, T0, &mut out);
     assert_eq!(a.exchanges().count(), 1);
     out.clear();
     a.on_timer(
         PlumtreeTimer::Exchange,
         T0 + Duration::from_secs(10),
-        &mut rng(),
         &mut out,
     );
     assert_eq!(a.exchanges().count(), 1, "at most one at once by default");
@@ -507,7 +483,6 @@ fn exchanges_time_out_and_respect_the_limit() {
     a.on_timer(
         PlumtreeTimer::Exchange,
         T0 + Duration::from_secs(61),
-        &mut rng(),
         &mut out,
     );
     assert_eq!(a.stats().exchanges_failed, 1);
@@ -639,7 +614,7 @@ fn a_panicking_handler_is_caught_counted_and_costs_only_its_own_messages() {
         T0,
         &mut out,
     );
-    t.on_timer(PlumtreeTimer::Exchange, T0, &mut rng(), &mut out);
+    t.on_timer(PlumtreeTimer::Exchange, T0, &mut out);
     assert_eq!(t.stats().handler_panics, 5);
     assert_eq!(t.stats().delivered, 0);
     // Nothing was passed on for a message the handler could not merge.

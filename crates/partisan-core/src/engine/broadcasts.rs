@@ -4,8 +4,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rand::SeedableRng;
-
 use super::{Engine, TimerKey};
 use crate::broadcast::{
     validate_handler_name, BroadcastBody, BroadcastError, BroadcastHandler, BroadcastMsg,
@@ -22,8 +20,6 @@ pub(crate) struct Broadcasts {
     trees: Vec<(Plumtree, ChannelName)>,
     by_name: BTreeMap<String, usize>,
     out: Vec<PlumtreeOutput>,
-    /// Plumtree's own RNG (exchange peers, first tick), seeded from the engine's.
-    rng: Option<rand::rngs::StdRng>,
 }
 
 impl Broadcasts {
@@ -60,10 +56,6 @@ impl Engine {
                 channel: channel.to_string(),
             });
         }
-        if self.broadcasts.rng.is_none() {
-            let rng = rand::rngs::StdRng::from_rng(&mut self.rng).expect("seeding from an RNG");
-            self.broadcasts.rng = Some(rng);
-        }
         let seed = rand::RngCore::next_u64(&mut self.rng);
         let mut tree = Plumtree::new(self.local.name().clone(), handler, cfg, seed);
         tree.set_neighbours(
@@ -71,12 +63,11 @@ impl Engine {
             now,
             &mut self.broadcasts.out,
         );
-        let rng = self.broadcasts.rng.as_mut().expect("seeded above");
-        tree.start(now, rng, &mut self.broadcasts.out);
+        tree.start(now, &mut self.broadcasts.out);
         let idx = self.broadcasts.trees.len();
         self.broadcasts.trees.push((tree, channel));
         self.broadcasts.by_name.insert(name, idx);
-        self.apply_broadcast(idx, now);
+        self.apply_broadcast(idx);
         self.apply(now);
         Ok(())
     }
@@ -146,7 +137,7 @@ impl Engine {
         let r = self.broadcasts.trees[idx]
             .0
             .broadcast(msg, now, &mut self.broadcasts.out);
-        self.apply_broadcast(idx, now);
+        self.apply_broadcast(idx);
         r
     }
 
@@ -158,20 +149,15 @@ impl Engine {
         self.broadcasts.trees[idx]
             .0
             .on_message(from, msg.body, now, &mut self.broadcasts.out);
-        self.apply_broadcast(idx, now);
+        self.apply_broadcast(idx);
     }
 
     pub(crate) fn broadcast_timer(&mut self, idx: usize, timer: PlumtreeTimer, now: Instant) {
         let Some((tree, _)) = self.broadcasts.trees.get_mut(idx) else {
             return;
         };
-        let rng = self
-            .broadcasts
-            .rng
-            .as_mut()
-            .expect("seeded at the first registration");
-        tree.on_timer(timer, now, rng, &mut self.broadcasts.out);
-        self.apply_broadcast(idx, now);
+        tree.on_timer(timer, now, &mut self.broadcasts.out);
+        self.apply_broadcast(idx);
     }
 
     /// Feeds every Plumtree the current broadcast members (after a membership change).
@@ -184,13 +170,13 @@ impl Engine {
             let t = &mut self.broadcasts.trees[idx].0;
             if t.neighbours() != &members {
                 t.set_neighbours(members.clone(), now, &mut self.broadcasts.out);
-                self.apply_broadcast(idx, now);
+                self.apply_broadcast(idx);
             }
         }
     }
 
     /// Carries out what Plumtree `idx` asked for.
-    fn apply_broadcast(&mut self, idx: usize, _now: Instant) {
+    fn apply_broadcast(&mut self, idx: usize) {
         for o in std::mem::take(&mut self.broadcasts.out) {
             match o {
                 PlumtreeOutput::Send { to, body } => self.send_broadcast(idx, to, body),
