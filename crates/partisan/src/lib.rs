@@ -29,6 +29,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod behaviour;
 mod broadcast;
 mod cluster;
 mod config;
@@ -44,6 +45,7 @@ mod send;
 mod stats;
 pub mod transport;
 
+pub use behaviour::{gen_server, gen_statem, CallError, Endpoint, ReplyTo, ServerStartError};
 pub use broadcast::{HandlerError, Kv, KvError, TreePeers};
 pub use cluster::{NodeFilter, NodeStatus, Subscription};
 pub use config::{
