@@ -215,7 +215,9 @@ async fn call_and_cast_on_one_node_and_across_nodes(net: Net) {
     // Local (on b) and remote (from a), by name and by pid.
     assert_eq!(call(&b, Req::Add(1)).await, Ok(Rep::Value(1)));
     assert_eq!(call(&a, Req::Add(2)).await, Ok(Rep::Value(3)));
-    let got: Rep = gen_server::call(&a, &pid, &Req::Get, WAIT).await.unwrap();
+    let got: Rep = gen_server::call(&a, &pid, &Req::Get, Duration::MAX)
+        .await
+        .unwrap();
     assert_eq!(got, Rep::Value(3));
     // From a process, the server sees that process as the caller; from a node, a pid of the
     // calling node (the call's own process).

@@ -370,7 +370,7 @@ fn is_self<E: Endpoint + ?Sized>(from: &E, server: Dest<'_>) -> bool {
 
 /// Calls `server` (a pid, registered name or alias of a [`GenServer`] or [`GenStatem`], on
 /// this node or another) with `request`, from `from` (a [`Node`] or a [`Process`]), and waits
-/// at most `timeout` for the reply.
+/// at most `timeout` for the reply (`Duration::MAX`: no limit in practice).
 ///
 /// Guarantees: the call ends with exactly one outcome; it fails as soon as the caller learns
 /// that the server is gone, with the reason of its `Down`: [`CallError::NoProc`] (no such
@@ -395,7 +395,7 @@ where
     E: Endpoint + ?Sized,
     D: Destination,
 {
-    let deadline = Instant::now() + timeout;
+    let deadline = super::deadline(timeout);
     if is_self(from, server.dest()) {
         return Err(CallError::CallingSelf);
     }
@@ -459,7 +459,7 @@ where
     E: Endpoint + ?Sized,
     D: Destination,
 {
-    let deadline = Instant::now() + timeout;
+    let deadline = super::deadline(timeout);
     if is_self(from, server.dest()) {
         return Err(CallError::CallingSelf);
     }

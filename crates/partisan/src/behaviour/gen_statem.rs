@@ -343,7 +343,7 @@ impl<I> Timers<I> {
     fn arm(&mut self, after: Duration, content: I) -> Armed<I> {
         self.seq += 1;
         Armed {
-            at: Instant::now() + after,
+            at: super::deadline(after),
             seq: self.seq,
             content,
         }

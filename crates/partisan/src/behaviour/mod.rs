@@ -146,6 +146,14 @@ where
     }
 }
 
+/// The instant `after` from now; a delay too large to represent (`Duration::MAX` as "no
+/// timeout") is about thirty years.
+pub(crate) fn deadline(after: std::time::Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(after)
+        .unwrap_or_else(|| now + std::time::Duration::from_secs(30 * 365 * 24 * 3600))
+}
+
 /// Runs `f`, turning a panic in it into `Err` with the panic's message.
 pub(crate) async fn catch<F: Future>(f: F) -> Result<F::Output, String> {
     let mut f = std::pin::pin!(f);
