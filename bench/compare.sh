@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs partisan and Distributed Erlang back to back on the workloads of issue 5 and prints
-# both systems' figures and the ratios against the targets (markdown, on stdout).
+# Runs partisan and Distributed Erlang back to back on the workloads of issue 5 (and RPC,
+# issue 10) and prints both systems' figures and the ratios against the targets (markdown,
+# on stdout).
 #
 #   bench/compare.sh                 # 5 s per measurement, about 3 minutes in all
 #   DURATION=10 bench/compare.sh     # longer measurements
@@ -42,6 +43,11 @@ run hol_max "$p" bench hol
 run hol_max "$e" hol
 run hol_paced "$p" bench hol --stream-rate 500
 run hol_paced "$e" hol --stream-rate 500
+# RPC: closed-loop calls of a 64 B echo handler (Erlang: erpc:call of an echo function).
+run rpc_64_x1 "$p" bench rpc --payload 64 --callers 1
+run rpc_64_x1 "$e" rpc --payload 64 --callers 1
+run rpc_64_x64 "$p" bench rpc --payload 64 --callers 64
+run rpc_64_x64 "$e" rpc --payload 64 --callers 64
 # Lanes: the same workloads over 4 connections instead of 1 (partisan only).
 run lanes_oneway_64_x4 "$p" bench oneway --payload 64 --senders 4 --parallelism 1
 run lanes_oneway_64_x4 "$p" bench oneway --payload 64 --senders 4 --parallelism 4

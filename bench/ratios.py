@@ -81,6 +81,16 @@ def main():
           f"(Erlang: {er['loaded_p99_us'] / er['idle_p99_us']:.1f}x) | {r:.2f}x | <= 3x | "
           f"{'yes' if r <= 3 else 'NO'} |")
 
+    rpc = [("RPC 64 B echo, 1 caller", "rpc_64_x1"), ("RPC 64 B echo, 64 callers", "rpc_64_x64")]
+    if all((case, sys_) in rows for _, case in rpc for sys_ in ("partisan", "disterl")):
+        print()
+        print("| RPC (Erlang: `erpc:call`) | metric | partisan | Distributed Erlang | partisan / Erlang |")
+        print("| --- | --- | ---: | ---: | ---: |")
+        for title, case in rpc:
+            for name, field in [("calls/s", "ops_per_sec"), ("p50 us", "p50_us"), ("p99 us", "p99_us")]:
+                pv, ev = one(case, "partisan")[field], one(case, "disterl")[field]
+                print(f"| {title} | {name} | {fmt(pv)} | {fmt(ev)} | {pv / ev:.2f}x |")
+
     lanes = [(k, v) for k, v in rows.items() if k[0].startswith("lanes_")]
     if lanes:
         print()

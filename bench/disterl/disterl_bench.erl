@@ -8,6 +8,8 @@
 %%   echo   --payload 64 --callers 1 --duration 5       ops_per_sec, mb_per_sec, p50_us, p99_us, p999_us
 %%   hol    --duration 5 [--stream-rate MB_PER_SEC]     idle_p99_us, loaded_p99_us, loaded_p50_us,
 %%                                                      stream_mb_per_sec
+%%   rpc    --payload 64 --callers 1,64 --duration 5    ops_per_sec, p50_us, p99_us, p999_us
+%%                                                      (erpc:call of an echo function on the peer)
 %%
 %% --payload and --senders/--callers take comma-separated lists (every combination is a line).
 %% Distributed Erlang has one connection per node pair, so the head-of-line stream always
@@ -15,7 +17,7 @@
 %% driver node.
 -module(disterl_bench).
 
--export([main/0, main/1, start_ctl/0, ctl/1, echo/0, sink/2]).
+-export([main/0, main/1, start_ctl/0, ctl/1, echo/0, sink/2, rpc_echo/1]).
 
 -define(MB, 1000000).
 
@@ -35,7 +37,7 @@ main(_) ->
     erlang:halt(Code).
 
 run([Bench | Rest]) ->
-    Opts = parse(Rest, #{payload => [64], senders => [1], callers => [1], duration => 5.0,
+    Opts = parse(Rest, #{payload => [64], senders => [1], callers => default, duration => 5.0,
                          warmup => undefined, stream_rate => undefined,
                          stream_payload => 1048576}),
     Peer = start_peer(),
@@ -45,7 +47,10 @@ run([Bench | Rest]) ->
                                                S <- maps:get(senders, Opts)];
         "echo" ->
             [line(echo(Peer, Opts, P, C)) || P <- maps:get(payload, Opts),
-                                             C <- maps:get(callers, Opts)];
+                                             C <- callers(Opts, [1])];
+        "rpc" ->
+            [line(rpc(Peer, Opts, P, C)) || P <- maps:get(payload, Opts),
+                                            C <- callers(Opts, [1, 64])];
         "hol" ->
             line(hol(Peer, Opts));
         Other ->
@@ -65,6 +70,12 @@ parse(["--json" | R], Acc) -> parse(R, Acc);
 parse([Other | _], _) -> error({unknown_option, Other}).
 
 split(V) -> string:lexemes(V, ",").
+
+callers(Opts, Default) ->
+    case maps:get(callers, Opts) of
+        default -> Default;
+        Cs -> Cs
+    end.
 
 num(S) ->
     case string:to_float(S) of
@@ -215,6 +226,38 @@ quantiles(Sorted, Qs) ->
                 0 -> 0.0;
                 _ -> element(max(1, min(N, ceil(Q * N))), T) / 1000
             end} || {Name, Q} <- Qs].
+
+%% --- rpc ------------------------------------------------------------------------------------
+
+%% Runs on the peer, in the process erpc spawns for each call.
+rpc_echo(Bin) -> Bin.
+
+rpc(Peer, Opts, Payload, Callers) ->
+    Bin = binary:copy(<<16#5a>>, Payload),
+    Start = now_ns() + round(warmup(Opts) * 1.0e9),
+    End = Start + round(maps:get(duration, Opts) * 1.0e9),
+    Self = self(),
+    Ps = [spawn_link(fun() -> Self ! {lats, self(), rpc_loop(Peer, Bin, Start, End, [])} end)
+          || _ <- lists:seq(1, Callers)],
+    Lats = lists:sort(lists:append([receive {lats, P, L} -> L end || P <- Ps])),
+    Dur = maps:get(duration, Opts),
+    Ops = length(Lats),
+    [{system, disterl}, {bench, rpc}, {payload, Payload}, {callers, Callers},
+     {duration_s, Dur}, {ops, Ops}, {ops_per_sec, Ops / Dur},
+     {mb_per_sec, Ops * Payload / Dur / ?MB}
+     | quantiles(Lats, [{p50_us, 0.5}, {p99_us, 0.99}, {p999_us, 0.999}])].
+
+rpc_loop(Peer, Bin, Start, End, Acc) ->
+    T0 = now_ns(),
+    case T0 >= End of
+        true -> Acc;
+        false ->
+            Bin = erpc:call(Peer, ?MODULE, rpc_echo, [Bin], 30000),
+            case T0 >= Start of
+                true -> rpc_loop(Peer, Bin, Start, End, [now_ns() - T0 | Acc]);
+                false -> rpc_loop(Peer, Bin, Start, End, Acc)
+            end
+    end.
 
 %% --- head-of-line ---------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@
 #   bench/disterl/run.sh oneway --payload 64 --senders 1 --duration 5
 #   bench/disterl/run.sh echo --payload 64,64K --callers 1,8,64 --duration 5
 #   bench/disterl/run.sh hol --duration 5 [--stream-rate 500]
+#   bench/disterl/run.sh rpc --payload 64 --callers 1,64 --duration 5   (erpc:call)
 #
 # Pin both nodes with: taskset -c 0 bench/disterl/run.sh echo ...
 # Needs erlc/erl (Debian: apt-get install erlang-nox).

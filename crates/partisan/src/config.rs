@@ -296,6 +296,9 @@ pub struct Config {
     /// Bound of each process mailbox, in payload bytes (a larger single message is admitted
     /// into an empty mailbox).
     pub mailbox_bytes: usize,
+    /// RPC handlers run at once on this node, at most (requests beyond wait in the RPC
+    /// server's mailbox, bounded by `mailbox_capacity`).
+    pub rpc_concurrency: usize,
     /// Overlay: `full-mesh` (default), `hyparview`, `client-server` or `static`.
     pub overlay: String,
     /// Addresses (`IP:PORT`) to join at start, tried until one answers.
@@ -343,6 +346,7 @@ impl Default for Config {
             send_queue_bytes: 4 * 1024 * 1024,
             mailbox_capacity: 4096,
             mailbox_bytes: 64 * 1024 * 1024,
+            rpc_concurrency: 256,
             overlay: OverlayKind::FullMesh.as_str().to_string(),
             seeds: Vec::new(),
             tag: None,
@@ -420,6 +424,7 @@ pub(crate) struct Resolved {
     pub(crate) send_queue_bytes: usize,
     pub(crate) mailbox_capacity: usize,
     pub(crate) mailbox_bytes: usize,
+    pub(crate) rpc_concurrency: usize,
     pub(crate) overlay: OverlaySettings,
     pub(crate) seeds: Vec<SocketAddr>,
     pub(crate) tag: Option<Tag>,
@@ -588,6 +593,7 @@ impl Config {
         )?;
         check_range("mailbox_capacity", self.mailbox_capacity as u64, 1, 1 << 24)?;
         check_range("mailbox_bytes", self.mailbox_bytes as u64, 1024, 1 << 40)?;
+        check_range("rpc_concurrency", self.rpc_concurrency as u64, 1, 1 << 20)?;
         let tag = match &self.tag {
             Some(t) => Some(Tag::new(t).map_err(|e| invalid("tag", e))?),
             None => None,
@@ -723,6 +729,7 @@ impl Config {
             send_queue_bytes: self.send_queue_bytes,
             mailbox_capacity: self.mailbox_capacity,
             mailbox_bytes: self.mailbox_bytes,
+            rpc_concurrency: self.rpc_concurrency,
             overlay,
             seeds,
             tag,

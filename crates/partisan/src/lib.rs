@@ -41,6 +41,7 @@ mod membership;
 mod node;
 mod process;
 mod relay;
+mod rpc;
 mod send;
 mod stats;
 pub mod transport;
@@ -67,6 +68,7 @@ pub use partisan_core::id::{
 pub use partisan_core::overlay::{OverlayKind, Tag};
 pub use process::registry::Envelope;
 pub use process::{Process, RecvError};
+pub use rpc::{RpcContext, RpcError, RpcRegisterError, RpcStats, SERVER_NAME as RPC_SERVER_NAME};
 pub use send::{Dest, Destination, SendOptions};
 pub use stats::{BroadcastSnapshot, ChannelSnapshot, StatsSnapshot};
 pub use transport::{MemoryTransport, TcpTransport, Transport};

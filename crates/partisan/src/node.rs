@@ -72,6 +72,7 @@ pub(crate) struct Shared {
     /// How connections are dialed (and were listened for).
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) registry: Registry,
+    pub(crate) rpc: crate::rpc::Rpc,
     pub(crate) table: ConnTable,
     pub(crate) stats: Stats,
     pub(crate) driver: mpsc::Sender<DriverCmd>,
@@ -583,6 +584,7 @@ impl NodeBuilder {
             stats: Stats::new(spec.name().as_str(), spec.channels().keys()),
             table: ConnTable::new(spec.clone()),
             registry: Registry::new(cfg.mailbox_capacity, cfg.mailbox_bytes),
+            rpc: crate::rpc::Rpc::new(cfg.rpc_concurrency),
             spec,
             creation,
             cfg,
@@ -617,10 +619,12 @@ impl NodeBuilder {
             "node started"
         );
         let stop_on_drop = Arc::new(StopOnDrop(shared.clone()));
-        Ok(Node {
+        let node = Node {
             shared,
             _stop_on_drop: Some(stop_on_drop),
-        })
+        };
+        crate::rpc::start(&node);
+        Ok(node)
     }
 }
 

@@ -118,6 +118,7 @@ pub(crate) struct Stats {
     pub(crate) node: NodeCounters,
     /// Per broadcast handler, as the driver last published them.
     pub(crate) broadcast: arc_swap::ArcSwap<BTreeMap<String, BroadcastSnapshot>>,
+    pub(crate) rpc: RpcCounters,
 }
 
 impl Stats {
@@ -130,6 +131,7 @@ impl Stats {
             other: Arc::new(ChannelStats::new(node, &other)),
             node: NodeCounters::default(),
             broadcast: Default::default(),
+            rpc: Default::default(),
         }
     }
 
@@ -166,6 +168,7 @@ impl Stats {
             broadcast_messages_dropped: n.broadcast_dropped.load(Relaxed),
             broadcast_unknown_handler: n.broadcast_unknown_handler.load(Relaxed),
             broadcast: (**self.broadcast.load()).clone(),
+            rpc: self.rpc.snapshot(),
         }
     }
 }
@@ -226,6 +229,8 @@ pub struct StatsSnapshot {
     pub broadcast_unknown_handler: u64,
     /// Per broadcast handler, by name.
     pub broadcast: BTreeMap<String, BroadcastSnapshot>,
+    /// RPC calls, casts and handlers of this node.
+    pub rpc: RpcStats,
 }
 
 /// Counters and gauges of one broadcast handler's Plumtree at one moment (see
@@ -259,6 +264,74 @@ impl BroadcastSnapshot {
             missing: t.missing() as u64,
             outstanding: t.outstanding() as u64,
             exchanges_running: t.exchanges().count() as u64,
+        }
+    }
+}
+
+/// RPC counters of a node (in [`StatsSnapshot::rpc`](crate::StatsSnapshot::rpc) and
+/// [`crate::Node::rpc_stats`]). Counters are cumulative over the node's run; `pending` and `running`
+/// are gauges.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct RpcStats {
+    /// Calls sent from this node (multicall: one per node).
+    pub calls: u64,
+    /// Casts sent from this node.
+    pub casts: u64,
+    /// Calls of this node that ended at their timeout.
+    pub timeouts: u64,
+    /// Calls of this node failed because their node went down or its connection was lost.
+    pub node_down: u64,
+    /// Replies that arrived for no waiting call (after its timeout or failure, or from
+    /// another node than the call went to), dropped.
+    pub late_replies: u64,
+    /// Gauge: calls of this node waiting for their reply.
+    pub pending: u64,
+    /// Requests this node's server ran a handler for (calls and casts).
+    pub served: u64,
+    /// Gauge: handlers running on this node.
+    pub running: u64,
+    /// Handlers of this node that panicked (caught; answered as [`crate::RpcError::Panicked`]).
+    pub handler_panics: u64,
+    /// Requests to this node naming no registered handler.
+    pub unknown_name: u64,
+    /// Malformed RPC requests or replies received, dropped.
+    pub bad_messages: u64,
+    /// Replies this node's server could not queue back to their caller, dropped.
+    pub replies_unsent: u64,
+}
+
+/// The live counters behind [`RpcStats`].
+#[derive(Debug, Default)]
+pub(crate) struct RpcCounters {
+    pub(crate) calls: AtomicU64,
+    pub(crate) casts: AtomicU64,
+    pub(crate) timeouts: AtomicU64,
+    pub(crate) node_down: AtomicU64,
+    pub(crate) late_replies: AtomicU64,
+    pub(crate) pending: AtomicU64,
+    pub(crate) served: AtomicU64,
+    pub(crate) running: AtomicU64,
+    pub(crate) handler_panics: AtomicU64,
+    pub(crate) unknown_name: AtomicU64,
+    pub(crate) bad_messages: AtomicU64,
+    pub(crate) replies_unsent: AtomicU64,
+}
+
+impl RpcCounters {
+    pub(crate) fn snapshot(&self) -> RpcStats {
+        RpcStats {
+            calls: self.calls.load(Relaxed),
+            casts: self.casts.load(Relaxed),
+            timeouts: self.timeouts.load(Relaxed),
+            node_down: self.node_down.load(Relaxed),
+            late_replies: self.late_replies.load(Relaxed),
+            pending: self.pending.load(Relaxed),
+            served: self.served.load(Relaxed),
+            running: self.running.load(Relaxed),
+            handler_panics: self.handler_panics.load(Relaxed),
+            unknown_name: self.unknown_name.load(Relaxed),
+            bad_messages: self.bad_messages.load(Relaxed),
+            replies_unsent: self.replies_unsent.load(Relaxed),
         }
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! * `oneway`: fire-and-forget messages, counted by sink processes on the peer;
 //! * `echo`: request/response between caller processes here and echo processes there;
+//! * `rpc`: closed-loop RPC calls to an echo handler on the peer;
 //! * `hol`: a 64 B echo probe, first alone, then while another process streams large messages
 //!   to the same peer (on its own channel unless `--same-channel`).
 //!
@@ -19,6 +20,7 @@ mod peer_child;
 mod progress;
 mod protocol;
 mod report;
+mod rpc;
 mod sizes;
 
 use std::time::Duration;
@@ -43,6 +45,8 @@ enum Workload {
     Echo(echo::EchoArgs),
     /// Head-of-line blocking: 64 B echo latency idle and while a stream of large messages runs.
     Hol(hol::HolArgs),
+    /// RPC calls to an echo handler on the peer: ops_per_sec, p50/p99/p999 latency.
+    Rpc(rpc::RpcArgs),
 }
 
 /// Options every workload has.
@@ -190,6 +194,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Workload::Oneway(a) => &a.common.net,
         Workload::Echo(a) => &a.common.net,
         Workload::Hol(a) => &a.common.net,
+        Workload::Rpc(a) => &a.common.net,
     };
     let rt = runtime(net.threads)?;
     rt.block_on(async move {
@@ -197,6 +202,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             Workload::Oneway(a) => oneway::run(a).await,
             Workload::Echo(a) => echo::run(a).await,
             Workload::Hol(a) => hol::run(a).await,
+            Workload::Rpc(a) => rpc::run(a).await,
         }
     })
 }

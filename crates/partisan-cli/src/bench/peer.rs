@@ -62,6 +62,7 @@ pub fn run(args: PeerArgs) -> anyhow::Result<()> {
             .await
             .context("starting the peer node")?;
         let ctl = node.process_named(CTL_NAME)?;
+        super::rpc::register_echo(&node)?;
         tokio::spawn(control(node.clone(), ctl, Arc::new(Counters::default())));
         let ready = serde_json::json!({
             "listen": node.listen_addrs()[0].to_string(),
