@@ -15,6 +15,7 @@ pub mod engine;
 pub mod id;
 pub mod membership;
 pub mod overlay;
+pub mod signals;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod time;

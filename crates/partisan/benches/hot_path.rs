@@ -49,6 +49,8 @@ mod process {
     pub mod mailbox;
     #[allow(dead_code, unused_imports)]
     pub mod registry;
+    #[allow(dead_code, unused_imports)]
+    pub mod signal;
 }
 
 use connection::lane_queue::{LaneQueue, Overflow};

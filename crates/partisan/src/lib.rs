@@ -44,6 +44,7 @@ mod relay;
 mod rpc;
 mod send;
 mod stats;
+mod supervisor;
 pub mod transport;
 
 pub use behaviour::{gen_server, gen_statem, CallError, Endpoint, ReplyTo, ServerStartError};
@@ -67,10 +68,16 @@ pub use partisan_core::id::{
 };
 pub use partisan_core::overlay::{OverlayKind, Tag};
 pub use process::registry::Envelope;
-pub use process::{Process, RecvError};
+pub use process::{
+    Down, ExitReason, ExitSignal, Process, ProcessExit, RecvError, Signal, TimerRef,
+};
 pub use rpc::{RpcContext, RpcError, RpcRegisterError, RpcStats, SERVER_NAME as RPC_SERVER_NAME};
 pub use send::{Dest, Destination, SendOptions};
-pub use stats::{BroadcastSnapshot, ChannelSnapshot, StatsSnapshot};
+pub use stats::{BroadcastSnapshot, ChannelSnapshot, ProcessStats, StatsSnapshot};
+pub use supervisor::{
+    ChildCounts, ChildInfo, ChildSpec, ChildType, Restart, Shutdown, Strategy, Supervisor,
+    SupervisorError, DEFAULT_WORKER_SHUTDOWN, REACHED_MAX_RESTART_INTENSITY,
+};
 pub use transport::{MemoryTransport, TcpTransport, Transport};
 
 pub use partisan_core;

@@ -25,7 +25,7 @@ use crate::connection::table::ConnTable;
 use crate::driver::{ConnectTarget, Driver, DriverCmd};
 use crate::error::{ConnectError, RegisterError, SendError, StartError};
 use crate::process::registry::{DeliverFail, Envelope, LocalTarget, RegisterFail, Registry};
-use crate::process::Process;
+use crate::process::{Process, ProcessExit};
 use crate::send::{Dest, Destination, SendOptions};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::transport::accept;
@@ -72,6 +72,8 @@ pub(crate) struct Shared {
     /// How connections are dialed (and were listened for).
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) registry: Registry,
+    /// Node monitors of local processes.
+    pub(crate) node_monitors: parking_lot::Mutex<crate::process::node_monitor::NodeMonitors>,
     pub(crate) rpc: crate::rpc::Rpc,
     pub(crate) table: ConnTable,
     pub(crate) stats: Stats,
@@ -366,6 +368,7 @@ impl Shared {
             }),
             via,
             payload,
+            signal: None,
         };
         Ok(self.deliver_now(target, env, wait))
     }
@@ -394,6 +397,12 @@ impl Shared {
         ctx: &crate::connection::ConnCtx,
         c: partisan_core::wire::Control,
     ) {
+        // A peer's monitor or link names a local process: resolve (and mark) it now, before
+        // this reader delivers the messages that follow it, which may end that process.
+        let resolved = match &c {
+            partisan_core::wire::Control::Process(m) => self.registry.pre_resolve(m),
+            _ => None,
+        };
         // Control traffic is small and rate-limited by its protocols; waiting here when the
         // driver is busy pushes back on the peer through this lane only.
         let _ = self
@@ -401,6 +410,7 @@ impl Shared {
             .send(DriverCmd::Control {
                 conn: ctx.conn,
                 msg: c,
+                resolved,
             })
             .await;
     }
@@ -584,6 +594,7 @@ impl NodeBuilder {
             stats: Stats::new(spec.name().as_str(), spec.channels().keys()),
             table: ConnTable::new(spec.clone()),
             registry: Registry::new(cfg.mailbox_capacity, cfg.mailbox_bytes),
+            node_monitors: Default::default(),
             rpc: crate::rpc::Rpc::new(cfg.rpc_concurrency),
             spec,
             creation,
@@ -921,6 +932,11 @@ impl Node {
         Ok(p)
     }
 
+    /// A handle that does not keep the node running (for the node's own tasks).
+    pub(crate) fn detached_handle(&self) -> Node {
+        self.detached()
+    }
+
     /// A handle that does not keep the node running (for the node's own processes).
     fn detached(&self) -> Node {
         Node {
@@ -929,32 +945,65 @@ impl Node {
         }
     }
 
-    /// Spawns `f` as a task owning a new process; returns its pid. The task's mailbox ends at
-    /// node shutdown ([`Process::recv`] returns `None`). The process belongs to the node: its
-    /// handle ([`Process::node`]) does not keep the node running once every other handle is
-    /// dropped.
+    /// Spawns `f` as a task owning a new process; returns its pid. The process ends when `f`'s
+    /// future completes, with the reason it returns (`()` is [`ExitReason::Normal`]; see
+    /// [`ProcessExit`]), or [`ExitReason::Panic`] with the message if it panics, or when it is
+    /// killed by an exit signal (its task is then cancelled at its next await). The task's
+    /// mailbox also ends at node shutdown ([`Process::recv`] returns `None`). The process
+    /// belongs to the node: its handle ([`Process::node`]) does not keep the node running once
+    /// every other handle is dropped.
+    ///
+    /// [`ExitReason::Normal`]: crate::ExitReason::Normal
+    /// [`ExitReason::Panic`]: crate::ExitReason::Panic
     pub fn spawn<F, Fut>(&self, f: F) -> Pid
     where
         F: FnOnce(Process) -> Fut,
-        Fut: std::future::Future<Output = ()> + Send + 'static,
+        Fut: std::future::Future + Send + 'static,
+        Fut::Output: ProcessExit,
     {
         let p = self.process_on(self.detached());
-        let pid = p.pid().clone();
-        tokio::spawn(f(p));
-        pid
+        self.start_process(p, f)
     }
 
-    /// Spawns `f` as a task owning a new process registered under `name`.
+    /// Spawns `f` as a task owning a new process registered under `name` (see
+    /// [`Node::spawn`]).
     pub fn spawn_named<F, Fut>(&self, name: &str, f: F) -> Result<Pid, RegisterError>
     where
         F: FnOnce(Process) -> Fut,
-        Fut: std::future::Future<Output = ()> + Send + 'static,
+        Fut: std::future::Future + Send + 'static,
+        Fut::Output: ProcessExit,
     {
         let p = self.process_on(self.detached());
         self.register(name, p.pid())?;
+        Ok(self.start_process(p, f))
+    }
+
+    /// Runs `f` with process `p` as its task.
+    pub(crate) fn start_process<F, Fut>(&self, mut p: Process, f: F) -> Pid
+    where
+        F: FnOnce(Process) -> Fut,
+        Fut: std::future::Future + Send + 'static,
+        Fut::Output: ProcessExit,
+    {
+        p.set_spawned();
         let pid = p.pid().clone();
-        tokio::spawn(f(p));
-        Ok(pid)
+        let shared = self.shared.clone();
+        let id = pid.id;
+        let run = crate::process::task::CatchPanic::new(f(p));
+        let handle = tokio::spawn(async move {
+            let reason = match run.await {
+                Ok(out) => out.into_exit_reason(),
+                Err(message) => {
+                    tracing::warn!(pid = %shared.local_pid(id), %message, "process panicked");
+                    crate::ExitReason::panic(message)
+                }
+            };
+            shared.end_process(id, reason);
+        });
+        if !self.shared.registry.set_task(id, handle.abort_handle()) {
+            handle.abort();
+        }
+        pid
     }
 
     /// Registers a live local process under `name`.
@@ -987,11 +1036,15 @@ impl Node {
         })
     }
 
-    /// Whether a local pid is alive.
-    pub fn is_alive(&self, pid: &Pid) -> bool {
-        &pid.node == self.name()
-            && pid.creation == self.creation()
-            && self.shared.registry.is_alive(pid.id)
+    /// Whether `pid` is alive, on this node or another: for a local pid, at once; for a
+    /// remote one, asked of its node. A pid of another incarnation is not alive. Errors with
+    /// [`SendError::NotConnected`] when its node is not connected (or is lost before it
+    /// answers).
+    pub async fn is_alive(&self, pid: &Pid) -> Result<bool, SendError> {
+        if &pid.node == self.name() {
+            return Ok(pid.creation == self.creation() && self.shared.registry.is_alive(pid.id));
+        }
+        crate::process::alive::ask(&self.shared, pid).await
     }
 
     /// A fresh unique reference minted by this node.
@@ -1052,7 +1105,12 @@ impl Node {
 
     /// Counters of this node.
     pub fn stats(&self) -> StatsSnapshot {
-        self.shared.stats.snapshot()
+        let mut s = self.shared.stats.snapshot();
+        let (monitors, links) = self.shared.registry.relation_counts();
+        s.processes.local_monitors = monitors as u64;
+        s.processes.local_links = links as u64;
+        s.processes.node_monitors = self.shared.node_monitors.lock().len() as u64;
+        s
     }
 
     /// Number of live local processes.

@@ -159,6 +159,7 @@ impl Shared {
             }),
             via,
             payload: crate::connection::unpinned(payload),
+            signal: None,
         };
         let target = match &header.to {
             RelayTarget::Pid { id, .. } => LocalTarget::Pid(*id),

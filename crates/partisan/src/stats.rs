@@ -107,6 +107,17 @@ pub(crate) struct NodeCounters {
     pub(crate) broadcast_sent: AtomicU64,
     pub(crate) broadcast_dropped: AtomicU64,
     pub(crate) broadcast_unknown_handler: AtomicU64,
+    pub(crate) processes_ended: AtomicU64,
+    pub(crate) process_panics: AtomicU64,
+    /// The engine's signal table and counters, as the driver last published them.
+    pub(crate) monitors_out: AtomicU64,
+    pub(crate) monitors_in: AtomicU64,
+    pub(crate) remote_links: AtomicU64,
+    pub(crate) alive_queries: AtomicU64,
+    pub(crate) signals_sent: AtomicU64,
+    pub(crate) signals_dropped: AtomicU64,
+    pub(crate) downs: AtomicU64,
+    pub(crate) exit_signals: AtomicU64,
 }
 
 /// Every counter of a node.
@@ -169,7 +180,67 @@ impl Stats {
             broadcast_unknown_handler: n.broadcast_unknown_handler.load(Relaxed),
             broadcast: (**self.broadcast.load()).clone(),
             rpc: self.rpc.snapshot(),
+            processes: ProcessStats {
+                ended: n.processes_ended.load(Relaxed),
+                panicked: n.process_panics.load(Relaxed),
+                remote_monitors_out: n.monitors_out.load(Relaxed),
+                remote_monitors_in: n.monitors_in.load(Relaxed),
+                remote_links: n.remote_links.load(Relaxed),
+                alive_queries: n.alive_queries.load(Relaxed),
+                signals_sent: n.signals_sent.load(Relaxed),
+                signals_dropped: n.signals_dropped.load(Relaxed),
+                remote_downs: n.downs.load(Relaxed),
+                remote_exit_signals: n.exit_signals.load(Relaxed),
+                ..ProcessStats::default()
+            },
         }
+    }
+}
+
+/// Processes, monitors and links of a node. The `remote_*` tables are the engine's, as last
+/// published (after every input it handled); the local ones are read when the snapshot is
+/// taken. Once every process that monitored or linked has ended or withdrawn, and every peer
+/// concerned is gone or told, all the table sizes are 0: nothing leaks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ProcessStats {
+    /// Processes that ended, for any reason.
+    pub ended: u64,
+    /// Processes that ended by a panic.
+    pub panicked: u64,
+    /// Monitors held by local processes of local processes.
+    pub local_monitors: u64,
+    /// Links between local processes (each counted at both ends).
+    pub local_links: u64,
+    /// Processes holding node monitors, and their monitors.
+    pub node_monitors: u64,
+    /// Monitors held by local processes of other nodes' processes.
+    pub remote_monitors_out: u64,
+    /// Monitors held by other nodes' processes of local processes.
+    pub remote_monitors_in: u64,
+    /// Links between local processes and other nodes' processes.
+    pub remote_links: u64,
+    /// Liveness queries to other nodes waiting for an answer.
+    pub alive_queries: u64,
+    /// Signals (monitor, demonitor, down, link, unlink, exit, liveness) put on lanes.
+    pub signals_sent: u64,
+    /// Signals dropped (lane full, or no lane left to the peer).
+    pub signals_dropped: u64,
+    /// `Down`s of remote monitors delivered.
+    pub remote_downs: u64,
+    /// Exit signals from other nodes (or their loss) delivered.
+    pub remote_exit_signals: u64,
+}
+
+impl ProcessStats {
+    /// Entries in every monitor and link table, local and remote (0 when nothing leaks).
+    pub fn table_entries(&self) -> u64 {
+        self.local_monitors
+            + self.local_links
+            + self.node_monitors
+            + self.remote_monitors_out
+            + self.remote_monitors_in
+            + self.remote_links
+            + self.alive_queries
     }
 }
 
@@ -231,6 +302,8 @@ pub struct StatsSnapshot {
     pub broadcast: BTreeMap<String, BroadcastSnapshot>,
     /// RPC calls, casts and handlers of this node.
     pub rpc: RpcStats,
+    /// Processes, monitors and links.
+    pub processes: ProcessStats,
 }
 
 /// Counters and gauges of one broadcast handler's Plumtree at one moment (see

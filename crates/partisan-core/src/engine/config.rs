@@ -52,6 +52,9 @@ pub struct EngineConfig {
     pub join_ttl: Duration,
     /// Overlay messages held per peer while a connection to it is made.
     pub pending_per_peer: usize,
+    /// Most monitors plus links across nodes the node holds (both directions); further ones
+    /// fire at once with `noconnection` and are counted.
+    pub max_signal_entries: usize,
 }
 
 impl EngineConfig {
@@ -64,6 +67,7 @@ impl EngineConfig {
             transient_ttl: Duration::from_secs(10),
             join_ttl: Duration::from_secs(30),
             pending_per_peer: 256,
+            max_signal_entries: 1 << 20,
         }
     }
 }

@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 
 use crate::broadcast::BroadcastError;
 use crate::connection_plan::{CloseReason, ConnId, DialFailure, DialRequest, DialTarget};
-use crate::id::{Creation, NodeName, NodeSpec};
+use crate::id::{Creation, NodeName, NodeSpec, Pid, RemoteRef};
 use crate::overlay::{OverlayError, Tag};
+use crate::signals::ExitReason;
 use crate::time::Instant;
 use crate::wire::handshake::PeerHello;
 use crate::wire::Message;
@@ -103,6 +104,63 @@ pub enum Command {
         /// Who waits.
         waiter: Option<Waiter>,
     },
+    /// Local process `watcher` monitors `target`, a process of a peer, under this node's
+    /// reference id `monitor`: exactly one [`Event::Down`] follows, unless
+    /// [`Command::Demonitor`] comes first.
+    Monitor {
+        /// The watching local process.
+        watcher: u64,
+        /// Reference id, minted by this node.
+        monitor: u64,
+        /// The watched process, on another node.
+        target: RemoteRef,
+    },
+    /// Withdraws a monitor made with [`Command::Monitor`]; no `Down` of it is delivered after.
+    Demonitor {
+        /// Reference id.
+        monitor: u64,
+    },
+    /// Links local process `local` with `remote`, a process of a peer.
+    Link {
+        /// The local process.
+        local: u64,
+        /// The peer's process.
+        remote: Pid,
+    },
+    /// Removes a link made with [`Command::Link`] (or by the peer), on both nodes.
+    Unlink {
+        /// The local process.
+        local: u64,
+        /// The peer's process.
+        remote: Pid,
+    },
+    /// Sends an exit signal to `to`, a process of a peer, from local process `from` (or from
+    /// the node).
+    Exit {
+        /// The sending local process, if any.
+        from: Option<u64>,
+        /// The receiving process.
+        to: Pid,
+        /// The reason.
+        reason: ExitReason,
+    },
+    /// Local process `id` ended with `reason`: peers monitoring or linked to it are told, and
+    /// its monitors of peers' processes withdrawn. Required for every process the runtime's
+    /// [`LocalProcesses::watch`](crate::signals::LocalProcesses::watch) marked, and for every
+    /// process that monitored or linked a peer's process; harmless for any other.
+    ProcessExited {
+        /// The process.
+        id: u64,
+        /// Why it ended.
+        reason: ExitReason,
+    },
+    /// Whether `pid`, a process of a peer, is alive; answered [`Answer::Alive`].
+    IsAlive {
+        /// The process.
+        pid: Pid,
+        /// Who waits.
+        waiter: Waiter,
+    },
 }
 
 /// Why a connect or a join failed.
@@ -140,6 +198,9 @@ pub enum Answer {
     Reserved(Result<(), OverlayError>),
     /// The outcome of a broadcast.
     Broadcast(Result<(), BroadcastError>),
+    /// Whether a peer's process is alive: `None` when its node is not connected (or was lost
+    /// before it answered).
+    Alive(Option<bool>),
 }
 
 /// The outcome of a dial.
@@ -243,6 +304,30 @@ pub enum Event {
         /// Why.
         error: OverlayError,
     },
+    /// A monitor of a peer's process fired: deliver a `Down` to local process `watcher`.
+    /// Exactly one per [`Command::Monitor`] not withdrawn first.
+    Down {
+        /// The watching local process.
+        watcher: u64,
+        /// The monitor's reference id (minted by this node).
+        monitor: u64,
+        /// What was monitored.
+        target: RemoteRef,
+        /// Why it is down.
+        reason: ExitReason,
+    },
+    /// An exit signal for local process `to`, from a peer's process (or from a peer node, or
+    /// from the loss of a linked process's node).
+    Exit {
+        /// The receiving local process.
+        to: u64,
+        /// The sending process, if any.
+        from: Option<Pid>,
+        /// The reason.
+        reason: ExitReason,
+        /// Whether a link carried it (the link is gone).
+        link: bool,
+    },
     /// Members, specs, views or connectivity may have changed: read them again, and take
     /// the up/down transitions with [`Engine::membership_events`](super::Engine::membership_events).
     MembershipChanged,
@@ -297,6 +382,15 @@ pub struct EngineStats {
     pub broadcast_dropped_unreachable: u64,
     /// Broadcast messages for a handler not registered here, dropped.
     pub broadcast_unknown_handler: u64,
+    /// Process signals (monitor, link, exit, down, liveness) put on a lane.
+    pub signals_handed: u64,
+    /// Process signals handed back by the caller on a full lane, or with no open lane left,
+    /// dropped.
+    pub signals_dropped: u64,
+    /// `Down`s handed to the runtime for local watchers.
+    pub downs: u64,
+    /// Exit signals handed to the runtime for local processes.
+    pub exit_signals: u64,
 }
 
 impl EngineStats {

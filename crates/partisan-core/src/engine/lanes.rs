@@ -128,6 +128,17 @@ impl Lanes {
         self.by_peer.keys().filter(|p| self.is_connected(p))
     }
 
+    /// The open lane to carry a process signal to `peer`: the default channel's first lane (so
+    /// a message sent there before a process ended arrives before its `Down`), else the
+    /// control route.
+    pub(crate) fn signal_route(&self, peer: &NodeName) -> Option<ConnId> {
+        self.open_of(peer)
+            .filter(|(_, l)| l.channel.is_default())
+            .min_by_key(|(c, l)| (l.lane, *c))
+            .map(|(c, _)| c)
+            .or_else(|| self.control_route(peer))
+    }
+
     /// The open lane to carry a control frame to `peer`: the membership channel's first lane,
     /// else another membership lane, else a lane of the default channel, else any open lane.
     pub(crate) fn control_route(&self, peer: &NodeName) -> Option<ConnId> {

@@ -51,6 +51,7 @@ mod io;
 mod keepalive;
 mod lanes;
 mod pending;
+mod signals;
 #[cfg(test)]
 mod tests;
 pub mod timers;
@@ -68,6 +69,7 @@ use crate::connection_plan::{
 };
 use crate::id::{NodeName, NodeSpec};
 use crate::overlay::{Overlay, OverlayMsg, OverlayOutput, OverlayTimer, PeerInfo};
+use crate::signals::{LocalProcesses, SignalCounts, SignalOutput, SignalTable};
 use crate::time::Instant;
 use crate::wire::handshake::{Identity, PeerHello, RefuseCode};
 use crate::wire::{Control, Message};
@@ -118,6 +120,9 @@ pub struct Engine {
     stats: EngineStats,
     shutdown: Option<Vec<Waiter>>,
     broadcasts: broadcasts::Broadcasts,
+    /// Monitors, links and liveness queries across nodes.
+    signals: SignalTable,
+    signal_out: Vec<SignalOutput>,
     /// Keepalive jitter.
     rng: rand::rngs::StdRng,
 }
@@ -156,6 +161,7 @@ impl Engine {
         let own_rng = rand::rngs::StdRng::from_rng(&mut rng).expect("seeding from an RNG");
         let plan = ConnectionPlan::new(cfg.identity.spec.clone(), cfg.backoff, Box::new(plan_rng));
         let pending = Pending::new(cfg.pending_per_peer);
+        let cfg_max_signals = cfg.max_signal_entries;
         let mut e = Engine {
             cfg,
             local,
@@ -178,6 +184,8 @@ impl Engine {
             stats: EngineStats::default(),
             shutdown: None,
             broadcasts: Default::default(),
+            signals: SignalTable::new(cfg_max_signals),
+            signal_out: Vec::new(),
             rng: own_rng,
         };
         e.overlay.start(now, &mut e.overlay_out);
@@ -332,6 +340,21 @@ impl Engine {
         &self.stats
     }
 
+    /// How many monitors, links and liveness queries across nodes this node holds.
+    pub fn signal_counts(&self) -> SignalCounts {
+        self.signals.counts()
+    }
+
+    /// Whether this node holds no monitor, link or query concerning `node`.
+    pub fn signals_clear_of(&self, node: &NodeName) -> bool {
+        self.signals.is_clear_of(node)
+    }
+
+    /// Counters of the signal table.
+    pub fn signal_stats(&self) -> &crate::signals::SignalStats {
+        self.signals.stats()
+    }
+
     /// Whether a shutdown was asked for.
     pub fn is_shutting_down(&self) -> bool {
         self.shutdown.is_some()
@@ -438,6 +461,13 @@ impl Engine {
                 let r = self.broadcast_command(&handler, &msg, now);
                 self.answer_opt(waiter, Answer::Broadcast(r));
             }
+            cmd @ (Command::Monitor { .. }
+            | Command::Demonitor { .. }
+            | Command::Link { .. }
+            | Command::Unlink { .. }
+            | Command::Exit { .. }
+            | Command::ProcessExited { .. }
+            | Command::IsAlive { .. }) => self.signal_command(cmd),
         }
         self.apply(now);
     }
@@ -536,8 +566,15 @@ impl Engine {
         self.apply(now);
     }
 
-    /// A control frame read from lane `conn`.
-    pub fn handle_control(&mut self, conn: ConnId, msg: Control, now: Instant) {
+    /// A control frame read from lane `conn`. `procs` resolves the targets of peers' monitors
+    /// and links among the local processes.
+    pub fn handle_control(
+        &mut self,
+        conn: ConnId,
+        msg: Control,
+        now: Instant,
+        procs: &mut dyn LocalProcesses,
+    ) {
         let Some(lane) = self.lanes.get(conn) else {
             self.stats.control_stale += 1;
             return;
@@ -565,6 +602,7 @@ impl Engine {
                 }
             }
             Control::Broadcast(m) => self.broadcast_message(&peer, m, now),
+            Control::Process(m) => self.signal_message(&peer, info.creation, m, procs),
         }
         self.apply(now);
     }
@@ -582,22 +620,31 @@ impl Engine {
         if why == TransmitFailure::Closed && self.lanes.set_closing(conn).is_some() {
             self.membership_dirty = true;
         }
-        if let Message::Control(Control::Broadcast(_)) = msg {
-            // Plumtree repairs a lost message by graft or anti-entropy.
-            self.stats.broadcast_returned += 1;
-        }
-        if let Message::Control(Control::Overlay(m)) = msg {
-            self.stats.overlay_returned += 1;
-            match (why, peer) {
-                (TransmitFailure::Full, _) => self.stats.overlay_dropped_full += 1,
-                (TransmitFailure::Closed, Some(peer)) => {
-                    match self.identities.get(&peer).map(|i| i.spec.clone()) {
-                        Some(spec) => self.route_overlay(spec, m, now),
-                        None => self.stats.overlay_dropped_unreachable += 1,
-                    }
-                }
-                (TransmitFailure::Closed, None) => self.stats.overlay_dropped_unreachable += 1,
+        match msg {
+            Message::Control(Control::Broadcast(_)) => {
+                // Plumtree repairs a lost message by graft or anti-entropy.
+                self.stats.broadcast_returned += 1;
             }
+            Message::Control(Control::Process(m)) => match (why, peer) {
+                // Another open lane to the peer carries it; with none left, the peer's loss
+                // fires every entry the signal concerned.
+                (TransmitFailure::Closed, Some(peer)) => self.send_signal(&peer, m),
+                _ => self.stats.signals_dropped += 1,
+            },
+            Message::Control(Control::Overlay(m)) => {
+                self.stats.overlay_returned += 1;
+                match (why, peer) {
+                    (TransmitFailure::Full, _) => self.stats.overlay_dropped_full += 1,
+                    (TransmitFailure::Closed, Some(peer)) => {
+                        match self.identities.get(&peer).map(|i| i.spec.clone()) {
+                            Some(spec) => self.route_overlay(spec, m, now),
+                            None => self.stats.overlay_dropped_unreachable += 1,
+                        }
+                    }
+                    (TransmitFailure::Closed, None) => self.stats.overlay_dropped_unreachable += 1,
+                }
+            }
+            _ => {}
         }
         self.apply(now);
     }
@@ -826,11 +873,13 @@ impl Engine {
                 if self.shutdown.is_none() {
                     self.overlay.on_peer_up(&info, now, &mut self.overlay_out);
                 }
+                self.signal_peer_lost(&name, Some(hello.creation()));
                 self.membership_dirty = true;
             }
             PlanOutput::PeerDown { node } => {
                 self.events
                     .push_back(Event::PeerDown { node: node.clone() });
+                self.signal_peer_lost(&node, None);
                 if self.shutdown.is_none() {
                     self.overlay.on_peer_down(&node, now, &mut self.overlay_out);
                 }

@@ -265,7 +265,9 @@ impl Network {
         self.trace
             .mix(&[9, now.0, u64::from(from), u64::from(to), code]);
         self.events += 1;
-        self.nodes[to as usize].engine.handle_control(end, ctl, now);
+        let node = &mut self.nodes[to as usize];
+        node.engine
+            .handle_control(end, ctl, now, &mut node.processes);
         self.drain(to);
         true
     }

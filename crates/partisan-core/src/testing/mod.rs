@@ -34,6 +34,7 @@
 
 mod config;
 mod controls;
+mod processes;
 mod queue;
 pub mod recorder;
 mod trace;
@@ -51,14 +52,16 @@ use crate::engine::{
     Answer, Command, DialId, Engine, EngineConfig, Event, LaneActivity, Output, Target,
     TransmitFailure, Waiter,
 };
-use crate::id::{ChannelName, NodeName, NodeSpec};
+use crate::id::{ChannelName, NodeName, NodeSpec, Pid, ProcessName, RemoteRef};
 use crate::overlay::{OverlayKind, OverlayMsg, PeerInfo};
+use crate::signals::ExitReason;
 use crate::time::Instant;
 use crate::wire::handshake::{Identity, RefuseCode};
 use crate::wire::{Control, Message, DEFAULT_MAX_FRAME_LEN};
 
 pub use config::{BroadcastFactory, NetConfig, OverlayFactory, Setup};
 pub use controls::InFlight;
+pub use processes::{DownRecord, ExitRecord, SimProcesses};
 pub use recorder::{Delivery, Recorder};
 pub use trace::{derive_seed, TraceHash};
 
@@ -94,6 +97,8 @@ pub struct SimNode {
     /// The overlay's members as of the last membership change its engine reported, when the
     /// setup records them ([`Setup::record_members`]); empty otherwise.
     pub reported_members: Vec<NodeName>,
+    /// Its simulated processes (emptied when it crashes).
+    pub processes: SimProcesses,
     wake: Option<(Instant, u64)>,
 }
 
@@ -312,6 +317,7 @@ impl Network {
                 answers: Vec::new(),
                 membership_changes: 0,
                 reported_members: Vec::new(),
+                processes: SimProcesses::default(),
                 wake: None,
             });
         }
@@ -496,6 +502,44 @@ impl Network {
         self.drain(i);
     }
 
+    /// A new simulated process on node `i` (which must be running); its pid.
+    pub fn spawn_process(&mut self, i: NodeId) -> Pid {
+        let node = &mut self.nodes[i as usize];
+        Pid {
+            node: node.info.name().clone(),
+            creation: node.info.creation,
+            id: node.processes.spawn(),
+        }
+    }
+
+    /// Process `id` of node `i` ends with `reason` now; its monitors and links fire.
+    pub fn end_process(&mut self, i: NodeId, id: u64, reason: ExitReason) {
+        if self.nodes[i as usize].processes.end(id, reason.clone()) {
+            self.command(i, Command::ProcessExited { id, reason });
+        }
+    }
+
+    /// Registers live process `id` of node `i` as `name`; whether it was (the name free, the
+    /// process alive).
+    pub fn register_process(&mut self, i: NodeId, id: u64, name: ProcessName) -> bool {
+        self.nodes[i as usize].alive && self.nodes[i as usize].processes.register(name, id)
+    }
+
+    /// Process `watcher` of node `i` monitors `target` on another node; the monitor's
+    /// reference id.
+    pub fn monitor(&mut self, i: NodeId, watcher: u64, target: RemoteRef) -> u64 {
+        let monitor = self.nodes[i as usize].processes.make_ref();
+        self.command(
+            i,
+            Command::Monitor {
+                watcher,
+                monitor,
+                target,
+            },
+        );
+        monitor
+    }
+
     /// Node `i` broadcasts `msg` with its handler `handler` now; the engine's answer.
     pub fn broadcast(
         &mut self,
@@ -563,6 +607,7 @@ impl Network {
         node.alive = false;
         node.incarnation += 1;
         node.wake = None;
+        node.processes = SimProcesses::default();
         let conns: Vec<u64> = std::mem::take(&mut self.by_node[i as usize])
             .into_iter()
             .collect();
@@ -730,6 +775,17 @@ impl Network {
 
     /// Carries out everything node `i`'s engine asks for, then schedules its next wake.
     fn drain(&mut self, i: NodeId) {
+        // A process ended by an exit signal asks its engine for more frames: carry those out
+        // too, in the same round.
+        let mut again = true;
+        while again {
+            again = false;
+            self.drain_once(i, &mut again);
+        }
+        self.reschedule(i);
+    }
+
+    fn drain_once(&mut self, i: NodeId, again: &mut bool) {
         loop {
             let Some(out) = self.nodes[i as usize].engine.poll_output() else {
                 break;
@@ -752,10 +808,47 @@ impl Network {
                     }
                 }
                 Event::OverlayRejected { .. } => self.rejected += 1,
+                Event::Down {
+                    watcher,
+                    monitor,
+                    target,
+                    reason,
+                } => node.processes.downs.push(DownRecord {
+                    watcher,
+                    monitor,
+                    target,
+                    reason,
+                }),
+                Event::Exit {
+                    to,
+                    from,
+                    reason,
+                    link,
+                } => {
+                    node.processes.exits.push(ExitRecord {
+                        to,
+                        from,
+                        reason: reason.clone(),
+                        link,
+                    });
+                    // No simulated process traps exits: any reason but `normal` ends it
+                    // (`kill` as `killed`), and its own monitors and links fire in turn.
+                    if !reason.is_normal() {
+                        let reason = match reason {
+                            ExitReason::Kill => ExitReason::Killed,
+                            r => r,
+                        };
+                        if node.processes.end(to, reason.clone()) {
+                            let now = self.now;
+                            node.engine
+                                .handle_command(Command::ProcessExited { id: to, reason }, now);
+                            *again = true;
+                        }
+                    }
+                }
                 _ => {}
             }
         }
-        self.reschedule(i);
     }
 
     fn reschedule(&mut self, i: NodeId) {
@@ -891,6 +984,19 @@ pub fn control_code(c: &Control) -> u64 {
             BroadcastBody::Graft { round, .. } => 63 + (u64::from(*round) << 8),
             BroadcastBody::Exchange { session, .. } => 64 + (*session << 8),
         },
+        Control::Process(p) => {
+            use crate::signals::ProcessMsg;
+            match p {
+                ProcessMsg::Monitor { monitor, .. } => 70 + (monitor << 8),
+                ProcessMsg::Demonitor { monitor } => 71 + (monitor << 8),
+                ProcessMsg::Down { monitor, .. } => 72 + (monitor << 8),
+                ProcessMsg::Link { from, to } => 73 + (from << 8) + (to << 32),
+                ProcessMsg::Unlink { from, to } => 74 + (from << 8) + (to << 32),
+                ProcessMsg::Exit { to, .. } => 75 + (to << 8),
+                ProcessMsg::IsAlive { query, .. } => 76 + (query << 8),
+                ProcessMsg::Alive { query, .. } => 77 + (query << 8),
+            }
+        }
     }
 }
 

@@ -406,9 +406,9 @@ impl Network {
                 let code = control_code(&ctl);
                 self.trace
                     .mix(&[4, now.0, u64::from(from), u64::from(end.node), code]);
-                self.nodes[end.node as usize]
-                    .engine
-                    .handle_control(end.id, ctl, now);
+                let node = &mut self.nodes[end.node as usize];
+                node.engine
+                    .handle_control(end.id, ctl, now, &mut node.processes);
                 self.drain(end.node);
                 Stepped::Message
             }

@@ -14,6 +14,7 @@ use super::frame::{len_prefix, LEN_PREFIX};
 use crate::broadcast::BroadcastMsg;
 use crate::id::{Creation, NodeName, ProcessName};
 use crate::overlay::OverlayMsg;
+use crate::signals::ProcessMsg;
 
 const KIND_USER: u8 = 1;
 const KIND_PING: u8 = 2;
@@ -52,6 +53,8 @@ pub enum Control {
     Overlay(OverlayMsg),
     /// A Plumtree broadcast message of one handler.
     Broadcast(BroadcastMsg),
+    /// A signal between processes of the two nodes (monitor, link, exit, liveness).
+    Process(ProcessMsg),
 }
 
 /// Where a relayed message goes on its destination node; unlike [`Target`], pids and

@@ -293,6 +293,30 @@ impl LaneQueue {
         Ok(())
     }
 
+    /// Queues a control frame in order with user data (process signals: a `Down` must not
+    /// overtake a reply sent before it). It does not wait: it may exceed the user-data bound by
+    /// up to [`CONTROL_CAPACITY`] bytes, beyond which it is refused with [`PushError::Full`].
+    pub(crate) fn push_in_order(&self, msg: &Message) -> Result<(), PushError> {
+        let mut g = self.inner.lock();
+        if g.closed {
+            return Err(PushError::Closed);
+        }
+        if g.bytes >= self.capacity + CONTROL_CAPACITY {
+            return Err(PushError::Full);
+        }
+        let before = g.tail.len();
+        msg.encode_frame(&mut g.tail, self.max_frame_len)
+            .map_err(PushError::TooLarge)?;
+        let len = g.tail.len() - before;
+        self.account(&mut g, len);
+        let wake = std::mem::take(&mut g.writer_idle);
+        drop(g);
+        if wake {
+            self.writer.notify_one();
+        }
+        Ok(())
+    }
+
     /// Queues raw, already framed bytes (the handshake verdict) ahead of any user data.
     pub(crate) fn push_raw(&self, frame: &[u8]) {
         self.inner.lock().control.extend_from_slice(frame);

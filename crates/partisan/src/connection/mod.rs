@@ -427,6 +427,7 @@ fn deliver(
             _ => None,
         },
         payload,
+        signal: None,
     };
     match ctx.shared.deliver_now(target(&to), env, true) {
         Delivery::Done => None,

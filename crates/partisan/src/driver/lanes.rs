@@ -8,7 +8,7 @@ use std::time::Duration;
 use partisan_core::connection_plan::{CloseReason, ConnId, DialRequest};
 use partisan_core::engine::{DialId, DialResult, Output, TransmitFailure};
 use partisan_core::wire::handshake::{PeerHello, RefuseCode};
-use partisan_core::wire::{Message, MIN_MAX_FRAME_LEN};
+use partisan_core::wire::{Control, Message, MIN_MAX_FRAME_LEN};
 use tokio::sync::oneshot;
 
 use super::{Driver, DriverCmd};
@@ -185,7 +185,11 @@ impl Driver {
     /// Puts a frame the engine asked for on a lane's queue; a failure goes back to the engine.
     fn transmit(&mut self, conn: ConnId, msg: Message) {
         let why = match self.conns.get(&conn) {
-            Some(ctx) => match ctx.queue.push_control(&msg) {
+            Some(ctx) => match if matches!(msg, Message::Control(Control::Process(_))) {
+                ctx.queue.push_in_order(&msg)
+            } else {
+                ctx.queue.push_control(&msg)
+            } {
                 Ok(()) => return,
                 Err(PushError::Full) => TransmitFailure::Full,
                 Err(PushError::Closed) => TransmitFailure::Closed,
@@ -210,6 +214,11 @@ impl Driver {
             }
         }
         self.publish();
+        // Process commands are answered once their frames are on their lanes, so what the
+        // caller sends next on the same lane comes after them.
+        for ack in self.signal_acks.drain(..) {
+            let _ = ack.send(());
+        }
     }
 
     fn spawn_dial(&self, dial: DialId, req: DialRequest) {

@@ -94,8 +94,13 @@ pub(crate) enum DriverCmd {
         tag: Tag,
         reply: oneshot::Sender<Result<(), OverlayError>>,
     },
-    /// A control frame read from a lane.
-    Control { conn: ConnId, msg: Control },
+    /// A control frame read from a lane; for a peer's monitor or link, its target as the
+    /// reader resolved it.
+    Control {
+        conn: ConnId,
+        msg: Control,
+        resolved: Option<Option<u64>>,
+    },
     /// An authenticated inbound connection asks to be admitted.
     Admit {
         conn: ConnId,
@@ -125,6 +130,14 @@ pub(crate) enum DriverCmd {
     },
     /// Run a read (or control) of the API on the engine; its outputs are carried out after.
     Engine(EngineFn),
+    /// A process command for the engine (monitor, link, exit, process ended), answered (if
+    /// asked) once its frames are queued on their lanes.
+    Signal(Command, Option<oneshot::Sender<()>>),
+    /// Whether a peer's process is alive (`None`: its node is not connected).
+    IsAlive {
+        pid: partisan_core::id::Pid,
+        reply: oneshot::Sender<Option<bool>>,
+    },
 }
 
 /// A caller waiting for the engine's answer.
@@ -134,6 +147,7 @@ enum Reply {
     Done(oneshot::Sender<()>),
     Reserve(oneshot::Sender<Result<(), OverlayError>>),
     Broadcast(oneshot::Sender<Result<(), BroadcastError>>),
+    Alive(oneshot::Sender<Option<bool>>),
 }
 
 pub(crate) struct Driver {
@@ -151,6 +165,8 @@ pub(crate) struct Driver {
     broadcast_published: Vec<BroadcastSnapshot>,
     /// Set once the shutdown was answered: the loop ends.
     stopped: bool,
+    /// Callers of process commands, answered after the next carry-out.
+    signal_acks: Vec<oneshot::Sender<()>>,
 }
 
 /// Lane activity as the readers record it.
@@ -213,6 +229,7 @@ impl Driver {
             rx,
             broadcast_published: Vec::new(),
             stopped: false,
+            signal_acks: Vec::new(),
         }
     }
 
@@ -329,10 +346,28 @@ impl Driver {
                 f(&mut self.engine);
                 return;
             }
-            DriverCmd::Control { conn, msg } => {
-                self.engine.handle_control(conn, msg, now);
+            DriverCmd::Control {
+                conn,
+                msg,
+                resolved,
+            } => {
+                let mut procs = crate::process::registry::Watching {
+                    registry: &self.shared.registry,
+                    resolved,
+                };
+                self.engine.handle_control(conn, msg, now, &mut procs);
                 return;
             }
+            DriverCmd::Signal(cmd, ack) => {
+                if let Some(ack) = ack {
+                    self.signal_acks.push(ack);
+                }
+                cmd
+            }
+            DriverCmd::IsAlive { pid, reply } => Command::IsAlive {
+                pid,
+                waiter: self.wait(Reply::Alive(reply)),
+            },
             DriverCmd::Admit {
                 conn,
                 peer,

@@ -53,6 +53,18 @@ impl Driver {
                     tracing::warn!(peer = %node, reason = %error, "dropped overlay message");
                 }
                 Event::MembershipChanged => self.membership_dirty = true,
+                Event::Down {
+                    watcher,
+                    monitor,
+                    target,
+                    reason,
+                } => self.shared.remote_down(watcher, monitor, target, reason),
+                Event::Exit {
+                    to,
+                    from,
+                    reason,
+                    link,
+                } => self.shared.exit_signal(to, from, reason, link),
             }
         }
         if self.membership_dirty {
@@ -77,6 +89,15 @@ impl Driver {
         );
         node.broadcast_unknown_handler
             .store(s.broadcast_unknown_handler, Relaxed);
+        node.signals_sent.store(s.signals_handed, Relaxed);
+        node.signals_dropped.store(s.signals_dropped, Relaxed);
+        node.downs.store(s.downs, Relaxed);
+        node.exit_signals.store(s.exit_signals, Relaxed);
+        let c = self.engine.signal_counts();
+        node.monitors_out.store(c.monitors_out as u64, Relaxed);
+        node.monitors_in.store(c.monitors_in as u64, Relaxed);
+        node.remote_links.store(c.links as u64, Relaxed);
+        node.alive_queries.store(c.queries as u64, Relaxed);
         self.publish_broadcast();
         for (reply, answer) in answers {
             self.answer(reply, answer);
@@ -105,6 +126,9 @@ impl Driver {
             }
             (Reply::Broadcast(r), Answer::Broadcast(res)) => {
                 let _ = r.send(res);
+            }
+            (Reply::Alive(r), Answer::Alive(alive)) => {
+                let _ = r.send(alive);
             }
             (_, answer) => {
                 tracing::error!(
@@ -148,10 +172,19 @@ impl Driver {
             broadcast_members: self.engine.broadcast_members(),
         };
         self.shared.membership.store(Arc::new(snapshot));
-        for e in self.engine.membership_events() {
+        let events = self.engine.membership_events();
+        for e in &events {
             tracing::info!(event = ?e, "membership");
             // No receiver is fine: events are a broadcast with a bounded ring.
-            let _ = self.shared.events.send(e);
+            let _ = self.shared.events.send(e.clone());
+        }
+        let table = &self.shared.table;
+        let on = |n: &partisan_core::id::NodeName, c: &partisan_core::id::ChannelName| {
+            table.is_connected_on(n, c)
+        };
+        let notices = self.shared.node_monitors.lock().apply(&events, &on);
+        for (watcher, signal) in notices {
+            self.shared.registry.push_signal(watcher, signal);
         }
     }
 }

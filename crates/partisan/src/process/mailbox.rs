@@ -95,6 +95,41 @@ impl Mailbox {
         Ok(())
     }
 
+    /// Queues a signal past the bound (signals are bounded by the monitors and links that
+    /// make them); `false` if the mailbox is closed.
+    pub(crate) fn push_signal(&self, env: Envelope) -> bool {
+        let mut g = self.inner.lock();
+        if g.closed {
+            return false;
+        }
+        g.bytes += cost(&env.payload);
+        g.queue.push_back(env);
+        let rx = g.rx.take();
+        drop(g);
+        if let Some(w) = rx {
+            w.wake();
+        }
+        true
+    }
+
+    /// Removes every queued message `pred` picks; how many.
+    pub(crate) fn remove_where(&self, mut pred: impl FnMut(&Envelope) -> bool) -> usize {
+        let mut g = self.inner.lock();
+        let before = g.queue.len();
+        let mut freed = 0;
+        g.queue.retain(|e| {
+            let drop = pred(e);
+            if drop {
+                freed += cost(&e.payload);
+            }
+            !drop
+        });
+        g.bytes -= freed;
+        let removed = before - g.queue.len();
+        self.made_room(g);
+        removed
+    }
+
     /// Queues `env`, waiting for room; gives it back if the mailbox closes first.
     pub(crate) async fn push(&self, mut env: Envelope) -> Result<(), Envelope> {
         loop {
@@ -223,6 +258,7 @@ mod tests {
             from: None,
             via: None,
             payload: Bytes::from(vec![0u8; len]),
+            signal: None,
         }
     }
 

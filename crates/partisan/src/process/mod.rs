@@ -1,7 +1,14 @@
-//! Processes: a pid with a bounded mailbox.
+//! Processes: a pid with a bounded mailbox, an end with a reason, monitors and links.
 
+pub(crate) mod alive;
+pub(crate) mod lifecycle;
 pub(crate) mod mailbox;
+pub(crate) mod monitor;
+pub(crate) mod node_monitor;
 pub(crate) mod registry;
+pub(crate) mod signal;
+pub(crate) mod task;
+pub(crate) mod timer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,12 +23,21 @@ use crate::process::mailbox::Mailbox;
 use crate::process::registry::Envelope;
 use crate::send::{Destination, SendOptions};
 
+pub use signal::{Down, ExitReason, ExitSignal, Signal};
+pub use task::ProcessExit;
+pub use timer::TimerRef;
+
 /// A process: owns a pid and its mailbox. Messages it sends carry its pid, so receivers can
-/// answer. Dropping the handle ends the process: its pid, names and aliases stop receiving.
+/// answer. A process made with [`Node::process`] ends when its handle is dropped (reason
+/// [`ExitReason::Normal`](crate::ExitReason::Normal)); a spawned one when its task ends (see
+/// [`Node::spawn`]). Either way its pid, names and aliases stop receiving, and its monitors
+/// and links fire.
 pub struct Process {
     node: Node,
     pid: Pid,
     mailbox: Arc<Mailbox>,
+    /// Run by a spawned task, which ends it with its reason (the handle's drop does not).
+    spawned: bool,
 }
 
 /// Why [`Process::recv_timeout`] returned without a message.
@@ -43,7 +59,33 @@ impl std::fmt::Debug for Process {
 
 impl Process {
     pub(crate) fn new(node: Node, pid: Pid, mailbox: Arc<Mailbox>) -> Self {
-        Process { node, pid, mailbox }
+        Process {
+            node,
+            pid,
+            mailbox,
+            spawned: false,
+        }
+    }
+
+    pub(crate) fn set_spawned(&mut self) {
+        self.spawned = true;
+    }
+
+    /// Spawns `f` as a new process linked with this one (atomically: the link exists before
+    /// `f` runs); returns its pid. See [`Node::spawn`].
+    pub fn spawn_link<F, Fut>(&self, f: F) -> Pid
+    where
+        F: FnOnce(Process) -> Fut,
+        Fut: std::future::Future + Send + 'static,
+        Fut::Output: ProcessExit,
+    {
+        let node = self.node.detached_handle();
+        let child = node.process();
+        let mut child = child;
+        // The child's handle must not keep the node running either.
+        child.node = node.detached_handle();
+        self.node.shared.registry.link(self.pid.id, child.pid.id);
+        node.start_process(child, f)
     }
 
     /// This process's pid.
@@ -160,6 +202,10 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        self.node.shared.registry.remove(self.pid.id);
+        if !self.spawned {
+            self.node
+                .shared
+                .end_process(self.pid.id, partisan_core::signals::ExitReason::Normal);
+        }
     }
 }
