@@ -585,3 +585,27 @@ async fn node_monitors_follow_membership_events(net: Net) {
     quiet(&mut all).await;
     a.shutdown().await;
 }
+
+on_both_transports!(an_ended_process_links_and_monitors_nothing);
+async fn an_ended_process_links_and_monitors_nothing(net: Net) {
+    let a = node(&net, "en").await;
+    let mut w = a.process();
+    let p = a.process();
+    a.exit(p.pid(), ExitReason::Kill).await.unwrap();
+    // A child spawned linked to an ended process gets `noproc`, as a link to a missing one.
+    let child = p.spawn_link(|mut me: Process| async move { while me.recv().await.is_some() {} });
+    w.monitor(&child).await;
+    let d = down(&mut w).await;
+    assert!(
+        d.reason == ExitReason::NoProc,
+        "child ended with {:?}",
+        d.reason
+    );
+    let t = ender(&a, None);
+    p.link(&t).await;
+    p.monitor(&t).await;
+    assert_eq!(a.stats().processes.table_entries(), 0, "nothing recorded");
+    a.exit(&t, ExitReason::Kill).await.unwrap();
+    tables_empty(&a).await;
+    a.shutdown().await;
+}

@@ -81,11 +81,20 @@ impl Process {
     {
         let node = self.node.detached_handle();
         let child = node.process();
-        let mut child = child;
-        // The child's handle must not keep the node running either.
-        child.node = node.detached_handle();
-        self.node.shared.registry.link(self.pid.id, child.pid.id);
-        node.start_process(child, f)
+        let outcome = self.node.shared.registry.link(self.pid.id, child.pid.id);
+        let child_id = child.pid.id;
+        let pid = node.start_process(child, f);
+        if outcome == registry::LinkOutcome::CallerEnded {
+            // Linked to a process that has ended: as a link to a missing process, the child
+            // gets an exit signal `noproc` (which ends it unless it traps exits).
+            self.node.shared.exit_signal(
+                child_id,
+                Some(self.pid.clone()),
+                partisan_core::signals::ExitReason::NoProc,
+                true,
+            );
+        }
+        pid
     }
 
     /// This process's pid.

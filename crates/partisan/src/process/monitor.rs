@@ -11,7 +11,7 @@ use partisan_core::wire::Target;
 
 use crate::error::SendError;
 use crate::node::{Node, Shared};
-use crate::process::registry::Watcher;
+use crate::process::registry::{LinkOutcome, Watcher};
 use crate::process::signal::{Down, Signal};
 use crate::process::Process;
 use crate::send::{Dest, Destination};
@@ -129,8 +129,12 @@ impl Process {
         let shared = &self.node().shared;
         let me = self.pid().id;
         if pid.node == *shared.spec.name() {
-            let alive = pid.creation == shared.creation && shared.registry.link(me, pid.id);
-            if !alive {
+            let outcome = if pid.creation == shared.creation {
+                shared.registry.link(me, pid.id)
+            } else {
+                LinkOutcome::TargetEnded
+            };
+            if outcome == LinkOutcome::TargetEnded {
                 shared.exit_signal(me, Some(pid.clone()), ExitReason::NoProc, true);
             }
             return;

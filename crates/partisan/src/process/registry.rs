@@ -266,15 +266,30 @@ impl Registry {
         }
     }
 
-    /// Adds a local monitor of `target_id`; `false` (and nothing recorded) if it is not alive.
+    /// Adds a local monitor of `target_id`; `false` (and nothing recorded) if the target is
+    /// not alive. Nothing is left behind when the watcher has ended, or either side ends
+    /// meanwhile.
     pub(crate) fn add_watcher(&self, target_id: u64, w: Watcher) -> bool {
         let (monitor, watcher) = (w.monitor, w.watcher);
+        if !self.procs.contains_key(&watcher) {
+            return self.procs.contains_key(&target_id);
+        }
         match self.procs.get_mut(&target_id) {
             Some(mut e) => e.rel.watchers.push(w),
             None => return false,
         }
-        if let Some(mut e) = self.procs.get_mut(&watcher) {
-            e.rel.monitors.push((monitor, Some(target_id)));
+        let recorded = match self.procs.get_mut(&watcher) {
+            Some(mut e) => {
+                e.rel.monitors.push((monitor, Some(target_id)));
+                true
+            }
+            None => false,
+        };
+        if !recorded {
+            self.remove_watcher(target_id, monitor);
+        } else if !self.procs.contains_key(&target_id) {
+            // The target ended meanwhile; its end delivered the Down.
+            self.drop_watcher_record(watcher, monitor);
         }
         true
     }
@@ -321,10 +336,14 @@ impl Registry {
         }
     }
 
-    /// Links local processes `a` and `b`; `false` if `b` is not alive.
-    pub(crate) fn link(&self, a: u64, b: u64) -> bool {
+    /// Links local process `a` (the caller) with local process `b`. Nothing is recorded unless
+    /// both are alive; a side that ends meanwhile leaves no record behind.
+    pub(crate) fn link(&self, a: u64, b: u64) -> LinkOutcome {
+        if !self.procs.contains_key(&a) {
+            return LinkOutcome::CallerEnded;
+        }
         if a == b {
-            return self.procs.contains_key(&a);
+            return LinkOutcome::Linked;
         }
         match self.procs.get_mut(&b) {
             Some(mut e) => {
@@ -332,14 +351,28 @@ impl Registry {
                     e.rel.links.push(a);
                 }
             }
-            None => return false,
+            None => return LinkOutcome::TargetEnded,
         }
-        if let Some(mut e) = self.procs.get_mut(&a) {
-            if !e.rel.links.contains(&b) {
-                e.rel.links.push(b);
+        let recorded = match self.procs.get_mut(&a) {
+            Some(mut e) => {
+                if !e.rel.links.contains(&b) {
+                    e.rel.links.push(b);
+                }
+                true
             }
+            None => false,
+        };
+        if !recorded {
+            // `a` ended between the checks: its end did not see `b`; take the record back.
+            self.unlink(a, b);
+            return LinkOutcome::CallerEnded;
         }
-        true
+        if !self.procs.contains_key(&b) {
+            // `b` ended meanwhile and signalled `a` already (or will find no record): drop the
+            // record on `a`'s side too.
+            self.unlink(a, b);
+        }
+        LinkOutcome::Linked
     }
 
     /// Removes the link between local processes `a` and `b`, if any.
@@ -558,6 +591,16 @@ impl Registry {
             _ => None,
         }
     }
+}
+
+/// What [`Registry::link`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LinkOutcome {
+    Linked,
+    /// The process to link with is not alive.
+    TargetEnded,
+    /// The process asking has ended.
+    CallerEnded,
 }
 
 /// Why registration failed.
