@@ -99,6 +99,11 @@ impl Shared {
         CoreInstant(self.origin.elapsed().as_micros() as u64)
     }
 
+    /// Whether the node is stopping or stopped.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Relaxed)
+    }
+
     pub(crate) fn next_conn_id(&self) -> ConnId {
         ConnId(self.next_conn.fetch_add(1, Relaxed))
     }

@@ -109,9 +109,26 @@ impl Process {
         &self.node
     }
 
-    /// The next message; `None` once the node has shut down and the mailbox is drained.
+    /// The next message; `None` once the node has shut down and the mailbox is drained (or,
+    /// for a process made with [`Node::process`], once it was ended by an exit signal). A
+    /// spawned process ended by an exit signal never sees `None`: its task is cancelled.
     pub async fn recv(&mut self) -> Option<Envelope> {
-        std::future::poll_fn(|cx| self.mailbox.poll_recv(cx)).await
+        match std::future::poll_fn(|cx| self.mailbox.poll_recv(cx)).await {
+            Some(env) => Some(env),
+            None => {
+                self.ended_while_running().await;
+                None
+            }
+        }
+    }
+
+    /// A spawned process whose mailbox closed because it was ended (killed) while the node
+    /// runs is being cancelled: it waits here for the cancellation rather than run on as if
+    /// its node were stopping.
+    async fn ended_while_running(&self) {
+        if self.spawned && !self.node.shared.is_stopped() {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// The next message if one is waiting.
@@ -131,7 +148,11 @@ impl Process {
     /// Receives up to `limit` waiting messages into `buf` (at least one, waiting for it);
     /// returns how many, 0 once the mailbox is closed (or `limit` is 0).
     pub async fn recv_many(&mut self, buf: &mut Vec<Envelope>, limit: usize) -> usize {
-        std::future::poll_fn(|cx| self.mailbox.poll_recv_many(cx, buf, limit)).await
+        let n = std::future::poll_fn(|cx| self.mailbox.poll_recv_many(cx, buf, limit)).await;
+        if n == 0 && limit > 0 {
+            self.ended_while_running().await;
+        }
+        n
     }
 
     /// Sends from this process (the receiver sees this pid as `from`). See [`Node::send`].

@@ -223,6 +223,11 @@ impl Registry {
     /// returns what it related to; `None` if it had already ended.
     pub(crate) fn end(&self, id: u64) -> Option<Ended> {
         let (_, e) = self.procs.remove(&id)?;
+        // Cancel a spawned process's task before its mailbox closes: woken by the close, it
+        // must not run on (as if its node were stopping) before the cancellation lands.
+        if let Some(task) = &e.task {
+            task.abort();
+        }
         e.mailbox.close();
         for n in e.names {
             self.names.remove_if(&n, |_, v| *v == id);
