@@ -39,7 +39,13 @@ impl Driver {
                 Event::PeerUp { node, creation } => {
                     tracing::info!(peer = %node, creation, "peer up");
                 }
-                Event::PeerDown { node } => tracing::info!(peer = %node, "peer down"),
+                Event::PeerDown { node } => {
+                    tracing::info!(peer = %node, "peer down");
+                    // At shutdown, waiting calls fail with `Stopped` instead.
+                    if !self.shared.is_stopped() {
+                        self.shared.rpc.peer_down(&self.shared.stats.rpc, &node);
+                    }
+                }
                 Event::Unreachable { node, dropped } => {
                     tracing::debug!(peer = %node, dropped, "peer unreachable");
                 }

@@ -8,13 +8,12 @@
 //! as late and dropped.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::time::Duration;
+use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 use partisan_core::id::{Creation, NodeName};
-use tokio::sync::{broadcast, oneshot, Notify};
+use tokio::sync::{broadcast, oneshot};
 
 use super::wire::{ReplyHeader, Status};
 use super::RpcCounters;
@@ -23,10 +22,6 @@ use crate::membership::MembershipEvent;
 use crate::node::Node;
 use crate::process::registry::{Envelope, KeyHash};
 use crate::process::Process;
-
-/// How often the watcher compares the connection table with the calls in flight, while any
-/// call waits on a directly connected node.
-const WATCH_PERIOD: Duration = Duration::from_millis(10);
 
 /// Replies taken from the client's mailbox at once.
 const BATCH: usize = 64;
@@ -94,21 +89,12 @@ impl Table {
             .map(|w| w.tx)
             .collect()
     }
-
-    /// Whether any call waits on a directly connected node (what the watcher polls for).
-    fn watched(&self) -> bool {
-        self.by_node.values().any(|p| p.creation.is_some())
-    }
 }
 
 /// The calls of a node waiting for their replies.
 #[derive(Default)]
 pub(super) struct Pending {
     table: Mutex<Table>,
-    /// Set by the watcher when it parks because no call needs polling.
-    idle: AtomicBool,
-    /// Wakes a parked watcher.
-    wake: Notify,
 }
 
 impl Pending {
@@ -124,7 +110,6 @@ impl Pending {
         tx: oneshot::Sender<Outcome>,
     ) {
         let mut doomed = Vec::new();
-        let wake;
         {
             let mut t = self.table.lock();
             let per = t.by_node.entry(node.clone()).or_default();
@@ -149,12 +134,8 @@ impl Pending {
                 },
             );
             counters.pending.store(t.calls.len() as u64, Relaxed);
-            wake = creation.is_some() && self.idle.swap(false, Relaxed);
             drop(t);
             fail(counters, lost, || Outcome::NodeDown);
-        }
-        if wake {
-            self.wake.notify_one();
         }
     }
 
@@ -208,17 +189,6 @@ impl Pending {
         for tx in lost {
             let _ = tx.send(Outcome::Stopped);
         }
-    }
-
-    /// Whether the watcher must poll; when not, marks it idle (under the table lock, so an
-    /// insert that needs polling sees the mark and wakes it).
-    fn watching_or_idle(&self) -> bool {
-        let t = self.table.lock();
-        let w = t.watched();
-        if !w {
-            self.idle.store(true, Relaxed);
-        }
-        w
     }
 
     /// Hands a reply to the call it answers, if that call still waits and went to the node
@@ -299,19 +269,16 @@ fn on_reply(node: &Node, env: Envelope) {
     }
 }
 
-/// Fails calls as soon as their node is seen to go down: at a membership `NodeDown` event,
-/// and when the connection table no longer holds the incarnation a call went to (polled
-/// every [`WATCH_PERIOD`] while such calls wait; parked otherwise).
+/// Fails calls at a membership `NodeDown` event (a relayed node, reached through another);
+/// the loss of a directly connected node's last lane is reported by the driver itself
+/// ([`super::Rpc::peer_down`]). A lagging event stream checks every node's connection.
 async fn watch(node: Node) {
     let shared = &node.shared;
     let pending = &shared.rpc.pending;
     let counters = &shared.stats.rpc;
     let mut events = node.events();
     let stop = shared.shutdown_conns.clone();
-    let mut tick = tokio::time::interval(WATCH_PERIOD);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let watching = pending.watching_or_idle();
         tokio::select! {
             _ = stop.cancelled() => return,
             ev = events.recv() => match ev {
@@ -322,8 +289,6 @@ async fn watch(node: Node) {
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             },
-            _ = tick.tick(), if watching => pending.check(counters, &shared.table),
-            _ = pending.wake.notified(), if !watching => {}
         }
     }
 }

@@ -216,6 +216,12 @@ pub(crate) struct Rpc {
 }
 
 impl Rpc {
+    /// The last lane to `node` went down (the driver reports it as the engine does): every
+    /// call waiting on it fails with [`RpcError::NodeDown`] at once.
+    pub(crate) fn peer_down(&self, counters: &RpcCounters, node: &NodeName) {
+        self.pending.node_down(counters, node);
+    }
+
     /// The RPC state of a node running at most `concurrency` handlers at once.
     pub(crate) fn new(concurrency: usize) -> Self {
         Rpc {
@@ -456,7 +462,7 @@ impl Node {
     /// fails at once with [`RpcError::NotConnected`] when `node` is not connected (nor
     /// reachable through a relay); with [`RpcError::UnknownName`] in one round trip when the
     /// callee has no such handler; with [`RpcError::NodeDown`] as soon as `node` goes down or
-    /// this node's connection to it is lost (noticed within about 10 ms), not at the timeout;
+    /// this node's last connection to it is lost (at once), not at the timeout;
     /// otherwise with [`RpcError::Timeout`] once `timeout` has passed (queueing the request
     /// counts against it). A call fails rather than panics, whatever the peer sends. The
     /// request is delivered at most once: after `Timeout` or `NodeDown` the handler may or
