@@ -1,6 +1,7 @@
 //! Property tests of the wire format and the identities that cross it.
 //!
-//! Round trips: connection messages, handshake messages, remote-reference URIs and node specs.
+//! Round trips: connection messages (every control message, process signals with exit reasons
+//! of any length among them), handshake messages, remote-reference URIs and node specs.
 //! Robustness: every decoder returns `Ok` or `Err` on arbitrary bytes, and the frame decoder
 //! recovers exactly the encoded frames however the byte stream is split into reads.
 
@@ -17,6 +18,7 @@ use partisan_core::id::{
 use partisan_core::overlay::{
     CsMsg, HvMsg, OverlayKind, OverlayMsg, PeerInfo, Role, StaticMsg, Tag,
 };
+use partisan_core::signals::{ExitReason, ProcessMsg, MAX_REASON_LEN};
 use partisan_core::wire::frame::len_prefix;
 use partisan_core::wire::handshake::{
     self, Acceptor, HandshakeError, HandshakeMsg, Identity, RefuseCode, MAGIC, PROTOCOL_VERSION,
@@ -227,7 +229,75 @@ fn control() -> impl Strategy<Value = Control> {
         cs.prop_map(|m| Control::Overlay(OverlayMsg::ClientServer(m))),
         Just(Control::Overlay(OverlayMsg::Static(StaticMsg::Leaving))),
         broadcast,
+        process_msg().prop_map(Control::Process),
     ]
+}
+
+/// Reason texts: short ones of any characters, and long ones up to and past
+/// [`MAX_REASON_LEN`] (one character repeated, 1 to 4 bytes each).
+fn reason_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => any::<String>(),
+        1 => (any::<char>(), 0..=MAX_REASON_LEN + 8)
+            .prop_map(|(c, bytes)| std::iter::repeat_n(c, bytes / c.len_utf8()).collect()),
+    ]
+}
+
+/// Every exit reason: the texts as made by the constructors (cut to the limit) or built
+/// directly (longer ones too).
+fn exit_reason() -> impl Strategy<Value = ExitReason> {
+    prop_oneof![
+        Just(ExitReason::Normal),
+        Just(ExitReason::Shutdown),
+        Just(ExitReason::Kill),
+        Just(ExitReason::Killed),
+        Just(ExitReason::NoProc),
+        Just(ExitReason::NoConnection),
+        reason_text().prop_map(ExitReason::panic),
+        reason_text().prop_map(ExitReason::error),
+        reason_text().prop_map(ExitReason::Panic),
+        reason_text().prop_map(ExitReason::Error),
+    ]
+}
+
+/// Every process signal.
+fn process_msg() -> impl Strategy<Value = ProcessMsg> {
+    prop_oneof![
+        (any::<u64>(), any::<u64>(), target()).prop_map(|(monitor, watcher, target)| {
+            ProcessMsg::Monitor {
+                monitor,
+                watcher,
+                target,
+            }
+        }),
+        any::<u64>().prop_map(|monitor| ProcessMsg::Demonitor { monitor }),
+        (any::<u64>(), exit_reason())
+            .prop_map(|(monitor, reason)| ProcessMsg::Down { monitor, reason }),
+        (any::<u64>(), any::<u64>()).prop_map(|(from, to)| ProcessMsg::Link { from, to }),
+        (any::<u64>(), any::<u64>()).prop_map(|(from, to)| ProcessMsg::Unlink { from, to }),
+        (
+            any::<Option<u64>>(),
+            any::<u64>(),
+            exit_reason(),
+            any::<bool>()
+        )
+            .prop_map(|(from, to, reason, link)| ProcessMsg::Exit {
+                from,
+                to,
+                reason,
+                link
+            }),
+        (any::<u64>(), any::<u64>()).prop_map(|(query, pid)| ProcessMsg::IsAlive { query, pid }),
+        (any::<u64>(), any::<bool>()).prop_map(|(query, alive)| ProcessMsg::Alive { query, alive }),
+    ]
+}
+
+/// The first bytes of a control message carrying a process signal (message kind, `Control`
+/// variant, `ProcessMsg` variant), so that noise reaches the signal decoder.
+fn process_prefixes() -> Vec<Vec<u8>> {
+    let mut prefixes = vec![vec![5], vec![5, 2]];
+    prefixes.extend((0u8..8).map(|k| vec![5, 2, k]));
+    prefixes
 }
 
 /// Socket addresses as serde can carry them: IPv6 flow info and scope id are not serialized
@@ -439,6 +509,28 @@ proptest! {
     }
 
     #[test]
+    fn process_signals_round_trip_through_a_frame(p in process_msg()) {
+        let m = Message::Control(Control::Process(p));
+        let mut buf = BytesMut::new();
+        m.encode_frame(&mut buf, DEFAULT_MAX_FRAME_LEN).unwrap();
+        let body = decode_one_frame(&mut buf);
+        prop_assert!(buf.is_empty(), "the frame must be consumed whole");
+        // What `process_prefixes` assumes.
+        prop_assert!(process_prefixes().iter().any(|p| p.len() == 3 && body.starts_with(p)));
+        prop_assert_eq!(Message::decode(body).unwrap(), m);
+    }
+
+    #[test]
+    fn reasons_made_by_the_constructors_stay_within_the_limit(text in reason_text()) {
+        for r in [ExitReason::error(text.clone()), ExitReason::panic(text.clone())] {
+            let (ExitReason::Error(t) | ExitReason::Panic(t)) = &r else { unreachable!() };
+            prop_assert!(t.len() <= MAX_REASON_LEN);
+            prop_assert!(text.starts_with(t.as_str()));
+            prop_assert!(t.len() == text.len() || text.len() > MAX_REASON_LEN);
+        }
+    }
+
+    #[test]
     fn a_stream_of_messages_round_trips_in_order(
         msgs in proptest::collection::vec(message(), 0..8),
         prefill in proptest::collection::vec(any::<u8>(), 0..16),
@@ -599,6 +691,29 @@ proptest! {
         bytes in noise_with_prefix(vec![vec![1], vec![1, 2], vec![2], vec![3], vec![4]])
     ) {
         let _ = Message::decode(Bytes::from(bytes));
+    }
+
+    #[test]
+    fn process_signal_decode_never_panics(bytes in noise_with_prefix(process_prefixes())) {
+        let _ = Message::decode(Bytes::from(bytes));
+    }
+
+    #[test]
+    fn truncated_or_corrupted_process_signals_never_panic(
+        p in process_msg(),
+        cut in any::<prop::sample::Index>(),
+        flip in any::<prop::sample::Index>(),
+        xor in 1u8..,
+    ) {
+        let mut buf = BytesMut::new();
+        Message::Control(Control::Process(p)).encode_frame(&mut buf, DEFAULT_MAX_FRAME_LEN).unwrap();
+        let body = decode_one_frame(&mut buf).to_vec();
+        let truncated = body[..cut.index(body.len() + 1)].to_vec();
+        let _ = Message::decode(Bytes::from(truncated));
+        let mut corrupted = body;
+        let i = flip.index(corrupted.len());
+        corrupted[i] ^= xor;
+        let _ = Message::decode(Bytes::from(corrupted));
     }
 
     #[test]
