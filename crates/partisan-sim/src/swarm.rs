@@ -35,6 +35,17 @@
 //! member broadcasts once more, and within a bound every member must hold every message any
 //! member holds (the last one included): what the tree, grafts and anti-entropy together
 //! promise. Every broadcast frame crosses the network encoded and meets the same faults.
+//!
+//! Half the scenarios (drawn independently) also run processes
+//! ([`crate::swarm_processes`]): a few on every node once joins are done, then 50 to 200
+//! random actions during the faults (spawn, monitor by pid or name, link, demonitor, unlink,
+//! end with any reason, exit signals, liveness queries), with what they receive and what the
+//! signal tables hold checked after every event. The network of those scenarios loses and
+//! duplicates nothing (process signals rely on the ordered, lossless connection TCP gives).
+//! Once the overlay has healed (and broadcasts spread), every monitor and link owed a `Down`
+//! or exit signal must have it; then every process ends, in rounds, and every signal table
+//! must empty. `PARTISAN_SWARM_DEBUG` prints each scenario's setup and every process action
+//! and signal; `PARTISAN_SWARM_KEEP_LOSS` keeps loss and duplication in those scenarios.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -51,6 +62,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::graph::Graph;
+use crate::swarm_processes::{ProcessBook, ProcessFigures};
 use crate::{derive_seed, NetConfig, Network, NodeId, OverlayChoice};
 
 /// Sizes of generated scenarios.
@@ -98,7 +110,12 @@ pub struct ScenarioReport {
     pub trace_hash: String,
     /// Messages broadcast (0 when the scenario does not broadcast).
     pub broadcasts: u32,
+    /// What its processes did, when it has some.
+    pub processes: Option<ProcessFigures>,
 }
+
+/// The share of scenarios with processes (monitors and links).
+const PROCESS_SHARE: f64 = 0.5;
 
 /// The broadcast handler of swarm scenarios.
 const LOG: &str = "log";
@@ -246,6 +263,55 @@ pub fn check_node(sim: &Network, n: NodeId) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The check after every event: [`check_node`], and with processes what the book checks.
+fn checker(
+    book: &mut Option<ProcessBook>,
+) -> impl FnMut(&Network, NodeId) -> Result<(), String> + '_ {
+    move |sim, n| {
+        check_node(sim, n)?;
+        match book {
+            Some(b) => b.observe(sim, n),
+            None => Ok(()),
+        }
+    }
+}
+
+/// [`Network::run_checked`] with [`checker`], after reading what the commands given since
+/// the last event did on every node (a leave, say, fires monitors and links at once).
+fn run_checked(
+    sim: &mut Network,
+    book: &mut Option<ProcessBook>,
+    until: partisan_core::time::Instant,
+) -> Result<(), String> {
+    if let Some(b) = book {
+        for v in sim.live() {
+            b.observe(sim, v)?;
+        }
+    }
+    sim.run_checked(until, checker(book))
+}
+
+/// Runs until `what` holds (checked every second), at most `limit`; its last answer.
+fn run_until_ok(
+    sim: &mut Network,
+    book: &mut Option<ProcessBook>,
+    limit: Duration,
+    what: impl Fn(&ProcessBook, &Network) -> Result<(), String>,
+) -> Result<(), String> {
+    let deadline = sim.now + limit;
+    loop {
+        let last = match book {
+            Some(b) => what(b, sim),
+            None => return Ok(()),
+        };
+        if last.is_ok() || sim.now >= deadline {
+            return last;
+        }
+        let until = sim.now + Duration::from_secs(1);
+        run_checked(sim, book, until)?;
+    }
 }
 
 /// The peers node `i` keeps connected for its overlay (every lane of each).
@@ -515,6 +581,9 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
     // ones they were before broadcast existed.
     let mut gb = ChaCha8Rng::seed_from_u64(derive_seed(seed, 0xb_10ad));
     let broadcasting = gb.gen_bool(0.5);
+    // Processes (monitors, links) likewise.
+    let mut gp = ChaCha8Rng::seed_from_u64(derive_seed(seed, 0x9_20c5));
+    let with_processes = gp.gen_bool(PROCESS_SHARE);
     let mut setup = choice.setup(nodes, derive_seed(seed, 1));
     if broadcasting {
         let pcfg = PlumtreeConfig {
@@ -534,6 +603,18 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
         }));
     }
     setup.net = faulty.clone();
+    if with_processes && std::env::var("PARTISAN_SWARM_KEEP_LOSS").is_err() {
+        setup.net.loss = 0.0;
+        setup.net.duplicate = 0.0;
+    }
+    if std::env::var("PARTISAN_SWARM_DEBUG").is_ok() {
+        eprintln!(
+            "seed {seed}: {} {} of {nodes} nodes, processes {with_processes}, {:?}, {keepalive:?}",
+            sc.family.name(),
+            choice.name(),
+            setup.net
+        );
+    }
     setup.keepalive = Some(keepalive);
     if g.gen_bool(0.3) {
         // A data channel of several lanes: more slots per pair to settle.
@@ -551,6 +632,7 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
         ..faulty.clone()
     };
     let mut sim = Network::new(setup);
+    let mut book = with_processes.then(|| ProcessBook::new(nodes));
     let static_overlay = matches!(choice, OverlayChoice::Static);
 
     // Joins within the first 5 s, each through a random earlier node (a server for
@@ -588,6 +670,20 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
     casts.sort_unstable();
     let mut casts = casts.into_iter().peekable();
     let mut broadcasts = 0u32;
+    // Process actions: the first spawns a few processes on every node (once joins are done),
+    // the others are random.
+    let mut acts: Vec<u64> = if with_processes {
+        (0..gp.gen_range(50..=200))
+            .map(|_| gp.gen_range(5_000_000..5_000_000 + chaos))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    acts.sort_unstable();
+    if with_processes {
+        acts.insert(0, 5_000_000);
+    }
+    let mut acts = acts.into_iter().enumerate().peekable();
 
     let mut crashed: BTreeSet<NodeId> = BTreeSet::new();
     let mut log: Vec<String> = Vec::new();
@@ -596,19 +692,46 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
     let start = sim.now;
     let secs = |sim: &Network| sim.now.0 as f64 / 1e6;
     for (t, join) in plan {
-        while let Some(c) = casts.next_if(|c| *c <= t) {
-            let at = start + Duration::from_micros(c);
-            sim.run_checked(at, check_node)
+        loop {
+            // The next broadcast or process action due by `t`, in time order.
+            let cast = casts.peek().copied().filter(|c| *c <= t);
+            let act = acts.peek().map(|(_, a)| *a).filter(|a| *a <= t);
+            let (at, is_cast) = match (cast, act) {
+                (Some(c), Some(a)) => (c.min(a), c <= a),
+                (Some(c), None) => (c, true),
+                (None, Some(a)) => (a, false),
+                (None, None) => break,
+            };
+            let at = start + Duration::from_micros(at);
+            run_checked(&mut sim, &mut book, at)
                 .map_err(|e| fail(format!("at {:.3}s: {e}", at.0 as f64 / 1e6)))?;
-            let live: Vec<NodeId> = sim.live();
-            let v = live[gb.gen_range(0..live.len())];
-            if sim.broadcast(v, LOG, b"m").is_ok() {
-                broadcasts += 1;
-                log.push(format!("{:.1}s broadcast from n{v}", secs(&sim)));
+            if is_cast {
+                casts.next();
+                let live: Vec<NodeId> = sim.live();
+                let v = live[gb.gen_range(0..live.len())];
+                if sim.broadcast(v, LOG, b"m").is_ok() {
+                    broadcasts += 1;
+                    log.push(format!("{:.1}s broadcast from n{v}", secs(&sim)));
+                }
+                continue;
             }
+            let (k, _) = acts.next().expect("peeked");
+            let b = book.as_mut().expect("process actions only with processes");
+            let done = if k == 0 {
+                sim.live().into_iter().try_for_each(|v| {
+                    for _ in 0..gp.gen_range(1..=3) {
+                        let named = gp.gen_bool(0.4).then(|| gp.gen_range(0..3));
+                        b.spawn(&mut sim, v, named);
+                    }
+                    Ok(())
+                })
+            } else {
+                b.act(&mut gp, &mut sim)
+            };
+            done.map_err(|e| fail(format!("at {:.3}s: {e}", secs(&sim))))?;
         }
         let at = start + Duration::from_micros(t);
-        sim.run_checked(at, check_node)
+        run_checked(&mut sim, &mut book, at)
             .map_err(|e| fail(format!("at {:.3}s: {e}", at.0 as f64 / 1e6)))?;
         if let Some((i, c)) = join {
             sim.join(i, c);
@@ -628,7 +751,12 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
             0 if live.len() > (nodes as usize).div_ceil(2) => {
                 let v = pick(&mut g, &live);
                 unjoined.remove(&v);
-                sim.crash(v);
+                match &mut book {
+                    Some(b) => b
+                        .crash(&mut sim, v)
+                        .map_err(|e| fail(format!("at {:.3}s: {e}", secs(&sim))))?,
+                    None => sim.crash(v),
+                }
                 log.push(format!("{:.1}s crash n{v}", secs(&sim)));
                 crashed.insert(v);
             }
@@ -658,6 +786,9 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
                 if a != b {
                     let both = g.gen_bool(0.5);
                     sim.partition(a, b, both);
+                    if let Some(book) = &mut book {
+                        book.partition(&sim, a, b, both);
+                    }
                     log.push(format!(
                         "{:.1}s partition n{a}-n{b} both={both}",
                         secs(&sim)
@@ -673,12 +804,18 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
                     for b in 0..nodes {
                         if side[a as usize] && !side[b as usize] {
                             sim.partition(a, b, both);
+                            if let Some(book) = &mut book {
+                                book.partition(&sim, a, b, both);
+                            }
                         }
                     }
                 }
             }
             4 => {
                 sim.heal();
+                if let Some(book) = &mut book {
+                    book.heal();
+                }
                 log.push(format!("{:.1}s heal", secs(&sim)));
             }
             5 if live.len() > 2 && !static_overlay => {
@@ -709,11 +846,18 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
             _ => {}
         }
     }
-    sim.run_checked(start + Duration::from_micros(5_000_000 + chaos), check_node)
-        .map_err(|e| fail(format!("during chaos: {e}")))?;
+    run_checked(
+        &mut sim,
+        &mut book,
+        start + Duration::from_micros(5_000_000 + chaos),
+    )
+    .map_err(|e| fail(format!("during chaos: {e}")))?;
 
     // Heal: no more faults; crashed nodes restart and leavers rejoin through live members.
     sim.heal();
+    if let Some(book) = &mut book {
+        book.heal();
+    }
     sim.set_net(clean);
     for &v in &crashed {
         sim.restart(v);
@@ -747,8 +891,7 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
     let mut last = Err(String::new());
     for _ in 0..bound {
         let until = sim.now + period;
-        sim.run_checked(until, check_node)
-            .map_err(|e| fail(format!("while healing: {e}")))?;
+        run_checked(&mut sim, &mut book, until).map_err(|e| fail(format!("while healing: {e}")))?;
         last = healed(&sim, &choice);
         if last.is_ok() {
             break;
@@ -775,7 +918,7 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
         let mut last = broadcast_converged(&sim, &members);
         while last.is_err() && sim.now < deadline {
             let until = sim.now + Duration::from_secs(1);
-            sim.run_checked(until, check_node)
+            run_checked(&mut sim, &mut book, until)
                 .map_err(|e| fail(format!("while spreading broadcasts: {e}")))?;
             last = broadcast_converged(&sim, &members);
         }
@@ -788,6 +931,38 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
             )));
         }
     }
+    if book.is_some() {
+        // Every monitor and link owed something has it; then every process ends, in rounds
+        // (those watching nothing still owed first, so the others' monitors fire while they
+        // live), and every signal table empties.
+        let limit = keepalive.detection_time() * 2 + Duration::from_secs(30);
+        let failed = |what: &str, e: String| {
+            fail(format!(
+                "{} {}: {what}: {e}\n  faults: {}",
+                sc.family.name(),
+                choice.name(),
+                log.join("; ")
+            ))
+        };
+        run_until_ok(&mut sim, &mut book, limit, ProcessBook::owed)
+            .map_err(|e| failed("after healing", e))?;
+        for round in 1.. {
+            let b = book.as_mut().expect("processes");
+            let ending = b.ending_round();
+            if ending.is_empty() {
+                break;
+            }
+            for (n, _, id) in ending {
+                let reason = crate::swarm_processes::random_reason(&mut gp);
+                b.end(&mut sim, n, id, reason)
+                    .map_err(|e| failed("ending processes", e))?;
+            }
+            run_until_ok(&mut sim, &mut book, limit, ProcessBook::owed)
+                .map_err(|e| failed(&format!("ending round {round}"), e))?;
+        }
+        run_until_ok(&mut sim, &mut book, limit, ProcessBook::tables_empty)
+            .map_err(|e| failed("every process ended", e))?;
+    }
     Ok(ScenarioReport {
         seed,
         overlay: choice.name().into(),
@@ -798,5 +973,6 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
         heal_secs: (sim.now - heal_start).as_secs_f64(),
         trace_hash: format!("{:016x}", sim.trace.value()),
         broadcasts,
+        processes: book.map(|b| b.figures()),
     })
 }

@@ -1,7 +1,7 @@
 //! The swarm over many seeds, and determinism. Each failing seed prints the command that
 //! replays it.
 
-use partisan_sim::swarm::{run_scenario, SwarmLimits};
+use partisan_sim::swarm::{run_scenario, ScenarioFailure, ScenarioReport, SwarmLimits};
 
 #[test]
 fn swarm_of_two_hundred_seeds_keeps_every_invariant_and_heals() {
@@ -27,15 +27,44 @@ fn swarm_of_two_hundred_seeds_keeps_every_invariant_and_heals() {
             std::thread::spawn(move || {
                 chunk
                     .into_iter()
-                    .filter_map(|s| run_scenario(s, SwarmLimits::default()).err())
+                    .map(|s| run_scenario(s, SwarmLimits::default()))
                     .collect::<Vec<_>>()
             })
         })
         .collect();
-    let failures: Vec<_> = handles
+    let results: Vec<Result<ScenarioReport, ScenarioFailure>> = handles
         .into_iter()
         .flat_map(|h| h.join().expect("swarm thread"))
         .collect();
+    // What the scenarios with processes did.
+    let with: Vec<_> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok()?.processes)
+        .collect();
+    let sum = |f: fn(&partisan_sim::swarm_processes::ProcessFigures) -> u32| -> u32 {
+        with.iter().map(f).sum()
+    };
+    println!(
+        "{} scenarios with processes: {} processes, {} monitors ({} by name, {} demonitored), \
+         {} Downs ({} noconnection, {} noproc), {} links ({} unlinked), {} link exit signals, \
+         {} processes ended by a signal, {} liveness queries; {} monitors and links exposed to \
+         a partition",
+        with.len(),
+        sum(|f| f.spawned),
+        sum(|f| f.monitors),
+        sum(|f| f.by_name),
+        sum(|f| f.demonitors),
+        sum(|f| f.downs),
+        sum(|f| f.downs_noconnection),
+        sum(|f| f.downs_noproc),
+        sum(|f| f.links),
+        sum(|f| f.unlinks),
+        sum(|f| f.link_exits),
+        sum(|f| f.killed_by_signal),
+        sum(|f| f.queries),
+        sum(|f| f.exposed),
+    );
+    let failures: Vec<_> = results.into_iter().filter_map(Result::err).collect();
     for f in &failures {
         println!("FAILED {f}");
     }
