@@ -316,7 +316,7 @@ impl ProcessBook {
 
     // ----- actions -----
 
-    /// Spawns a process on live node `n`, registered under a free name of [`NAMES`] when
+    /// Spawns a process on live node `n`, registered under a free name of `NAMES` when
     /// `named` and one is free.
     pub fn spawn(&mut self, sim: &mut Network, n: NodeId, named: Option<usize>) -> Option<Pid> {
         if !sim.node(n).alive {
