@@ -13,44 +13,11 @@ use partisan::{
     ServerStartError, Signal,
 };
 use serde::{Deserialize, Serialize};
-use support::{eventually, Net};
+use support::{eventually, node, pair, tables_empty, Net};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-async fn node(net: &Net, name: &str) -> Node {
-    support::init_tracing();
-    net.builder(&format!("{name}@127.0.0.1"))
-        .cookie("gen-server")
-        .start()
-        .await
-        .unwrap()
-}
-
-/// Two nodes of one full mesh.
-async fn pair(net: &Net, tag: &str) -> (Node, Node) {
-    let a = node(net, &format!("{tag}a")).await;
-    let b = node(net, &format!("{tag}b")).await;
-    a.join_and_wait(b.listen_addrs()[0], WAIT).await.unwrap();
-    let (x, y) = (a.clone(), b.name().clone());
-    eventually("b up at a", move || {
-        x.members().contains(&y) && x.is_connected(&y)
-    })
-    .await;
-    let (x, y) = (b.clone(), a.name().clone());
-    eventually("a up at b", move || x.is_connected(&y)).await;
-    (a, b)
-}
-
-/// Every monitor and link table of `n` is empty, eventually.
-async fn tables_empty(n: &Node) {
-    let m = n.clone();
-    eventually("empty monitor and link tables", move || {
-        m.stats().processes.table_entries() == 0
-    })
-    .await;
-}
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Req {

@@ -9,42 +9,11 @@ use std::time::Duration;
 use partisan::gen_statem::{self, Action, Event, GenStatem, Transition};
 use partisan::{CallError, ExitReason, Node, Process, ServerStartError, Signal};
 use serde::{Deserialize, Serialize};
-use support::{eventually, Net};
+use support::{node, pair, tables_empty, Net};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-async fn node(net: &Net, name: &str) -> Node {
-    support::init_tracing();
-    net.builder(&format!("{name}@127.0.0.1"))
-        .cookie("gen-statem")
-        .start()
-        .await
-        .unwrap()
-}
-
-async fn pair(net: &Net, tag: &str) -> (Node, Node) {
-    let a = node(net, &format!("{tag}a")).await;
-    let b = node(net, &format!("{tag}b")).await;
-    a.join_and_wait(b.listen_addrs()[0], WAIT).await.unwrap();
-    let (x, y) = (a.clone(), b.name().clone());
-    eventually("b up at a", move || {
-        x.members().contains(&y) && x.is_connected(&y)
-    })
-    .await;
-    let (x, y) = (b.clone(), a.name().clone());
-    eventually("a up at b", move || x.is_connected(&y)).await;
-    (a, b)
-}
-
-async fn tables_empty(n: &Node) {
-    let m = n.clone();
-    eventually("empty monitor and link tables", move || {
-        m.stats().processes.table_entries() == 0
-    })
-    .await;
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum St {

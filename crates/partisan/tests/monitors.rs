@@ -8,31 +8,9 @@ use std::time::Duration;
 use partisan::{
     Down, ExitReason, ExitSignal, Node, Pid, Process, RemoteRef, SendError, SendOptions, Signal,
 };
-use support::{eventually, Net};
+use support::{eventually, node, pair, tables_empty, Net};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-async fn node(net: &Net, name: &str) -> Node {
-    support::init_tracing();
-    net.builder(&format!("{name}@127.0.0.1"))
-        .cookie("monitors")
-        .start()
-        .await
-        .unwrap()
-}
-
-/// Two nodes of one full mesh.
-async fn pair(net: &Net, tag: &str) -> (Node, Node) {
-    let a = node(net, &format!("{tag}a")).await;
-    let b = node(net, &format!("{tag}b")).await;
-    a.join_and_wait(b.listen_addrs()[0], WAIT).await.unwrap();
-    let (x, y) = (a.clone(), b.name().clone());
-    eventually("b up at a", move || {
-        x.members().contains(&y) && x.is_connected(&y)
-    })
-    .await;
-    (a, b)
-}
 
 /// The next signal in `p`'s mailbox (skipping nothing: a user message fails the test).
 async fn signal(p: &mut Process) -> Signal {
@@ -51,15 +29,6 @@ async fn down(p: &mut Process) -> Down {
 async fn quiet(p: &mut Process) {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(p.try_recv().is_none(), "unexpected message or signal");
-}
-
-/// Every monitor and link table of `n` is empty, eventually.
-async fn tables_empty(n: &Node) {
-    let m = n.clone();
-    eventually("empty monitor and link tables", move || {
-        m.stats().processes.table_entries() == 0
-    })
-    .await;
 }
 
 /// A process on `n` that waits for one message, then ends with the reason it names.
@@ -224,10 +193,7 @@ async fn demonitor_before_down_double_demonitor_and_flush(net: Net) {
         .await
         .unwrap();
     let (bb, t) = (b.clone(), target.clone());
-    eventually("target ended", move || {
-        bb.process_count() == 0 || !bb_alive(&bb, &t)
-    })
-    .await;
+    eventually("target ended", move || !bb_alive(&bb, &t)).await;
     quiet(&mut w).await;
 
     // Flush: the Down is already in the mailbox when the demonitor comes.
@@ -263,13 +229,9 @@ async fn demonitor_before_down_double_demonitor_and_flush(net: Net) {
     b.shutdown().await;
 }
 
+/// Whether local `pid` is alive, for `eventually` (a local `is_alive` answers at once, so it
+/// is polled once, without an executor).
 fn bb_alive(n: &Node, pid: &Pid) -> bool {
-    n.stats();
-    futures_lite_is_alive(n, pid)
-}
-
-/// `is_alive` of a local pid answers at once; poll it without an executor.
-fn futures_lite_is_alive(n: &Node, pid: &Pid) -> bool {
     let fut = n.is_alive(pid);
     let mut fut = std::pin::pin!(fut);
     let waker = std::task::Waker::noop();
@@ -277,8 +239,8 @@ fn futures_lite_is_alive(n: &Node, pid: &Pid) -> bool {
         .as_mut()
         .poll(&mut std::task::Context::from_waker(waker))
     {
-        std::task::Poll::Ready(r) => r.unwrap_or(false),
-        std::task::Poll::Pending => true,
+        std::task::Poll::Ready(r) => r.expect("a local pid is answered at once"),
+        std::task::Poll::Pending => panic!("a local is_alive must not wait"),
     }
 }
 

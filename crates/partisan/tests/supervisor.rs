@@ -13,27 +13,9 @@ use partisan::{
     ReplyTo, Restart, SendOptions, Shutdown, Signal, Strategy, Supervisor, SupervisorError,
     REACHED_MAX_RESTART_INTENSITY,
 };
-use support::{eventually, Net, EVENTUALLY};
+use support::{eventually, node, tables_empty, Net, EVENTUALLY};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-async fn node(net: &Net, name: &str) -> Node {
-    support::init_tracing();
-    net.builder(&format!("{name}@127.0.0.1"))
-        .cookie("supervisors")
-        .start()
-        .await
-        .unwrap()
-}
-
-/// Every monitor and link table of `n` is empty, eventually.
-async fn tables_empty(n: &Node) {
-    let m = n.clone();
-    eventually("empty monitor and link tables", move || {
-        m.stats().processes.table_entries() == 0
-    })
-    .await;
-}
 
 /// A worker: waits for messages; `crash` ends it with an error, `panic` panics, `normal` and
 /// `shutdown` end it with those reasons.

@@ -10,7 +10,7 @@ use partisan::partisan_core::wire::handshake::{DialParams, Dialer, DialerStep, I
 use partisan::partisan_core::wire::FrameDecoder;
 use partisan::transport::Stream;
 use partisan::{
-    ChannelName, MemoryTransport, NodeBuilder, NodeName, NodeSpec, OverlayKind, TcpTransport,
+    ChannelName, MemoryTransport, Node, NodeBuilder, NodeName, NodeSpec, OverlayKind, TcpTransport,
     Transport,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -153,4 +153,40 @@ pub async fn raw_handshake(net: &Net, addr: SocketAddr, peer: RawPeer<'_>) -> St
             DialerStep::Established(_) => return s,
         }
     }
+}
+
+/// A node `NAME@127.0.0.1` on `net` (logging per `RUST_LOG`), for the process tests.
+pub async fn node(net: &Net, name: &str) -> Node {
+    init_tracing();
+    net.builder(&format!("{name}@127.0.0.1"))
+        .cookie("processes")
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Two nodes `TAGa` and `TAGb` of one full mesh, each seeing the other up.
+pub async fn pair(net: &Net, tag: &str) -> (Node, Node) {
+    let a = node(net, &format!("{tag}a")).await;
+    let b = node(net, &format!("{tag}b")).await;
+    a.join_and_wait(b.listen_addrs()[0], EVENTUALLY)
+        .await
+        .unwrap();
+    let (x, y) = (a.clone(), b.name().clone());
+    eventually("b up at a", move || {
+        x.members().contains(&y) && x.is_connected(&y)
+    })
+    .await;
+    let (x, y) = (b.clone(), a.name().clone());
+    eventually("a up at b", move || x.is_connected(&y)).await;
+    (a, b)
+}
+
+/// Every monitor and link table of `n` is empty, eventually.
+pub async fn tables_empty(n: &Node) {
+    let m = n.clone();
+    eventually("empty monitor and link tables", move || {
+        m.stats().processes.table_entries() == 0
+    })
+    .await;
 }
