@@ -919,15 +919,7 @@ impl Node {
     /// A new process whose handle to the node is `node` (guarding or not).
     fn process_on(&self, node: Node) -> Process {
         let (id, mailbox) = self.shared.registry.create();
-        Process::new(
-            node,
-            Pid {
-                node: self.name().clone(),
-                creation: self.creation(),
-                id,
-            },
-            mailbox,
-        )
+        Process::new(node, self.shared.local_pid(id), mailbox)
     }
 
     /// A new process registered under `name`.
@@ -1034,11 +1026,10 @@ impl Node {
     /// The local pid registered under `name`.
     pub fn whereis(&self, name: &str) -> Option<Pid> {
         let n = ProcessName::new(name).ok()?;
-        self.shared.registry.whereis(&n).map(|id| Pid {
-            node: self.name().clone(),
-            creation: self.creation(),
-            id,
-        })
+        self.shared
+            .registry
+            .whereis(&n)
+            .map(|id| self.shared.local_pid(id))
     }
 
     /// Whether `pid` is alive, on this node or another: for a local pid, at once; for a
@@ -1054,11 +1045,7 @@ impl Node {
 
     /// A fresh unique reference minted by this node.
     pub fn make_ref(&self) -> Ref {
-        Ref {
-            node: self.name().clone(),
-            creation: self.creation(),
-            id: self.shared.registry.make_ref(),
-        }
+        self.shared.local_ref(self.shared.registry.make_ref())
     }
 
     /// The registered name `name` on `node`, as a destination.
