@@ -82,6 +82,16 @@ pub enum CloseReason {
     KeepaliveTimeout,
     /// This node is shutting down.
     ShuttingDown,
+    /// A process signal could not be queued: the lane is far past its bound (the peer reads
+    /// too slowly). Cut at once, like [`CloseReason::KeepaliveTimeout`].
+    Stalled,
+}
+
+impl CloseReason {
+    /// Whether the connection is cut at once, without flushing or a goodbye.
+    pub fn is_abrupt(self) -> bool {
+        matches!(self, CloseReason::KeepaliveTimeout | CloseReason::Stalled)
+    }
 }
 
 /// How a dial failed.

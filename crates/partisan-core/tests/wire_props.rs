@@ -18,7 +18,7 @@ use partisan_core::id::{
 use partisan_core::overlay::{
     CsMsg, HvMsg, OverlayKind, OverlayMsg, PeerInfo, Role, StaticMsg, Tag,
 };
-use partisan_core::signals::{ExitReason, ProcessMsg, MAX_REASON_LEN};
+use partisan_core::signals::{ExitReason, ProcessFrame, ProcessMsg, MAX_REASON_LEN};
 use partisan_core::wire::frame::len_prefix;
 use partisan_core::wire::handshake::{
     self, Acceptor, HandshakeError, HandshakeMsg, Identity, RefuseCode, MAGIC, PROTOCOL_VERSION,
@@ -229,7 +229,7 @@ fn control() -> impl Strategy<Value = Control> {
         cs.prop_map(|m| Control::Overlay(OverlayMsg::ClientServer(m))),
         Just(Control::Overlay(OverlayMsg::Static(StaticMsg::Leaving))),
         broadcast,
-        process_msg().prop_map(Control::Process),
+        process_frame().prop_map(Control::Process),
     ]
 }
 
@@ -274,7 +274,13 @@ fn process_msg() -> impl Strategy<Value = ProcessMsg> {
         (any::<u64>(), exit_reason())
             .prop_map(|(monitor, reason)| ProcessMsg::Down { monitor, reason }),
         (any::<u64>(), any::<u64>()).prop_map(|(from, to)| ProcessMsg::Link { from, to }),
-        (any::<u64>(), any::<u64>()).prop_map(|(from, to)| ProcessMsg::Unlink { from, to }),
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(from, to, id)| ProcessMsg::Unlink {
+            from,
+            to,
+            id
+        }),
+        (any::<u64>(), any::<u64>(), any::<u64>())
+            .prop_map(|(from, to, id)| ProcessMsg::UnlinkAck { from, to, id }),
         (
             any::<Option<u64>>(),
             any::<u64>(),
@@ -292,11 +298,33 @@ fn process_msg() -> impl Strategy<Value = ProcessMsg> {
     ]
 }
 
-/// The first bytes of a control message carrying a process signal (message kind, `Control`
-/// variant, `ProcessMsg` variant), so that noise reaches the signal decoder.
+/// Session numbers: mostly small (as they are), sometimes any.
+fn session() -> impl Strategy<Value = u64> {
+    prop_oneof![3 => 0u64..4, 1 => any::<u64>()]
+}
+
+/// Every process frame: the sessions, and a signal or none.
+fn process_frame() -> impl Strategy<Value = ProcessFrame> {
+    (
+        session(),
+        session(),
+        session(),
+        prop::option::of(process_msg()),
+    )
+        .prop_map(|(session, heard, start, msg)| ProcessFrame {
+            session,
+            heard,
+            start,
+            msg,
+        })
+}
+
+/// The first bytes of a control message carrying a process frame with zero sessions
+/// (message kind, `Control` variant, the three sessions, `Some`, `ProcessMsg` variant), so that
+/// noise reaches the signal decoder.
 fn process_prefixes() -> Vec<Vec<u8>> {
-    let mut prefixes = vec![vec![5], vec![5, 2]];
-    prefixes.extend((0u8..8).map(|k| vec![5, 2, k]));
+    let mut prefixes = vec![vec![5], vec![5, 2], vec![5, 2, 0, 0, 0, 0]];
+    prefixes.extend((0u8..9).map(|k| vec![5, 2, 0, 0, 0, 1, k]));
     prefixes
 }
 
@@ -509,14 +537,17 @@ proptest! {
     }
 
     #[test]
-    fn process_signals_round_trip_through_a_frame(p in process_msg()) {
+    fn process_signals_round_trip_through_a_frame(p in process_frame()) {
+        let zero = p.session == 0 && p.heard == 0 && p.start == 0 && p.msg.is_some();
         let m = Message::Control(Control::Process(p));
         let mut buf = BytesMut::new();
         m.encode_frame(&mut buf, DEFAULT_MAX_FRAME_LEN).unwrap();
         let body = decode_one_frame(&mut buf);
         prop_assert!(buf.is_empty(), "the frame must be consumed whole");
         // What `process_prefixes` assumes.
-        prop_assert!(process_prefixes().iter().any(|p| p.len() == 3 && body.starts_with(p)));
+        if zero {
+            prop_assert!(process_prefixes().iter().any(|p| p.len() == 7 && body.starts_with(p)));
+        }
         prop_assert_eq!(Message::decode(body).unwrap(), m);
     }
 
@@ -700,7 +731,7 @@ proptest! {
 
     #[test]
     fn truncated_or_corrupted_process_signals_never_panic(
-        p in process_msg(),
+        p in process_frame(),
         cut in any::<prop::sample::Index>(),
         flip in any::<prop::sample::Index>(),
         xor in 1u8..,

@@ -104,6 +104,8 @@ struct Mon {
     exposed: bool,
     /// The connection between the two nodes when it was made.
     pair_at: PairState,
+    /// Their signal sessions when it was made.
+    sessions_at: Sessions,
 }
 
 impl Mon {
@@ -126,6 +128,8 @@ struct Link {
     refused: [bool; 2],
     /// The connection between the two nodes when the link was first made.
     pair_at: PairState,
+    /// Their signal sessions then.
+    sessions_at: Sessions,
     /// Exit signals of the link delivered to each side.
     exits: [u32; 2],
     /// The number of exit signals delivered on a side's node when that side unlinked.
@@ -241,6 +245,34 @@ fn peer_state(sim: &Network, n: NodeId, j: NodeId) -> Option<Creation> {
         return None;
     }
     e.identity_of(name).map(|i| i.creation)
+}
+
+/// The signal sessions of a pair of nodes, in pair order: each one's own with the other and the
+/// other's it heard.
+type Sessions = [Option<(u64, u64)>; 2];
+
+fn sessions(sim: &Network, a: NodeId, b: NodeId) -> Sessions {
+    let (x, y) = pair(a, b);
+    let of = |n: NodeId, j: NodeId| {
+        let node = sim.node(n);
+        if node.alive {
+            node.engine.signal_session(sim.name_of(j))
+        } else {
+            None
+        }
+    };
+    [of(x, y), of(y, x)]
+}
+
+/// Whether one of the pair lost the other since `then`, or had lost it then without the other
+/// having heard yet: either way the engines fire `noconnection` for entries made then.
+fn session_broke(sim: &Network, a: NodeId, b: NodeId, then: &Sessions) -> bool {
+    let now = sessions(sim, a, b);
+    let mine = |s: &Sessions, i: usize| s[i].map(|(m, _)| m);
+    let heard = |s: &Sessions, i: usize| s[i].map(|(_, h)| h);
+    let unheard_then = heard(then, 0) != mine(then, 1) || heard(then, 1) != mine(then, 0);
+    let lost_since = mine(&now, 0) != mine(then, 0) || mine(&now, 1) != mine(then, 1);
+    unheard_then || lost_since
 }
 
 fn pair(a: NodeId, b: NodeId) -> (NodeId, NodeId) {
@@ -496,6 +528,7 @@ impl ProcessBook {
                 void: false,
                 exposed: self.is_cut(n, j),
                 pair_at: self.pair_state(n, j),
+                sessions_at: sessions(sim, n, j),
             },
         );
         self.open_out[n as usize] += 1;
@@ -575,6 +608,7 @@ impl ProcessBook {
             made_by: [false; 2],
             refused: [false; 2],
             pair_at,
+            sessions_at: sessions(sim, n, other.0),
             exits: [0; 2],
             unlinked: [None; 2],
             made_at: sim.now,
@@ -1126,7 +1160,8 @@ impl ProcessBook {
                     short(&x.reason)
                 ));
             }
-            self.exit_possible(sim, n, from, &x.reason)
+            let then = l.sessions_at;
+            self.exit_possible(sim, n, from, &x.reason, &then)
                 .map_err(|e| format!("{ctx}: exit signal {} impossible: {e}", short(&x.reason)))?;
             self.figures.link_exits += 1;
             self.links.get_mut(&k).expect("found").exits[side] += 1;
@@ -1250,11 +1285,15 @@ impl ProcessBook {
         match reason {
             ExitReason::NoConnection => {
                 let now = peer_state(sim, n, j);
-                if m.bound.is_some() && now == m.bound {
+                if m.bound.is_some() && now == m.bound && !session_broke(sim, n, j, &m.sessions_at)
+                {
                     return Err(format!(
                         "n{n} is connected to n{j} (creation {:?}) as when the monitor was made, \
+                         neither lost the other in between (sessions {:?} then, {:?} now), \
                          and no target ended with that reason",
-                        m.bound
+                        m.bound,
+                        m.sessions_at,
+                        sessions(sim, n, j)
                     ));
                 }
                 Ok(())
@@ -1297,6 +1336,7 @@ impl ProcessBook {
         n: NodeId,
         from: PKey,
         reason: &ExitReason,
+        then: &Sessions,
     ) -> Result<(), String> {
         // The other side's own exit reason (which may be `noconnection` or `noproc` too).
         let exited = self
@@ -1309,11 +1349,16 @@ impl ProcessBook {
         }
         match reason {
             ExitReason::NoConnection => {
-                if peer_state(sim, n, from.0) == Some(from.1) {
+                if peer_state(sim, n, from.0) == Some(from.1)
+                    && !session_broke(sim, n, from.0, then)
+                {
                     Err(format!(
-                        "n{n} is connected to n{} (creation {}) and the other side did not end \
-                         with that reason",
-                        from.0, from.1
+                        "n{n} is connected to n{} (creation {}), neither lost the other since \
+                         the link was made (sessions {then:?} then, {:?} now), and the other \
+                         side did not end with that reason",
+                        from.0,
+                        from.1,
+                        sessions(sim, n, from.0)
                     ))
                 } else {
                     Ok(())

@@ -405,7 +405,9 @@ impl Shared {
         // A peer's monitor or link names a local process: resolve (and mark) it now, before
         // this reader delivers the messages that follow it, which may end that process.
         let resolved = match &c {
-            partisan_core::wire::Control::Process(m) => self.registry.pre_resolve(m),
+            partisan_core::wire::Control::Process(f) => {
+                f.msg.as_ref().and_then(|m| self.registry.pre_resolve(m))
+            }
             _ => None,
         };
         // Control traffic is small and rate-limited by its protocols; waiting here when the

@@ -116,6 +116,9 @@ pub(crate) struct NodeCounters {
     pub(crate) alive_queries: AtomicU64,
     pub(crate) signals_sent: AtomicU64,
     pub(crate) signals_dropped: AtomicU64,
+    pub(crate) signal_lanes_cut: AtomicU64,
+    pub(crate) peers_lost: AtomicU64,
+    pub(crate) peer_losses_heard: AtomicU64,
     pub(crate) downs: AtomicU64,
     pub(crate) exit_signals: AtomicU64,
 }
@@ -189,6 +192,9 @@ impl Stats {
                 alive_queries: n.alive_queries.load(Relaxed),
                 signals_sent: n.signals_sent.load(Relaxed),
                 signals_dropped: n.signals_dropped.load(Relaxed),
+                signal_lanes_cut: n.signal_lanes_cut.load(Relaxed),
+                peers_lost: n.peers_lost.load(Relaxed),
+                peer_losses_heard: n.peer_losses_heard.load(Relaxed),
                 remote_downs: n.downs.load(Relaxed),
                 remote_exit_signals: n.exit_signals.load(Relaxed),
                 ..ProcessStats::default()
@@ -223,8 +229,17 @@ pub struct ProcessStats {
     pub alive_queries: u64,
     /// Signals (monitor, demonitor, down, link, unlink, exit, liveness) put on lanes.
     pub signals_sent: u64,
-    /// Signals dropped (lane full, or no lane left to the peer).
+    /// Signals dropped (lane far past its bound, or no lane left to the peer).
     pub signals_dropped: u64,
+    /// Lanes cut because a signal could not be queued on them (far past their bound): the
+    /// peer is lost, so the dropped signal's monitors and links end on both nodes.
+    pub signal_lanes_cut: u64,
+    /// Times this node lost a peer (its last lane went down, or a lane was cut as above): its
+    /// monitors and links with the peer's processes fired `noconnection`.
+    pub peers_lost: u64,
+    /// Losses of this node that a peer saw and this node did not (it still had a lane open),
+    /// learnt from the peer's signals: the monitors and links they took fired here too.
+    pub peer_losses_heard: u64,
     /// `Down`s of remote monitors delivered.
     pub remote_downs: u64,
     /// Exit signals from other nodes (or their loss) delivered.

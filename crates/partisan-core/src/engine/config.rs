@@ -55,6 +55,10 @@ pub struct EngineConfig {
     /// Most monitors plus links across nodes the node holds (both directions); further ones
     /// fire at once with `noconnection` and are counted.
     pub max_signal_entries: usize,
+    /// Most peers whose signal session numbers the node keeps (see
+    /// [`SignalTable::new`](crate::signals::SignalTable::new)); past that, the peers lost
+    /// longest ago are forgotten and counted.
+    pub max_peer_sessions: usize,
 }
 
 impl EngineConfig {
@@ -68,6 +72,7 @@ impl EngineConfig {
             join_ttl: Duration::from_secs(30),
             pending_per_peer: 256,
             max_signal_entries: 1 << 20,
+            max_peer_sessions: crate::signals::DEFAULT_MAX_PEER_SESSIONS,
         }
     }
 }

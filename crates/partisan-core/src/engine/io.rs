@@ -387,6 +387,9 @@ pub struct EngineStats {
     /// Process signals handed back by the caller on a full lane, or with no open lane left,
     /// dropped.
     pub signals_dropped: u64,
+    /// Lanes cut because a process signal could not be queued on them (far past their bound):
+    /// the peer is lost, so that the dropped signal's entries end on both nodes.
+    pub signal_lanes_cut: u64,
     /// `Down`s handed to the runtime for local watchers.
     pub downs: u64,
     /// Exit signals handed to the runtime for local processes.

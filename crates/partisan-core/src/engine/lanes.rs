@@ -109,6 +109,11 @@ impl Lanes {
     }
 
     /// Whether at least one lane to `peer` is open.
+    /// The open lanes to `peer`.
+    pub(crate) fn open_conns(&self, peer: &NodeName) -> Vec<ConnId> {
+        self.open_of(peer).map(|(c, _)| c).collect()
+    }
+
     pub(crate) fn is_connected(&self, peer: &NodeName) -> bool {
         self.open_of(peer).next().is_some()
     }

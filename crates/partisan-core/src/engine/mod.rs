@@ -161,7 +161,7 @@ impl Engine {
         let own_rng = rand::rngs::StdRng::from_rng(&mut rng).expect("seeding from an RNG");
         let plan = ConnectionPlan::new(cfg.identity.spec.clone(), cfg.backoff, Box::new(plan_rng));
         let pending = Pending::new(cfg.pending_per_peer);
-        let cfg_max_signals = cfg.max_signal_entries;
+        let cfg_max_signals = (cfg.max_signal_entries, cfg.max_peer_sessions);
         let mut e = Engine {
             cfg,
             local,
@@ -184,7 +184,7 @@ impl Engine {
             stats: EngineStats::default(),
             shutdown: None,
             broadcasts: Default::default(),
-            signals: SignalTable::new(cfg_max_signals),
+            signals: SignalTable::new(cfg_max_signals.0, cfg_max_signals.1),
             signal_out: Vec::new(),
             rng: own_rng,
         };
@@ -348,6 +348,22 @@ impl Engine {
     /// Whether this node holds no monitor, link or query concerning `node`.
     pub fn signals_clear_of(&self, node: &NodeName) -> bool {
         self.signals.is_clear_of(node)
+    }
+
+    /// This node's signal session with `node` and the newest of the peer's it heard (see
+    /// [`SignalTable::session_of`]).
+    pub fn signal_session(&self, node: &NodeName) -> Option<(u64, u64)> {
+        self.signals.session_of(node)
+    }
+
+    /// A process frame to `node` carrying `msg` (none: only the sessions), stamped as this
+    /// engine stamps the frames it sends.
+    pub fn signal_frame(
+        &self,
+        node: &NodeName,
+        msg: Option<crate::signals::ProcessMsg>,
+    ) -> crate::signals::ProcessFrame {
+        self.signals.frame(node, msg)
     }
 
     /// Counters of the signal table.
@@ -602,7 +618,7 @@ impl Engine {
                 }
             }
             Control::Broadcast(m) => self.broadcast_message(&peer, m, now),
-            Control::Process(m) => self.signal_message(&peer, info.creation, m, procs),
+            Control::Process(f) => self.signal_message(&peer, info.creation, f, procs),
         }
         self.apply(now);
     }
@@ -625,11 +641,25 @@ impl Engine {
                 // Plumtree repairs a lost message by graft or anti-entropy.
                 self.stats.broadcast_returned += 1;
             }
-            Message::Control(Control::Process(m)) => match (why, peer) {
-                // Another open lane to the peer carries it; with none left, the peer's loss
-                // fires every entry the signal concerned.
-                (TransmitFailure::Closed, Some(peer)) => self.send_signal(&peer, m),
-                _ => self.stats.signals_dropped += 1,
+            Message::Control(Control::Process(f)) => match (why, peer, f.msg) {
+                // Another open lane to the peer carries it (stamped anew); with none left, the
+                // peer's loss fires every entry the signal concerned.
+                (TransmitFailure::Closed, Some(peer), Some(m)) => self.send_signal(&peer, Some(m)),
+                (TransmitFailure::Closed, None, Some(_)) => self.stats.signals_dropped += 1,
+                // A frame telling only the sessions is sent on every lane that opens.
+                (TransmitFailure::Closed, _, None) => {}
+                // The lane is far past its bound: a signal lost here would leave its entry on
+                // one side only, so the lane is cut and the peer lost (every entry with it
+                // fires here, and the peer hears of it on the lanes left or the next).
+                (TransmitFailure::Full, Some(peer), msg) => {
+                    self.stats.signal_lanes_cut += 1;
+                    self.close(conn, CloseReason::Stalled);
+                    if msg.is_some() {
+                        self.stats.signals_dropped += 1;
+                        self.signal_lose(&peer);
+                    }
+                }
+                (TransmitFailure::Full, None, _) => self.stats.signals_dropped += 1,
             },
             Message::Control(Control::Overlay(m)) => {
                 self.stats.overlay_returned += 1;
@@ -713,6 +743,7 @@ impl Engine {
         let known = self.identities.get(&peer);
         if known.is_none_or(|i| i.creation <= hello.creation()) {
             self.identities.insert(peer.clone(), hello.identity.clone());
+            self.signal_lane_up(conn, &peer, hello.creation());
         }
         // Messages held while no lane was open go out now (a peer that lost one lane and kept
         // others never comes "up" again to flush them).
@@ -873,13 +904,13 @@ impl Engine {
                 if self.shutdown.is_none() {
                     self.overlay.on_peer_up(&info, now, &mut self.overlay_out);
                 }
-                self.signal_peer_lost(&name, Some(hello.creation()));
+                self.signal_peer_up(&name, hello.creation());
                 self.membership_dirty = true;
             }
             PlanOutput::PeerDown { node } => {
                 self.events
                     .push_back(Event::PeerDown { node: node.clone() });
-                self.signal_peer_lost(&node, None);
+                self.signal_peer_down(&node);
                 if self.shutdown.is_none() {
                     self.overlay.on_peer_down(&node, now, &mut self.overlay_out);
                 }

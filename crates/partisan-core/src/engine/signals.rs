@@ -2,10 +2,10 @@
 //! peers, peers lost, and the table's outputs carried out (frames on lanes, events).
 
 use crate::id::{Creation, NodeName};
-use crate::signals::{LocalProcesses, ProcessMsg, SignalOutput};
+use crate::signals::{LocalProcesses, ProcessFrame, ProcessMsg, SignalOutput};
 use crate::wire::{Control, Message};
 
-use super::{Answer, Command, Engine, Event};
+use super::{Answer, Command, ConnId, Engine, Event};
 
 impl Engine {
     /// The incarnation of `node` this node is connected to, if any lane to it is open.
@@ -54,40 +54,75 @@ impl Engine {
         self.carry_out_signals();
     }
 
-    /// A signal from `peer`'s lane of incarnation `creation`.
+    /// A signal frame from `peer`'s lane of incarnation `creation`. One read on a lane that is
+    /// closing after the peer's last open lane went may still answer or end entries, but adds
+    /// none (see [`SignalTable::handle`](crate::signals::SignalTable::handle)).
     pub(super) fn signal_message(
         &mut self,
         peer: &NodeName,
         creation: Creation,
-        msg: ProcessMsg,
+        frame: ProcessFrame,
         procs: &mut dyn LocalProcesses,
     ) {
-        if !self.lanes.is_connected(peer) {
-            // Read on a lane that is closing after the peer's last open lane went: its loss
-            // fired here (or will when the lane goes down) and fires on its side too, so
-            // whatever the signal would add here could only outlive the connection.
-            self.stats.control_stale += 1;
-            return;
-        }
+        let connected = self.lanes.is_connected(peer);
         let mut out = std::mem::take(&mut self.signal_out);
-        self.signals.handle(peer, creation, msg, procs, &mut out);
+        self.signals
+            .handle(peer, creation, frame, connected, procs, &mut out);
         self.signal_out = out;
         self.carry_out_signals();
     }
 
-    /// `node` lost its last lane (`now_creation` `None`), or came up as incarnation
-    /// `now_creation`: entries of any other incarnation fire and go.
-    pub(super) fn signal_peer_lost(&mut self, node: &NodeName, now_creation: Option<Creation>) {
+    /// `node` lost its last lane: every entry with it fires, and a new session with it begins.
+    pub(super) fn signal_peer_down(&mut self, node: &NodeName) {
         let mut out = std::mem::take(&mut self.signal_out);
-        self.signals.peer_lost(node, now_creation, &mut out);
+        self.signals.peer_down(node, &mut out);
         self.signal_out = out;
         self.carry_out_signals();
+    }
+
+    /// This node loses `node` while lanes to it may stay open (a signal could not be queued):
+    /// every entry with it fires, and the new session is told on every open lane to it.
+    pub(super) fn signal_lose(&mut self, node: &NodeName) {
+        let conns = self.lanes.open_conns(node);
+        let mut out = std::mem::take(&mut self.signal_out);
+        self.signals.lose(node, !conns.is_empty(), &mut out);
+        self.signal_out = out;
+        self.carry_out_signals();
+        for conn in conns {
+            self.stats.signals_handed += 1;
+            let frame = self.signals.frame(node, None);
+            self.outputs.push_back(super::Output::Transmit {
+                conn,
+                msg: Message::Control(Control::Process(frame)),
+            });
+        }
+    }
+
+    /// `node` came up as incarnation `creation`: entries of any other incarnation fire.
+    pub(super) fn signal_peer_up(&mut self, node: &NodeName, creation: Creation) {
+        let mut out = std::mem::take(&mut self.signal_out);
+        self.signals.peer_up(node, creation, &mut out);
+        self.signal_out = out;
+        self.carry_out_signals();
+    }
+
+    /// Lane `conn` to the current incarnation `creation` of `node` opened: the first frame on
+    /// it tells this node's session, while the peer has not shown it heard it.
+    pub(super) fn signal_lane_up(&mut self, conn: ConnId, node: &NodeName, creation: Creation) {
+        if let Some(frame) = self.signals.lane_up(node, creation) {
+            self.stats.signals_handed += 1;
+            self.outputs.push_back(super::Output::Transmit {
+                conn,
+                msg: Message::Control(Control::Process(frame)),
+            });
+        }
     }
 
     fn carry_out_signals(&mut self) {
         for o in std::mem::take(&mut self.signal_out) {
             match o {
-                SignalOutput::Send { to, msg } => self.send_signal(&to, msg),
+                SignalOutput::Send { to, msg } => self.send_signal(&to, Some(msg)),
+                SignalOutput::Tell { to } => self.send_signal(&to, None),
                 SignalOutput::Down {
                     watcher,
                     monitor,
@@ -123,15 +158,17 @@ impl Engine {
         }
     }
 
-    /// Puts a signal on the peer's signal lane; with none open it is dropped and counted (the
-    /// peer's loss fires every entry it concerned).
-    pub(super) fn send_signal(&mut self, to: &NodeName, msg: ProcessMsg) {
+    /// Puts a signal (none: only the sessions) on the peer's signal lane, stamped with this
+    /// node's sessions; with none open it is dropped and counted (the peer's loss fires every
+    /// entry it concerned).
+    pub(super) fn send_signal(&mut self, to: &NodeName, msg: Option<ProcessMsg>) {
         match self.lanes.signal_route(to) {
             Some(conn) => {
                 self.stats.signals_handed += 1;
+                let frame = self.signals.frame(to, msg);
                 self.outputs.push_back(super::Output::Transmit {
                     conn,
-                    msg: Message::Control(Control::Process(msg)),
+                    msg: Message::Control(Control::Process(frame)),
                 });
             }
             None => self.stats.signals_dropped += 1,

@@ -332,3 +332,47 @@ mod by_hand {
         assert_eq!(e.stats().overlay_unaccounted(e.held()), 0);
     }
 }
+
+#[test]
+fn a_signal_that_cannot_be_queued_cuts_its_lane_and_both_nodes_forget_the_peers_entries() {
+    use crate::id::RemoteRef;
+    use crate::signals::{ExitReason, ProcessMsg, SignalCounts};
+    let mut net = Network::new(full_mesh(2, 11));
+    net.join(1, 0);
+    net.run_for(Duration::from_secs(5));
+    assert!(net.linked(0, 1));
+    let w = net.spawn_process(0);
+    let t = net.spawn_process(1);
+    net.monitor(0, w.id, RemoteRef::Pid(t.clone()));
+    net.monitor(1, t.id, RemoteRef::Pid(w.clone()));
+    net.run_for(Duration::from_secs(1));
+    let held = SignalCounts {
+        monitors_out: 1,
+        monitors_in: 1,
+        ..SignalCounts::default()
+    };
+    assert_eq!(net.engine(0).signal_counts(), held);
+    assert_eq!(net.engine(1).signal_counts(), held);
+    // Node 0's lane to node 1 is far past its bound when a signal (here a demonitor of a
+    // monitor it does not hold) must go on it.
+    assert!(net.stall_signal(0, 1, ProcessMsg::Demonitor { monitor: 999 }));
+    assert_eq!(net.engine(0).stats().signal_lanes_cut, 1);
+    assert_eq!(net.engine(0).signal_counts(), SignalCounts::default());
+    let downs = |net: &Network, i| -> Vec<ExitReason> {
+        let node = &net.node(i).processes;
+        node.downs.iter().map(|d| d.reason.clone()).collect()
+    };
+    assert_eq!(downs(&net, 0), vec![ExitReason::NoConnection]);
+    // Node 1 keeps its other lane (membership) open throughout, so it never sees node 0
+    // down: it learns of the loss from node 0's frames.
+    let deadline = net.now + Duration::from_secs(30);
+    while net.engine(1).signal_counts() != SignalCounts::default() && net.now < deadline {
+        net.run_for(Duration::from_millis(100));
+    }
+    assert_eq!(net.engine(1).signal_counts(), SignalCounts::default());
+    assert_eq!(downs(&net, 1), vec![ExitReason::NoConnection]);
+    let heard = net.engine(1).signal_stats();
+    assert_eq!((heard.sessions_heard, heard.sessions_lost), (1, 0));
+    net.run_for(Duration::from_secs(10));
+    assert!(net.linked(0, 1), "the lane is made again");
+}

@@ -24,8 +24,11 @@
 //! 4. When the last lane to a peer goes down, or the peer comes back as another incarnation,
 //!    every monitor of its processes fires `Down` [`ExitReason::NoConnection`] locally, every
 //!    link with its processes delivers a link exit signal [`ExitReason::NoConnection`], and
-//!    everything the peer held here is forgotten. The peer does the same on its side, so no
-//!    entry outlives the connection on either node.
+//!    everything the peer held here is forgotten. The two nodes need not both see the loss
+//!    (one may have opened a new lane before it noticed the old ones died), so each loss starts
+//!    a new *session* with the peer, and the peer, told of it in the next frame it reads,
+//!    fires every entry the loss took on this side (module `sessions`): no entry outlives the
+//!    connection on either node, and none made after a node heard of the loss is fired for it.
 //! 5. A `Down` is delivered at most once per monitor; after a demonitor none is delivered
 //!    (a `Down` already handed to the runtime may still sit in the watcher's mailbox, which
 //!    the runtime can flush). After an unlink, no exit signal of that link is delivered.
@@ -33,6 +36,7 @@
 //! Every entry is keyed by ordered collections, so iteration (and the order of outputs) is
 //! the same for the same inputs.
 
+mod sessions;
 #[cfg(test)]
 mod tests;
 
@@ -44,6 +48,11 @@ use serde::{Deserialize, Serialize};
 use crate::engine::Waiter;
 use crate::id::{Creation, NodeName, Pid, RemoteRef};
 use crate::wire::Target;
+
+use sessions::Sessions;
+
+/// Most peers whose session numbers a table keeps by default (see [`SignalTable::new`]).
+pub const DEFAULT_MAX_PEER_SESSIONS: usize = 65_536;
 
 /// Longest reason text kept in an [`ExitReason`], in bytes; longer texts are cut (at a
 /// character boundary) when the reason is made with [`ExitReason::error`] or
@@ -149,12 +158,25 @@ pub enum ProcessMsg {
         /// Receiver-side process.
         to: u64,
     },
-    /// The sender's process `from` removes its link with the receiver's process `to`.
+    /// The sender's process `from` removes its link with the receiver's process `to`; the
+    /// receiver answers [`ProcessMsg::UnlinkAck`] with the same `id`.
     Unlink {
         /// Sender-side process.
         from: u64,
         /// Receiver-side process.
         to: u64,
+        /// Unlink id, minted by the sender.
+        id: u64,
+    },
+    /// The receiver's unlink `id` of its process `to` from the sender's process `from` has
+    /// been seen: the receiver may forget the link.
+    UnlinkAck {
+        /// Sender-side process.
+        from: u64,
+        /// Receiver-side process.
+        to: u64,
+        /// Unlink id, minted by the receiver.
+        id: u64,
     },
     /// An exit signal from the sender's process `from` (none: from the node itself) to the
     /// receiver's process `to`. `link`: sent because a linked process ended (the link is
@@ -185,6 +207,20 @@ pub enum ProcessMsg {
     },
 }
 
+/// A process signal as it crosses the wire, with the session numbers that tell the receiver
+/// whether the sender saw a loss of their connection it did not (see the module documentation).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessFrame {
+    /// The sender's session with the receiver: new after each loss of the receiver.
+    pub session: u64,
+    /// The receiver's newest session the sender had heard.
+    pub heard: u64,
+    /// What `heard` was when `session` began.
+    pub start: u64,
+    /// The signal; `None` in a frame that only tells the sessions.
+    pub msg: Option<ProcessMsg>,
+}
+
 /// The runtime's local processes, as the table needs them to accept a peer's monitor or link.
 pub trait LocalProcesses {
     /// Resolves `target` to a live local process and marks it watched from another node, so
@@ -199,12 +235,17 @@ pub trait LocalProcesses {
 /// What the table asks of the engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SignalOutput {
-    /// Send `msg` to `to` (which has an open lane).
+    /// Send `msg` to `to` (which has an open lane), in a frame from [`SignalTable::frame`].
     Send {
         /// The peer.
         to: NodeName,
         /// The message.
         msg: ProcessMsg,
+    },
+    /// Tell `to` this node's session: a frame from [`SignalTable::frame`] with no message.
+    Tell {
+        /// The peer.
+        to: NodeName,
     },
     /// Deliver a `Down` to local process `watcher`.
     Down {
@@ -237,11 +278,58 @@ pub enum SignalOutput {
     },
 }
 
+/// Which node asked for an entry, with its session with the other when it asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Asked {
+    /// This node, in its session.
+    Here(u64),
+    /// The peer, in its session.
+    There(u64),
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct OutMonitor {
     watcher: u64,
     target: RemoteRef,
     creation: Creation,
+    /// This node's session with the target's node when it asked.
+    session: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LinkEntry {
+    creation: Creation,
+    asked: Asked,
+    /// Unlinked here with this id, not yet acknowledged by the peer: the link is gone for the
+    /// local process (no exit signal crosses it), and a `Link` the peer sent before it saw the
+    /// unlink does not bring it back.
+    unlinking: Option<u64>,
+}
+
+/// Which of a peer's entries fire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fire {
+    /// All of them: this node lost the peer.
+    All,
+    /// Those of other incarnations than this one.
+    NotOf(Creation),
+    /// The peer lost this node when it had heard this node's session `start`: it fired every
+    /// entry it held, so here fire those it asked for and those asked for here that it may
+    /// have seen before.
+    PeerLost { start: u64 },
+}
+
+impl Fire {
+    fn fires(self, creation: Creation, asked: Asked) -> bool {
+        match self {
+            Fire::All => true,
+            Fire::NotOf(c) => creation != c,
+            Fire::PeerLost { start } => match asked {
+                Asked::Here(s) => s <= start,
+                Asked::There(_) => true,
+            },
+        }
+    }
 }
 
 /// Counts of the table's entries (for leak checks and `stats()`).
@@ -251,7 +339,8 @@ pub struct SignalCounts {
     pub monitors_out: usize,
     /// Monitors held by peers' processes of local processes.
     pub monitors_in: usize,
-    /// Links between local processes and peers' processes.
+    /// Links between local processes and peers' processes (with those unlinked here whose
+    /// unlink the peer has not yet acknowledged).
     pub links: usize,
     /// Liveness queries waiting for an answer.
     pub queries: usize,
@@ -263,28 +352,39 @@ pub struct SignalStats {
     /// Signals from peers about monitors, links or queries no longer known (late or
     /// duplicate), ignored.
     pub stale: u64,
+    /// Monitors and links a peer asked for before it heard that this node had lost it,
+    /// refused (the peer fires them when it hears).
+    pub refused_session: u64,
+    /// Losses of a peer this node saw (each starts a new session with it).
+    pub sessions_lost: u64,
+    /// Losses a peer saw that this node had not, learnt from its frames.
+    pub sessions_heard: u64,
     /// Monitors or links refused because the table was full.
     pub refused_full: u64,
 }
 
 /// The cross-node monitors, links and queries of one node. See the module documentation.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct SignalTable {
     /// Monitor reference id -> monitor (this node's watchers).
     out: BTreeMap<u64, OutMonitor>,
     out_by_node: BTreeSet<(NodeName, u64)>,
     out_by_watcher: BTreeSet<(u64, u64)>,
-    /// (peer, its monitor reference id) -> (local target, the peer's incarnation).
-    inbound: BTreeMap<(NodeName, u64), (u64, Creation)>,
+    /// (peer, its monitor reference id) -> (local target, the peer's incarnation, the peer's
+    /// session when it asked).
+    inbound: BTreeMap<(NodeName, u64), (u64, Creation, u64)>,
     /// Local target -> (peer, its monitor reference id).
     in_by_target: BTreeMap<u64, BTreeSet<(NodeName, u64)>>,
-    /// Local process -> (peer, remote process id) -> the peer's incarnation.
-    links: BTreeMap<u64, BTreeMap<(NodeName, u64), Creation>>,
+    /// Local process -> (peer, remote process id) -> the link.
+    links: BTreeMap<u64, BTreeMap<(NodeName, u64), LinkEntry>>,
     /// (peer, remote process id, local process): the links by peer.
     links_by_node: BTreeSet<(NodeName, u64, u64)>,
-    queries: BTreeMap<u64, (NodeName, Waiter)>,
+    /// Query id -> (peer, waiter, this node's session with the peer when it asked).
+    queries: BTreeMap<u64, (NodeName, Waiter, u64)>,
     next_query: u64,
+    next_unlink: u64,
     max_entries: usize,
+    sessions: Sessions,
     stats: SignalStats,
 }
 
@@ -293,12 +393,53 @@ pub type PeerState = Option<Creation>;
 
 impl SignalTable {
     /// A table holding at most `max_entries` monitors plus links (further ones are refused as
-    /// if the peer were unreachable, and counted).
-    pub fn new(max_entries: usize) -> SignalTable {
+    /// if the peer were unreachable, and counted), and the session numbers of at most
+    /// `max_peers` peers. Past that, the peers lost longest ago (with no lane since) are
+    /// forgotten; a peer forgotten that comes back has its monitors and links made before it
+    /// heard this node's new session refused (they fire `noconnection` on its side).
+    pub fn new(max_entries: usize, max_peers: usize) -> SignalTable {
         SignalTable {
             max_entries,
+            sessions: Sessions::new(max_peers),
             ..SignalTable::default()
         }
+    }
+
+    /// Peers whose session numbers the table keeps, and how many it forgot because it was full.
+    pub fn peer_sessions(&self) -> (usize, u64) {
+        (self.sessions.len(), self.sessions.forgotten())
+    }
+
+    /// A frame to `to` carrying `msg` (none: only the sessions), stamped with this node's
+    /// session numbers with `to`.
+    pub fn frame(&self, to: &NodeName, msg: Option<ProcessMsg>) -> ProcessFrame {
+        let s = self.sessions.get(to);
+        ProcessFrame {
+            session: s.map_or(0, |s| s.mine),
+            heard: s.map_or(0, |s| s.heard),
+            start: s.map_or(0, |s| s.start),
+            msg,
+        }
+    }
+
+    /// This node's session with `node` and the newest of the peer's it heard, if it keeps
+    /// them (for checkers: a change in either means a loss one of the two nodes saw).
+    pub fn session_of(&self, node: &NodeName) -> Option<(u64, u64)> {
+        self.sessions.get(node).map(|s| (s.mine, s.heard))
+    }
+
+    /// Links not being unlinked.
+    #[cfg(test)]
+    fn active_links(&self) -> usize {
+        self.links
+            .values()
+            .flat_map(|l| l.values())
+            .filter(|e| e.unlinking.is_none())
+            .count()
+    }
+
+    fn session_mine(&self, node: &NodeName) -> u64 {
+        self.sessions.get(node).map_or(0, |s| s.mine)
     }
 
     /// Entry counts.
@@ -336,7 +477,7 @@ impl SignalTable {
             .next()
             .map(|(n, _, _)| n)
             != Some(node);
-        none_out && none_in && none_links && !self.queries.values().any(|(n, _)| n == node)
+        none_out && none_in && none_links && !self.queries.values().any(|(n, _, _)| n == node)
     }
 
     fn full(&self) -> bool {
@@ -378,6 +519,7 @@ impl SignalTable {
             out.push(down(ExitReason::NoConnection));
             return;
         }
+        let session = self.session_mine(&node);
         let wire_target = match &target {
             RemoteRef::Pid(p) => Target::Pid(p.id),
             RemoteRef::Ref(r) => Target::Ref(r.id),
@@ -389,6 +531,7 @@ impl SignalTable {
                 watcher,
                 target,
                 creation,
+                session,
             },
         );
         self.out_by_node.insert((node.clone(), monitor));
@@ -439,15 +582,22 @@ impl SignalTable {
             out.push(refuse(ExitReason::NoProc));
             return;
         }
-        if self.has_link(local, &remote.node, remote.id) {
-            return;
+        let asked = Asked::Here(self.session_mine(&remote.node));
+        match self.link_entry(local, &remote.node, remote.id) {
+            Some(e) if e.unlinking.is_none() => return,
+            // Linked again before the peer acknowledged the unlink: the peer reads the unlink
+            // first, then this link.
+            Some(_) => self.set_link(local, &remote.node, remote.id, |e| {
+                e.unlinking = None;
+                e.asked = asked;
+            }),
+            None if self.full() => {
+                self.stats.refused_full += 1;
+                out.push(refuse(ExitReason::NoConnection));
+                return;
+            }
+            None => self.insert_link(local, &remote.node, remote.id, creation, asked),
         }
-        if self.full() {
-            self.stats.refused_full += 1;
-            out.push(refuse(ExitReason::NoConnection));
-            return;
-        }
-        self.insert_link(local, &remote.node, remote.id, creation);
         out.push(SignalOutput::Send {
             to: remote.node,
             msg: ProcessMsg::Link {
@@ -457,37 +607,68 @@ impl SignalTable {
         });
     }
 
-    /// Removes the link between `local` and `remote`, on both nodes.
+    /// Removes the link between `local` and `remote`, on both nodes. The entry stays here,
+    /// inert, until the peer acknowledges the unlink, so that a link and an unlink crossing
+    /// each other end the same on both nodes.
     pub fn unlink(&mut self, local: u64, remote: &Pid, out: &mut Vec<SignalOutput>) {
-        if self.remove_link(local, &remote.node, remote.id) {
-            out.push(SignalOutput::Send {
-                to: remote.node.clone(),
-                msg: ProcessMsg::Unlink {
-                    from: local,
-                    to: remote.id,
-                },
-            });
+        let active = self
+            .link_entry(local, &remote.node, remote.id)
+            .is_some_and(|e| e.unlinking.is_none());
+        if !active {
+            return;
+        }
+        self.next_unlink += 1;
+        let id = self.next_unlink;
+        self.set_link(local, &remote.node, remote.id, |e| e.unlinking = Some(id));
+        out.push(SignalOutput::Send {
+            to: remote.node.clone(),
+            msg: ProcessMsg::Unlink {
+                from: local,
+                to: remote.id,
+                id,
+            },
+        });
+    }
+
+    fn set_link(
+        &mut self,
+        local: u64,
+        node: &NodeName,
+        remote: u64,
+        change: impl FnOnce(&mut LinkEntry),
+    ) {
+        if let Some(e) = self
+            .links
+            .get_mut(&local)
+            .and_then(|l| l.get_mut(&(node.clone(), remote)))
+        {
+            change(e);
         }
     }
 
-    fn has_link(&self, local: u64, node: &NodeName, remote: u64) -> bool {
-        self.links
-            .get(&local)
-            .is_some_and(|l| l.contains_key(&(node.clone(), remote)))
-    }
-
-    fn link_creation(&self, local: u64, node: &NodeName, remote: u64) -> Option<Creation> {
+    fn link_entry(&self, local: u64, node: &NodeName, remote: u64) -> Option<LinkEntry> {
         self.links
             .get(&local)?
             .get(&(node.clone(), remote))
             .copied()
     }
 
-    fn insert_link(&mut self, local: u64, node: &NodeName, remote: u64, creation: Creation) {
-        self.links
-            .entry(local)
-            .or_default()
-            .insert((node.clone(), remote), creation);
+    fn insert_link(
+        &mut self,
+        local: u64,
+        node: &NodeName,
+        remote: u64,
+        creation: Creation,
+        asked: Asked,
+    ) {
+        self.links.entry(local).or_default().insert(
+            (node.clone(), remote),
+            LinkEntry {
+                creation,
+                asked,
+                unlinking: None,
+            },
+        );
         self.links_by_node.insert((node.clone(), remote, local));
     }
 
@@ -505,9 +686,16 @@ impl SignalTable {
         true
     }
 
-    fn insert_inbound(&mut self, node: &NodeName, creation: Creation, monitor: u64, target: u64) {
+    fn insert_inbound(
+        &mut self,
+        node: &NodeName,
+        creation: Creation,
+        session: u64,
+        monitor: u64,
+        target: u64,
+    ) {
         self.inbound
-            .insert((node.clone(), monitor), (target, creation));
+            .insert((node.clone(), monitor), (target, creation, session));
         self.in_by_target
             .entry(target)
             .or_default()
@@ -515,7 +703,7 @@ impl SignalTable {
     }
 
     fn remove_inbound(&mut self, node: &NodeName, monitor: u64) -> bool {
-        let Some((target, _)) = self.inbound.remove(&(node.clone(), monitor)) else {
+        let Some((target, _, _)) = self.inbound.remove(&(node.clone(), monitor)) else {
             return false;
         };
         if let Some(set) = self.in_by_target.get_mut(&target) {
@@ -574,7 +762,9 @@ impl SignalTable {
             Some(_) => {
                 self.next_query += 1;
                 let query = self.next_query;
-                self.queries.insert(query, (pid.node.clone(), waiter));
+                let session = self.session_mine(&pid.node);
+                self.queries
+                    .insert(query, (pid.node.clone(), waiter, session));
                 out.push(SignalOutput::Send {
                     to: pid.node.clone(),
                     msg: ProcessMsg::IsAlive { query, pid: pid.id },
@@ -607,8 +797,11 @@ impl SignalTable {
             self.demonitor(monitor, out);
         }
         let linked = self.links.remove(&id).unwrap_or_default();
-        for (node, remote) in linked.into_keys() {
+        for ((node, remote), entry) in linked {
             self.links_by_node.remove(&(node.clone(), remote, id));
+            if entry.unlinking.is_some() {
+                continue;
+            }
             out.push(SignalOutput::Send {
                 to: node,
                 msg: ProcessMsg::Exit {
@@ -621,25 +814,50 @@ impl SignalTable {
         }
     }
 
-    /// The last lane to `node` went down, or it came back as another incarnation than the
-    /// entries were made with (`now_creation`): rule 4. Entries made with `now_creation` are
-    /// kept.
-    pub fn peer_lost(
-        &mut self,
-        node: &NodeName,
-        now_creation: Option<Creation>,
-        out: &mut Vec<SignalOutput>,
-    ) {
+    /// The last lane to `node` went down (rule 4): every entry with it fires, and this node
+    /// starts a new session with it, told to the peer on the lanes that open next.
+    pub fn peer_down(&mut self, node: &NodeName, out: &mut Vec<SignalOutput>) {
+        self.lose(node, false, out);
+    }
+
+    /// This node loses `node` (rule 4) while `connected` says whether a lane to it stays open
+    /// (then the caller tells the new session on each: [`SignalTable::frame`] with no message).
+    pub fn lose(&mut self, node: &NodeName, connected: bool, out: &mut Vec<SignalOutput>) {
+        self.fire(node, Fire::All, out);
+        if self.sessions.get(node).is_some() {
+            self.stats.sessions_lost += 1;
+            self.sessions.lose(node, connected);
+        }
+    }
+
+    /// `node` is up as incarnation `creation`: the entries of its other incarnations fire
+    /// (rule 4).
+    pub fn peer_up(&mut self, node: &NodeName, creation: Creation, out: &mut Vec<SignalOutput>) {
+        self.fire(node, Fire::NotOf(creation), out);
+    }
+
+    /// A lane to incarnation `creation` of `node` opened. Returns the frame to put first on it
+    /// when the peer has not yet shown it heard this node's session.
+    pub fn lane_up(&mut self, node: &NodeName, creation: Creation) -> Option<ProcessFrame> {
+        let acked = self.sessions.of(node, creation).acked;
+        self.sessions.lane_up(node);
+        (!acked).then(|| self.frame(node, None))
+    }
+
+    /// Fires the entries with `node` that `which` selects (rule 4).
+    fn fire(&mut self, node: &NodeName, which: Fire, out: &mut Vec<SignalOutput>) {
         let monitors: Vec<u64> = self
             .out_by_node
             .range((node.clone(), 0)..)
             .take_while(|(n, _)| n == node)
             .map(|(_, m)| *m)
+            .filter(|m| {
+                self.out
+                    .get(m)
+                    .is_some_and(|m| which.fires(m.creation, Asked::Here(m.session)))
+            })
             .collect();
         for monitor in monitors {
-            if self.out.get(&monitor).map(|m| m.creation) == now_creation {
-                continue;
-            }
             let Some(m) = self.remove_out(monitor) else {
                 continue;
             };
@@ -650,50 +868,56 @@ impl SignalTable {
                 reason: ExitReason::NoConnection,
             });
         }
-        // The old incarnation's monitors of local processes: nobody is left to tell.
+        // The peer's monitors of local processes: nobody is left to tell.
         let held: Vec<u64> = self
             .inbound
             .range((node.clone(), 0)..)
             .take_while(|((n, _), _)| n == node)
-            .filter(|(_, (_, c))| Some(*c) != now_creation)
+            .filter(|(_, (_, c, s))| which.fires(*c, Asked::There(*s)))
             .map(|((_, m), _)| *m)
             .collect();
         for monitor in held {
             self.remove_inbound(node, monitor);
         }
-        {
-            let queries: Vec<u64> = self
-                .queries
-                .iter()
-                .filter(|(_, (n, _))| n == node)
-                .map(|(q, _)| *q)
-                .collect();
-            for q in queries {
-                if let Some((_, waiter)) = self.queries.remove(&q) {
-                    out.push(SignalOutput::Alive {
-                        waiter,
-                        alive: None,
-                    });
-                }
+        let queries: Vec<u64> = self
+            .queries
+            .iter()
+            .filter(|(_, (n, _, s))| {
+                // A query has no incarnation: one pending when a peer comes up (as another
+                // incarnation) was to the old one.
+                n == node
+                    && match which {
+                        Fire::All | Fire::NotOf(_) => true,
+                        Fire::PeerLost { start } => *s <= start,
+                    }
+            })
+            .map(|(q, _)| *q)
+            .collect();
+        for q in queries {
+            if let Some((_, waiter, _)) = self.queries.remove(&q) {
+                out.push(SignalOutput::Alive {
+                    waiter,
+                    alive: None,
+                });
             }
         }
-        let links: Vec<(u64, u64)> = self
+        let links: Vec<(u64, u64, LinkEntry)> = self
             .links_by_node
             .range((node.clone(), 0, 0)..)
             .take_while(|(n, _, _)| n == node)
-            .map(|(_, r, l)| (*r, *l))
+            .filter_map(|(_, r, l)| Some((*r, *l, self.link_entry(*l, node, *r)?)))
+            .filter(|(_, _, e)| which.fires(e.creation, e.asked))
             .collect();
-        for (remote, local) in links {
-            let creation = self.link_creation(local, node, remote);
-            if creation == now_creation {
+        for (remote, local, entry) in links {
+            self.remove_link(local, node, remote);
+            if entry.unlinking.is_some() {
                 continue;
             }
-            self.remove_link(local, node, remote);
             out.push(SignalOutput::Exit {
                 to: local,
-                from: creation.map(|c| Pid {
+                from: Some(Pid {
                     node: node.clone(),
-                    creation: c,
+                    creation: entry.creation,
                     id: remote,
                 }),
                 reason: ExitReason::NoConnection,
@@ -702,11 +926,63 @@ impl SignalTable {
         }
     }
 
-    /// A signal from `peer` (connected as incarnation `creation`).
+    /// A frame from `peer`, read on a lane of its incarnation `creation`; `connected`: whether
+    /// a lane to the peer is open (one that is closing may still be read).
+    ///
+    /// The frame's sessions are looked at first. A newer session of the peer's than heard so
+    /// far means the peer lost this node and fired everything it held: the entries it asked
+    /// for fire here, and so do those asked for here that it had heard of then (its `start`
+    /// tells). A monitor or link the peer asked for is accepted only if the peer had heard this
+    /// node's current session, or asked in a session of its own that began after this one
+    /// (else this node's loss took it, and the peer fires it when it hears), and only while a
+    /// lane is open (else this node loses the peer now, so that the peer hears of it).
     pub fn handle(
         &mut self,
         peer: &NodeName,
         creation: Creation,
+        frame: ProcessFrame,
+        connected: bool,
+        procs: &mut dyn LocalProcesses,
+        out: &mut Vec<SignalOutput>,
+    ) {
+        let s = *self.sessions.of(peer, creation);
+        if frame.session > s.heard {
+            self.stats.sessions_heard += 1;
+            self.fire(peer, Fire::PeerLost { start: frame.start }, out);
+            self.sessions.of(peer, creation).heard = frame.session;
+        }
+        if frame.heard == s.mine {
+            self.sessions.of(peer, creation).acked = true;
+        }
+        let Some(msg) = frame.msg else {
+            if frame.heard != s.mine {
+                out.push(SignalOutput::Tell { to: peer.clone() });
+            }
+            return;
+        };
+        if matches!(msg, ProcessMsg::Monitor { .. } | ProcessMsg::Link { .. }) {
+            let s = *self.sessions.of(peer, creation);
+            let current =
+                frame.session == s.heard && (frame.heard == s.mine || frame.session > s.start);
+            if !current {
+                self.stats.refused_session += 1;
+                return;
+            }
+            if !connected {
+                self.stats.refused_session += 1;
+                self.lose(peer, false, out);
+                return;
+            }
+        }
+        self.apply(peer, creation, frame.session, msg, procs, out);
+    }
+
+    /// A signal from `peer` (connected as incarnation `creation`, asking in its `session`).
+    fn apply(
+        &mut self,
+        peer: &NodeName,
+        creation: Creation,
+        session: u64,
         msg: ProcessMsg,
         procs: &mut dyn LocalProcesses,
         out: &mut Vec<SignalOutput>,
@@ -729,7 +1005,7 @@ impl SignalTable {
                     procs.watch(&target)
                 };
                 match resolved {
-                    Some(id) => self.insert_inbound(peer, creation, monitor, id),
+                    Some(id) => self.insert_inbound(peer, creation, session, monitor, id),
                     None => out.push(SignalOutput::Send {
                         to: peer.clone(),
                         msg: ProcessMsg::Down {
@@ -764,7 +1040,14 @@ impl SignalTable {
                 });
             }
             ProcessMsg::Link { from, to } => {
-                if self.has_link(to, peer, from) {
+                if let Some(entry) = self.link_entry(to, peer, from) {
+                    if entry.unlinking.is_none() {
+                        // Both asked at once: the link now stands as the peer asked for it,
+                        // which is how the peer holds it too.
+                        self.set_link(to, peer, from, |e| e.asked = Asked::There(session));
+                    }
+                    // Unlinking: the peer sent this before it read the unlink, which removes
+                    // its side when it does.
                     return;
                 }
                 let alive = if self.full() {
@@ -774,7 +1057,7 @@ impl SignalTable {
                     procs.watch(&Target::Pid(to)) == Some(to)
                 };
                 if alive {
-                    self.insert_link(to, peer, from, creation);
+                    self.insert_link(to, peer, from, creation, Asked::There(session));
                 } else {
                     out.push(SignalOutput::Send {
                         to: peer.clone(),
@@ -787,8 +1070,31 @@ impl SignalTable {
                     });
                 }
             }
-            ProcessMsg::Unlink { from, to } => {
-                if !self.remove_link(to, peer, from) {
+            ProcessMsg::Unlink { from, to, id } => {
+                match self.link_entry(to, peer, from) {
+                    Some(e) if e.unlinking.is_none() => {
+                        self.remove_link(to, peer, from);
+                    }
+                    // Both unlinked at once: this side's entry goes with the peer's answer.
+                    Some(_) => {}
+                    None => self.stats.stale += 1,
+                }
+                out.push(SignalOutput::Send {
+                    to: peer.clone(),
+                    msg: ProcessMsg::UnlinkAck {
+                        from: to,
+                        to: from,
+                        id,
+                    },
+                });
+            }
+            ProcessMsg::UnlinkAck { from, to, id } => {
+                if self
+                    .link_entry(to, peer, from)
+                    .is_some_and(|e| e.unlinking == Some(id))
+                {
+                    self.remove_link(to, peer, from);
+                } else {
                     self.stats.stale += 1;
                 }
             }
@@ -801,7 +1107,14 @@ impl SignalTable {
                 // A link exit signal for a link already removed (unlinked, or refused) is
                 // not delivered (rule 5).
                 let link_gone = match from {
-                    Some(f) if link => !self.remove_link(to, peer, f),
+                    Some(f) if link => {
+                        let active = self
+                            .link_entry(to, peer, f)
+                            .is_some_and(|e| e.unlinking.is_none());
+                        // An unlinking entry waits for the peer's acknowledgement, which the
+                        // peer sends when it reads the unlink.
+                        !(active && self.remove_link(to, peer, f))
+                    }
                     _ => link,
                 };
                 if link_gone {
@@ -827,8 +1140,8 @@ impl SignalTable {
                 },
             }),
             ProcessMsg::Alive { query, alive } => match self.queries.get(&query) {
-                Some((n, _)) if n == peer => {
-                    if let Some((_, waiter)) = self.queries.remove(&query) {
+                Some((n, _, _)) if n == peer => {
+                    if let Some((_, waiter, _)) = self.queries.remove(&query) {
                         out.push(SignalOutput::Alive {
                             waiter,
                             alive: Some(alive),

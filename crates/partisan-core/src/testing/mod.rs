@@ -519,6 +519,32 @@ impl Network {
         }
     }
 
+    /// Node `i`'s engine is told that `msg`, a process signal for node `to`, could not be
+    /// queued on its first open lane to `to` because that lane is far past its bound (as the
+    /// runtime reports a lane whose peer stopped reading). Whether there was such a lane.
+    pub fn stall_signal(&mut self, i: NodeId, to: NodeId, msg: crate::signals::ProcessMsg) -> bool {
+        let name = self.nodes[to as usize].info.name().clone();
+        let node = &mut self.nodes[i as usize];
+        let Some(conn) = node
+            .engine
+            .lanes()
+            .find(|(_, l)| l.peer == name && l.is_open())
+            .map(|(c, _)| c)
+        else {
+            return false;
+        };
+        let frame = node.engine.signal_frame(&name, Some(msg));
+        let now = self.now;
+        node.engine.handle_transmit_failed(
+            conn,
+            Message::Control(Control::Process(frame)),
+            crate::engine::TransmitFailure::Full,
+            now,
+        );
+        self.drain(i);
+        true
+    }
+
     /// Registers live process `id` of node `i` as `name`; whether it was (the name free, the
     /// process alive).
     pub fn register_process(&mut self, i: NodeId, id: u64, name: ProcessName) -> bool {
@@ -984,18 +1010,28 @@ pub fn control_code(c: &Control) -> u64 {
             BroadcastBody::Graft { round, .. } => 63 + (u64::from(*round) << 8),
             BroadcastBody::Exchange { session, .. } => 64 + (*session << 8),
         },
-        Control::Process(p) => {
+        Control::Process(f) => {
             use crate::signals::ProcessMsg;
-            match p {
-                ProcessMsg::Monitor { monitor, .. } => 70 + (monitor << 8),
-                ProcessMsg::Demonitor { monitor } => 71 + (monitor << 8),
-                ProcessMsg::Down { monitor, .. } => 72 + (monitor << 8),
-                ProcessMsg::Link { from, to } => 73 + (from << 8) + (to << 32),
-                ProcessMsg::Unlink { from, to } => 74 + (from << 8) + (to << 32),
-                ProcessMsg::Exit { to, .. } => 75 + (to << 8),
-                ProcessMsg::IsAlive { query, .. } => 76 + (query << 8),
-                ProcessMsg::Alive { query, .. } => 77 + (query << 8),
-            }
+            let sessions = (f.session << 40) ^ (f.heard << 20);
+            sessions
+                ^ match &f.msg {
+                    None => 69,
+                    Some(p) => match p {
+                        ProcessMsg::Monitor { monitor, .. } => 70 + (monitor << 8),
+                        ProcessMsg::Demonitor { monitor } => 71 + (monitor << 8),
+                        ProcessMsg::Down { monitor, .. } => 72 + (monitor << 8),
+                        ProcessMsg::Link { from, to } => 73 + (from << 8) + (to << 32),
+                        ProcessMsg::Unlink { from, to, id } => {
+                            74 + (from << 8) + (to << 32) + (id << 48)
+                        }
+                        ProcessMsg::UnlinkAck { from, to, id } => {
+                            78 + (from << 8) + (to << 32) + (id << 48)
+                        }
+                        ProcessMsg::Exit { to, .. } => 75 + (to << 8),
+                        ProcessMsg::IsAlive { query, .. } => 76 + (query << 8),
+                        ProcessMsg::Alive { query, .. } => 77 + (query << 8),
+                    },
+                }
         }
     }
 }

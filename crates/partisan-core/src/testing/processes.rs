@@ -35,7 +35,7 @@ pub struct ExitRecord {
 }
 
 /// The processes of one simulated node (reset when it crashes).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct SimProcesses {
     next: u64,
     next_ref: u64,

@@ -438,7 +438,7 @@ impl Network {
         if conn.ends[side].state != EndState::Open {
             return;
         }
-        conn.ends[side].state = if reason == CloseReason::KeepaliveTimeout {
+        conn.ends[side].state = if reason.is_abrupt() {
             EndState::Broken
         } else {
             EndState::Closing
@@ -453,7 +453,7 @@ impl Network {
         let far_open = matches!(other.state, EndState::Open | EndState::Closing);
         let reachable = far_open && !self.blocked(i, other.node) && !self.blocked(other.node, i);
         let now = self.now;
-        if reason == CloseReason::KeepaliveTimeout {
+        if reason.is_abrupt() {
             self.schedule(now, Ev::Down { conn: c, side });
             if far_open && !self.blocked(i, other.node) {
                 let at = now + self.latency();

@@ -14,7 +14,7 @@ use super::frame::{len_prefix, LEN_PREFIX};
 use crate::broadcast::BroadcastMsg;
 use crate::id::{Creation, NodeName, ProcessName};
 use crate::overlay::OverlayMsg;
-use crate::signals::ProcessMsg;
+use crate::signals::ProcessFrame;
 
 const KIND_USER: u8 = 1;
 const KIND_PING: u8 = 2;
@@ -54,7 +54,7 @@ pub enum Control {
     /// A Plumtree broadcast message of one handler.
     Broadcast(BroadcastMsg),
     /// A signal between processes of the two nodes (monitor, link, exit, liveness).
-    Process(ProcessMsg),
+    Process(ProcessFrame),
 }
 
 /// Where a relayed message goes on its destination node; unlike [`Target`], pids and

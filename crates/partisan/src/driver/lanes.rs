@@ -169,7 +169,7 @@ impl Driver {
             .table
             .remove(&ctx.peer, &ctx.channel, ctx.lane, conn);
         ctx.queue.close();
-        if reason == CloseReason::KeepaliveTimeout {
+        if reason.is_abrupt() {
             ctx.cancel.cancel();
             return;
         }

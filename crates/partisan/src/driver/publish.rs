@@ -97,6 +97,10 @@ impl Driver {
             .store(s.broadcast_unknown_handler, Relaxed);
         node.signals_sent.store(s.signals_handed, Relaxed);
         node.signals_dropped.store(s.signals_dropped, Relaxed);
+        node.signal_lanes_cut.store(s.signal_lanes_cut, Relaxed);
+        let sig = self.engine.signal_stats();
+        node.peers_lost.store(sig.sessions_lost, Relaxed);
+        node.peer_losses_heard.store(sig.sessions_heard, Relaxed);
         node.downs.store(s.downs, Relaxed);
         node.exit_signals.store(s.exit_signals, Relaxed);
         let c = self.engine.signal_counts();
