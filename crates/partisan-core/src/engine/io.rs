@@ -390,6 +390,9 @@ pub struct EngineStats {
     /// Lanes cut because a process signal could not be queued on them (far past their bound):
     /// the peer is lost, so that the dropped signal's entries end on both nodes.
     pub signal_lanes_cut: u64,
+    /// Lanes that carried process signals and broke (no clean goodbye) while other lanes to
+    /// the peer stayed open: the peer is lost, as those signals may be.
+    pub signal_lanes_broken: u64,
     /// `Down`s handed to the runtime for local watchers.
     pub downs: u64,
     /// Exit signals handed to the runtime for local processes.

@@ -37,6 +37,10 @@ pub struct Lane {
     pub(crate) probes: u32,
     /// When the last probe was sent.
     pub(crate) last_probe: Instant,
+    /// Whether a process signal was put on it: if it breaks, that signal may be lost.
+    pub(crate) carried_signals: bool,
+    /// Whether the engine cut it (no flush, no goodbye).
+    pub(crate) cut: bool,
 }
 
 impl Lane {

@@ -561,11 +561,22 @@ impl Engine {
     }
 
     /// A lane went down (either side, any reason, including a close the engine asked for).
-    /// Unknown lanes are ignored.
-    pub fn handle_lane_down(&mut self, conn: ConnId, now: Instant) {
+    /// `clean`: it ended by a goodbye after its queue was flushed (either side's), so every
+    /// frame put on it was delivered; else it broke (a reset, an i/o error, a cut). Unknown
+    /// lanes are ignored.
+    ///
+    /// A broken lane that carried process signals while other lanes to the peer remain makes
+    /// this node lose the peer (its monitors and links with the peer's processes fire, and the
+    /// peer hears of it): a signal lost with the lane would otherwise leave its entry on one
+    /// side only.
+    pub fn handle_lane_down(&mut self, conn: ConnId, clean: bool, now: Instant) {
         let Some((lane, last)) = self.lanes.remove(conn) else {
             return;
         };
+        if (!clean || lane.cut) && lane.carried_signals && self.lanes.has_any(&lane.peer) {
+            self.stats.signal_lanes_broken += 1;
+            self.signal_lose(&lane.peer);
+        }
         self.timers.cancel(&TimerKey::Keepalive(conn));
         if last {
             self.membership_dirty = true;
@@ -731,6 +742,8 @@ impl Engine {
                 opened: now,
                 probes: 0,
                 last_probe: now,
+                carried_signals: false,
+                cut: false,
             },
         );
         if first {
@@ -777,6 +790,11 @@ impl Engine {
         }
         if self.lanes.set_closing(conn).is_some() {
             self.membership_dirty = true;
+        }
+        if reason.is_abrupt() {
+            if let Some(l) = self.lanes.get_mut(conn) {
+                l.cut = true;
+            }
         }
         self.timers.cancel(&TimerKey::Keepalive(conn));
         self.outputs.push_back(Output::Close { conn, reason });

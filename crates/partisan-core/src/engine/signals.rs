@@ -165,6 +165,11 @@ impl Engine {
         match self.lanes.signal_route(to) {
             Some(conn) => {
                 self.stats.signals_handed += 1;
+                if msg.is_some() {
+                    if let Some(l) = self.lanes.get_mut(conn) {
+                        l.carried_signals = true;
+                    }
+                }
                 let frame = self.signals.frame(to, msg);
                 self.outputs.push_back(super::Output::Transmit {
                     conn,

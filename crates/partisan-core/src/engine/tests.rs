@@ -376,3 +376,32 @@ fn a_signal_that_cannot_be_queued_cuts_its_lane_and_both_nodes_forget_the_peers_
     net.run_for(Duration::from_secs(10));
     assert!(net.linked(0, 1), "the lane is made again");
 }
+
+#[test]
+fn a_lane_that_carried_signals_breaking_while_another_stays_makes_both_nodes_forget() {
+    use crate::id::{ChannelName, RemoteRef};
+    use crate::signals::{ExitReason, SignalCounts};
+    let mut net = Network::new(full_mesh(2, 12));
+    net.join(1, 0);
+    net.run_for(Duration::from_secs(5));
+    assert!(net.linked(0, 1));
+    let w = net.spawn_process(0);
+    let t = net.spawn_process(1);
+    // The monitor's frame is in flight on the default lane when that lane breaks: it is lost,
+    // and the membership lane keeps the two nodes connected.
+    net.monitor(0, w.id, RemoteRef::Pid(t));
+    assert_eq!(net.engine(0).signal_counts().monitors_out, 1);
+    assert!(net.break_connection(0, 1, &ChannelName::default_channel(), 0));
+    let deadline = net.now + Duration::from_secs(30);
+    while net.engine(0).signal_counts() != SignalCounts::default() && net.now < deadline {
+        net.run_for(Duration::from_millis(100));
+    }
+    assert_eq!(net.engine(0).signal_counts(), SignalCounts::default());
+    assert_eq!(net.engine(1).signal_counts(), SignalCounts::default());
+    let downs: Vec<ExitReason> = (net.node(0).processes.downs.iter())
+        .map(|d| d.reason.clone())
+        .collect();
+    assert_eq!(downs, vec![ExitReason::NoConnection]);
+    assert_eq!(net.engine(0).stats().signal_lanes_broken, 1);
+    assert!(net.linked(0, 1), "the membership lane stayed up");
+}

@@ -124,6 +124,9 @@ struct End {
     id: ConnId,
     state: EndState,
     last_rx: Instant,
+    /// It ended by a goodbye (its own, after its queue, or the peer's): nothing put on it was
+    /// lost.
+    clean: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -456,6 +459,34 @@ impl Network {
                 )
             })
             .collect()
+    }
+
+    /// Breaks the open connection between nodes `a` and `b` on lane `lane` of `channel`, as a
+    /// reset would: both ends fail now, with no goodbye, and what was in flight on it is lost
+    /// (the nodes' other connections stay up). Whether there was one.
+    pub fn break_connection(
+        &mut self,
+        a: NodeId,
+        b: NodeId,
+        channel: &ChannelName,
+        lane: u16,
+    ) -> bool {
+        let found = self.conns.iter().find(|(_, c)| {
+            c.ends.iter().all(|e| e.state == EndState::Open)
+                && c.req.channel == *channel
+                && c.req.lane == lane
+                && {
+                    let (d, x) = (c.ends[DIALER].node, c.ends[ACCEPTOR].node);
+                    (d, x) == (a, b) || (d, x) == (b, a)
+                }
+        });
+        let Some((&c, _)) = found else {
+            return false;
+        };
+        for side in [DIALER, ACCEPTOR] {
+            self.down(c, side, false);
+        }
+        true
     }
 
     /// When the next event is due, if any.
@@ -961,7 +992,7 @@ impl Network {
                 failure,
             } => self.dial_failed(node, inc, dial, failure),
             Ev::Frame { conn, to, msg } => self.frame(conn, to, msg),
-            Ev::Down { conn, side } => self.down(conn, side),
+            Ev::Down { conn, side } => self.down(conn, side, false),
             Ev::LaneDown { conn, side } => {
                 self.end_down(conn, side);
                 Stepped::Connection

@@ -25,6 +25,7 @@ impl Network {
             id: ConnId(self.next_end),
             state,
             last_rx: self.now,
+            clean: false,
         }
     }
 
@@ -421,7 +422,7 @@ impl Network {
             }
             Message::Goodbye => {
                 self.trace.mix(&[5, now.0, u64::from(end.node), end.id.0]);
-                self.down(c, to)
+                self.down(c, to, true)
             }
             _ => Stepped::Other,
         }
@@ -494,13 +495,14 @@ impl Network {
             let now = self.now;
             self.nodes[end.node as usize]
                 .engine
-                .handle_lane_down(end.id, now);
+                .handle_lane_down(end.id, end.clean, now);
             self.drain(end.node);
         }
         self.reap(c);
     }
 
-    pub(super) fn down(&mut self, c: u64, side: usize) -> Stepped {
+    /// End `side` of connection `c` fails, or ends after the peer's goodbye (`goodbye`).
+    pub(super) fn down(&mut self, c: u64, side: usize, goodbye: bool) -> Stepped {
         let Some(conn) = self.conns.get(&c) else {
             return Stepped::Other;
         };
@@ -512,7 +514,9 @@ impl Network {
             .mix(&[6, self.now.0, u64::from(end.node), end.id.0]);
         // The end fails: frames handed to it from now on come back to its engine, which is
         // told a moment later (the runtime's reader reports through the driver's queue).
-        self.conns.get_mut(&c).expect("conn exists").ends[side].state = EndState::Broken;
+        let e = &mut self.conns.get_mut(&c).expect("conn exists").ends[side];
+        e.clean = goodbye || e.state == EndState::Closing;
+        e.state = EndState::Broken;
         let lo = self.net.notice_delay.as_micros() as u64;
         let at = self.now + Duration::from_micros(self.rng.gen_range(0..=lo));
         self.schedule(at, Ev::LaneDown { conn: c, side });

@@ -108,6 +108,9 @@ pub(crate) fn run(ctx: Arc<ConnCtx>, stream: Stream, leftover: BytesMut) {
         if !flushed {
             let _ = writer.await;
         }
+        // Whether everything queued here reached the peer: this node closed it (flushed, then
+        // its goodbye) or the peer said goodbye and the queue was flushed after.
+        let clean = matches!(end, End::Local) || flushed;
         match &end {
             End::Local | End::PeerGoodbye => tracing::debug!(
                 peer = %ctx.peer, channel = %ctx.channel, lane = ctx.lane, reason = %end,
@@ -130,7 +133,10 @@ pub(crate) fn run(ctx: Arc<ConnCtx>, stream: Stream, leftover: BytesMut) {
         let _ = ctx
             .shared
             .driver
-            .send(DriverCmd::Closed { conn: ctx.conn })
+            .send(DriverCmd::Closed {
+                conn: ctx.conn,
+                clean,
+            })
             .await;
     });
 }

@@ -82,18 +82,19 @@ impl Driver {
                 .connections_closed
                 .fetch_add(1, Relaxed);
         }
-        self.lane_down(conn);
+        self.lane_down(conn, false);
     }
 
-    /// A lane ended: it leaves the table and the engine is told.
-    pub(super) fn lane_down(&mut self, conn: ConnId) {
+    /// A lane ended (`clean`: by a goodbye after its queue was flushed): it leaves the table
+    /// and the engine is told.
+    pub(super) fn lane_down(&mut self, conn: ConnId, clean: bool) {
         if let Some(ctx) = self.conns.remove(&conn) {
             self.shared
                 .table
                 .remove(&ctx.peer, &ctx.channel, ctx.lane, conn);
         }
         let now = self.shared.now();
-        self.engine.handle_lane_down(conn, now);
+        self.engine.handle_lane_down(conn, clean, now);
     }
 
     /// The queue, tasks' context and routing entry of a lane the engine just took.

@@ -119,7 +119,11 @@ pub(crate) enum DriverCmd {
     /// One of our dials failed.
     DialFailed { dial: DialId, failure: DialFailure },
     /// A lane ended (either side, any reason).
-    Closed { conn: ConnId },
+    Closed {
+        conn: ConnId,
+        /// Ended by a goodbye after its queue was flushed (nothing put on it was lost).
+        clean: bool,
+    },
     /// Close everything, answer once every lane is down.
     Shutdown { reply: oneshot::Sender<()> },
     /// Broadcast with a registered handler.
@@ -386,7 +390,7 @@ impl Driver {
                     .handle_dial_result(dial, DialResult::Failed(failure), now);
                 return;
             }
-            DriverCmd::Closed { conn } => return self.lane_down(conn),
+            DriverCmd::Closed { conn, clean } => return self.lane_down(conn, clean),
         };
         self.engine.handle_command(command, now);
     }
