@@ -1402,11 +1402,14 @@ impl ProcessBook {
             };
             if cut || gone {
                 return Err(format!(
-                    "n{n}: monitor {id} of {} (made at {:.3}s) got no Down ({}; {})",
+                    "n{n}: monitor {id} of {} (made at {:.3}s) got no Down ({}; {}; signal \
+                     sessions then {:?}, now {:?})",
                     m.target,
                     m.issued.0 as f64 / 1e6,
                     if cut { "cut off" } else { "the target is gone" },
-                    self.losses_since(n, j, &m.pair_at)
+                    self.losses_since(n, j, &m.pair_at),
+                    m.sessions_at,
+                    sessions(sim, n, j)
                 ));
             }
         }

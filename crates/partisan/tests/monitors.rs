@@ -175,6 +175,12 @@ async fn noconnection_when_the_remote_node_stops_and_tables_empty(net: Net) {
     assert_eq!((d.monitor, d.reason), (r, ExitReason::NoConnection));
     quiet(&mut w).await;
     tables_empty(&a).await;
+    // A shutdown says goodbye on every lane: the loss is seen once, none is heard of.
+    let p = a.stats().processes;
+    assert_eq!(
+        (p.peers_lost, p.peer_losses_heard, p.signal_lanes_cut),
+        (1, 0, 0)
+    );
     drop(bw);
     a.shutdown().await;
 }

@@ -136,6 +136,8 @@ struct Conn {
     ends: [End; 2],
     /// Last arrival time scheduled per direction (to side 0, to side 1): frames keep order.
     fifo: [Instant; 2],
+    /// Whether the other end read this end's goodbye (so everything this end sent before it).
+    goodbye_read: [bool; 2],
 }
 
 #[derive(Debug)]

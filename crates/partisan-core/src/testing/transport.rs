@@ -89,6 +89,7 @@ impl Network {
                 req,
                 ends: [dialer, acceptor],
                 fifo: [Instant::ZERO; 2],
+                goodbye_read: [false; 2],
             },
         );
         let at = self.now + self.latency() * 3;
@@ -422,6 +423,9 @@ impl Network {
             }
             Message::Goodbye => {
                 self.trace.mix(&[5, now.0, u64::from(end.node), end.id.0]);
+                if let Some(conn) = self.conns.get_mut(&c) {
+                    conn.goodbye_read[1 - to] = true;
+                }
                 self.down(c, to, true)
             }
             _ => Stepped::Other,
@@ -514,8 +518,12 @@ impl Network {
             .mix(&[6, self.now.0, u64::from(end.node), end.id.0]);
         // The end fails: frames handed to it from now on come back to its engine, which is
         // told a moment later (the runtime's reader reports through the driver's queue).
-        let e = &mut self.conns.get_mut(&c).expect("conn exists").ends[side];
-        e.clean = goodbye || e.state == EndState::Closing;
+        // Clean: it read the peer's goodbye, or it was closing and the peer read its goodbye
+        // (so everything it sent before).
+        let conn = self.conns.get_mut(&c).expect("conn exists");
+        let said_bye = conn.goodbye_read[side];
+        let e = &mut conn.ends[side];
+        e.clean = goodbye || (e.state == EndState::Closing && said_bye);
         e.state = EndState::Broken;
         let lo = self.net.notice_delay.as_micros() as u64;
         let at = self.now + Duration::from_micros(self.rng.gen_range(0..=lo));

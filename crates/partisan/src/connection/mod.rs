@@ -108,9 +108,10 @@ pub(crate) fn run(ctx: Arc<ConnCtx>, stream: Stream, leftover: BytesMut) {
         if !flushed {
             let _ = writer.await;
         }
-        // Whether everything queued here reached the peer: this node closed it (flushed, then
-        // its goodbye) or the peer said goodbye and the queue was flushed after.
-        let clean = matches!(end, End::Local) || flushed;
+        // Whether everything queued here reached the peer: it said goodbye (it reads on until
+        // ours) and the queue was flushed, with our goodbye, after. Whichever side closed
+        // first, a graceful close ends so on both; a cut, a reset or the linger does not.
+        let clean = flushed;
         match &end {
             End::Local | End::PeerGoodbye => tracing::debug!(
                 peer = %ctx.peer, channel = %ctx.channel, lane = ctx.lane, reason = %end,
