@@ -1423,10 +1423,17 @@ impl ProcessBook {
                     continue;
                 }
                 // The side that did not ask may never have heard of the link if the
-                // connection broke meanwhile.
+                // connection broke meanwhile (all its lanes, or one that carried the link, as
+                // the engines' sessions tell): then it holds no entry of it.
+                let holds = sim.node(me.0).alive
+                    && sim
+                        .engine(me.0)
+                        .signal_holds_link(me.2, sim.name_of(other.0), other.2);
                 if !l.made_by[side]
+                    && !holds
                     && (l.refused[1 - side]
-                        || self.pair_state(me.0, other.0).breaks > l.pair_at.breaks)
+                        || self.pair_state(me.0, other.0).breaks > l.pair_at.breaks
+                        || session_broke(sim, me.0, other.0, &l.sessions_at))
                 {
                     continue;
                 }

@@ -366,6 +366,12 @@ impl Engine {
         self.signals.frame(node, msg)
     }
 
+    /// Whether local process `local` holds a link with process `remote` of `node` (see
+    /// [`SignalTable::holds_link`]).
+    pub fn signal_holds_link(&self, local: u64, node: &NodeName, remote: u64) -> bool {
+        self.signals.holds_link(local, node, remote)
+    }
+
     /// Counters of the signal table.
     pub fn signal_stats(&self) -> &crate::signals::SignalStats {
         self.signals.stats()

@@ -428,6 +428,12 @@ impl SignalTable {
         self.sessions.get(node).map(|s| (s.mine, s.heard))
     }
 
+    /// Whether local process `local` holds a link with process `remote` of `node` (one being
+    /// unlinked included).
+    pub fn holds_link(&self, local: u64, node: &NodeName, remote: u64) -> bool {
+        self.link_entry(local, node, remote).is_some()
+    }
+
     /// Links not being unlinked.
     #[cfg(test)]
     fn active_links(&self) -> usize {
