@@ -1,7 +1,7 @@
 //! `partisan node --admin`: a tiny HTTP endpoint serving the node's status and its replicated
 //! key-value map.
 //!
-//! - `GET /status` (and `GET /`): the node's status as JSON.
+//! - `GET /status` (and `GET /`): the node's status as JSON (indented with `?pretty`).
 //! - `PUT /kv/KEY` (body: the value): sets KEY, broadcast to the cluster; 204.
 //! - `GET /kv/KEY`: the value as raw bytes (`application/octet-stream`); 404 if absent.
 //! - `DELETE /kv/KEY`: deletes KEY (a tombstone, broadcast); 204.
@@ -30,9 +30,13 @@ const MAX_HEAD: usize = 8192;
 /// Largest request body: the replicated map's value limit.
 const MAX_BODY: usize = MAX_VALUE_LEN;
 
-/// Binds `addr` and serves in the background; returns the bound address.
-pub async fn serve(node: Node, addr: SocketAddr) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).await?;
+/// Binds `addr` (before the node starts, so that a busy port is found first).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves `node` on `listener` in the background; returns the bound address.
+pub fn serve(node: Node, listener: TcpListener) -> std::io::Result<SocketAddr> {
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
         loop {
@@ -84,6 +88,8 @@ impl Response {
 struct Head {
     method: String,
     path: String,
+    /// `?pretty` (or `&pretty`) in the query string.
+    pretty: bool,
     content_length: Option<usize>,
     chunked: bool,
     expect_continue: bool,
@@ -96,10 +102,14 @@ fn parse_head(head: &str) -> Result<Head, String> {
     let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
         return Err("malformed request line".into());
     };
-    let path = target.split('?').next().unwrap_or("").to_string();
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let pretty = query
+        .split('&')
+        .any(|p| p == "pretty" || p == "pretty=1" || p == "pretty=true");
     let mut h = Head {
         method: method.to_string(),
-        path,
+        path: path.to_string(),
+        pretty,
         content_length: None,
         chunked: false,
         expect_continue: false,
@@ -221,10 +231,15 @@ async fn route(node: &Node, h: &Head, body: Vec<u8>) -> Response {
     let method = h.method.as_str();
     match h.path.as_str() {
         "/status" | "/" => match method {
-            "GET" => Response::json(
-                "200 OK",
-                serde_json::to_string(&node.status()).unwrap_or_else(|_| "{}".into()),
-            ),
+            "GET" => {
+                let status = node.status();
+                let text = if h.pretty {
+                    serde_json::to_string_pretty(&status)
+                } else {
+                    serde_json::to_string(&status)
+                };
+                Response::json("200 OK", text.unwrap_or_else(|_| "{}".into()))
+            }
             _ => Response::error("405 Method Not Allowed", "only GET"),
         },
         "/kv" | "/kv/" => match method {
@@ -380,7 +395,9 @@ mod tests {
         .unwrap();
         assert_eq!((h.method.as_str(), h.path.as_str()), ("PUT", "/kv/x"));
         assert_eq!(h.content_length, Some(5));
-        assert!(h.expect_continue && !h.chunked);
+        assert!(h.expect_continue && !h.chunked && !h.pretty);
+        let h = parse_head("GET /status?x=1&pretty HTTP/1.1\r\n").unwrap();
+        assert_eq!((h.path.as_str(), h.pretty), ("/status", true));
         assert!(parse_head("GET\r\n").is_err());
         assert!(parse_head("PUT /kv/x HTTP/1.1\r\ncontent-length: x").is_err());
     }

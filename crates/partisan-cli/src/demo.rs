@@ -32,15 +32,17 @@ pub struct DemoArgs {
     /// Broadcasts sent through Plumtree, each from a node picked at random (0: none).
     #[arg(long, default_value_t = 200)]
     broadcasts: u64,
-    /// Pause between two broadcasts, in milliseconds (0: all at once).
-    #[arg(long, default_value_t = 5)]
-    broadcast_interval_ms: u64,
+    /// Pause between two broadcasts (`5ms`, `1s`; a bare number is milliseconds; 0: all at
+    /// once).
+    #[arg(long, alias = "broadcast-interval-ms", default_value = "5ms", value_parser = crate::duration_arg::millis)]
+    broadcast_interval: Duration,
     /// Print one JSON object instead of the summary.
     #[arg(long)]
     json: bool,
-    /// Seconds allowed for forming the cluster and for delivery.
-    #[arg(long, default_value_t = 60)]
-    timeout: u64,
+    /// Time allowed for forming the cluster and for delivery (`60s`, `2m`; a bare number is
+    /// seconds).
+    #[arg(long, default_value = "60s", value_parser = crate::duration_arg::secs)]
+    timeout: Duration,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -174,7 +176,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             args.overlay
         )
     })?;
-    let timeout = Duration::from_secs(args.timeout);
+    let timeout = args.timeout;
     let cookie = format!("demo-{}", std::process::id());
     let n = args.nodes as usize;
     let servers = (n / 4).max(1);
@@ -606,8 +608,8 @@ async fn broadcast_phase(
         from.broadcast(COUNTER, &k.to_be_bytes())
             .await
             .with_context(|| format!("broadcast {k} from {}", from.name()))?;
-        if args.broadcast_interval_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(args.broadcast_interval_ms)).await;
+        if !args.broadcast_interval.is_zero() {
+            tokio::time::sleep(args.broadcast_interval).await;
         }
     }
     let want = count as usize * nodes.len();

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 mod admin;
 mod bench;
 mod demo;
+mod duration_arg;
 mod node_cmd;
 mod sim_cmd;
 

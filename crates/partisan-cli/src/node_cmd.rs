@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use partisan::{ChannelConfig, Config, NodeBuilder};
+use partisan::{ChannelConfig, Config, ConfigError, NodeBuilder};
 
 /// Options of `partisan node`. Flags override the values of `--config`.
 #[derive(clap::Args, Debug)]
@@ -117,6 +117,7 @@ pub fn config_from(args: &NodeArgs) -> anyhow::Result<Config> {
     if let Some(o) = &args.overlay {
         cfg.overlay = o.clone();
     }
+    let file_seeds = cfg.seeds.len();
     if !args.join.is_empty() {
         cfg.seeds.extend(args.join.iter().cloned());
     }
@@ -129,8 +130,57 @@ pub fn config_from(args: &NodeArgs) -> anyhow::Result<Config> {
     if cfg.name.is_none() {
         bail!("config key `name`: required (--name or name in --config)");
     }
-    cfg.validate()?;
+    cfg.validate()
+        .map_err(|e| in_flag_terms(e, args, file_seeds))?;
     Ok(cfg)
+}
+
+/// A configuration error about a value the user gave as a flag, named as that flag (`--join
+/// X` rather than `seeds[2]`); errors about the file's own keys stay as they are. A cookie's
+/// value is never repeated.
+fn in_flag_terms(e: ConfigError, args: &NodeArgs, file_seeds: usize) -> anyhow::Error {
+    let ConfigError::Invalid { key, reason } = &e else {
+        return e.into();
+    };
+    let indexed = |prefix: &str| {
+        key.strip_prefix(prefix)
+            .and_then(|k| k.strip_suffix(']'))
+            .and_then(|i| i.parse::<usize>().ok())
+    };
+    let flag = if let Some(i) = indexed("seeds[") {
+        i.checked_sub(file_seeds)
+            .and_then(|j| args.join.get(j))
+            .map(|v| format!("--join {v}"))
+    } else if let Some(i) = indexed("listen_addrs[") {
+        args.listen.get(i).map(|v| format!("--listen {v}"))
+    } else {
+        match key.as_str() {
+            "name" => args.name.as_ref().map(|v| format!("--name {v}")),
+            "overlay" => args.overlay.as_ref().map(|v| format!("--overlay {v}")),
+            "tag" => args.tag.as_ref().map(|v| format!("--tag {v}")),
+            "parallelism" => args.parallelism.map(|v| format!("--parallelism {v}")),
+            "cookie" => args.cookie.as_ref().map(|_| "--cookie".to_string()),
+            "cookie_file" => {
+                (args.cookie_file.as_ref()).map(|p| format!("--cookie-file {}", p.display()))
+            }
+            k => k.strip_prefix("channels.").and_then(|rest| {
+                let (name, field) = rest.split_once('.').unwrap_or((rest, ""));
+                let (_, c) = args.channel.iter().find(|(n, _)| n == name)?;
+                let par = c.parallelism.map(|p| format!(":{p}")).unwrap_or_default();
+                let mono = if c.monotonic { ":monotonic" } else { "" };
+                let field = if field.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({field})")
+                };
+                Some(format!("--channel {name}{par}{mono}{field}"))
+            }),
+        }
+    };
+    match flag {
+        Some(flag) => anyhow::anyhow!("{flag}: {reason}"),
+        None => e.into(),
+    }
 }
 
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
@@ -140,6 +190,15 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     // config file sets its Plumtree and tombstone settings (checked by `validate`).
     let plumtree = cfg.broadcast.plumtree()?;
     let kv = cfg.broadcast.kv()?;
+    // The admin port is bound first: a busy one stops the command before the node joins.
+    let admin = match args.admin {
+        Some(addr) => Some(
+            crate::admin::bind(addr)
+                .await
+                .with_context(|| format!("--admin {addr}: cannot listen"))?,
+        ),
+        None => None,
+    };
     let node = NodeBuilder::from_config(cfg)
         .kv_map(kv, plumtree)
         .start()
@@ -166,10 +225,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             }
         });
     }
-    if let Some(addr) = args.admin {
-        let bound = crate::admin::serve(node.clone(), addr)
-            .await
-            .with_context(|| format!("admin endpoint on {addr}"))?;
+    if let Some(listener) = admin {
+        let bound = crate::admin::serve(node.clone(), listener).context("admin endpoint")?;
         eprintln!("admin endpoint: http://{bound}/status");
         eprintln!("replicated map: http://{bound}/kv");
     }
@@ -213,5 +270,37 @@ mod tests {
             .unwrap_err()
             .contains("not a number"));
         assert!(parse_channel("v:1:fast").unwrap_err().contains("fast"));
+    }
+
+    fn args(flags: &[&str]) -> NodeArgs {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            node: NodeArgs,
+        }
+        let argv = std::iter::once("partisan").chain(flags.iter().copied());
+        <Cli as clap::Parser>::parse_from(argv).node
+    }
+
+    #[test]
+    fn config_errors_about_flags_name_the_flags() {
+        let base = ["--name", "a@127.0.0.1", "--cookie", "s3cret-cookie-value"];
+        let err = |extra: &[&str]| {
+            let flags: Vec<&str> = base.iter().chain(extra).copied().collect();
+            format!("{:#}", config_from(&args(&flags)).unwrap_err())
+        };
+        let e = err(&["--join", "127.0.0.1:1", "--join", "db.local:4369"]);
+        assert!(e.starts_with("--join db.local:4369: "), "{e}");
+        assert!(e.contains("not IP:PORT"), "{e}");
+        assert!(!e.contains("seeds["), "{e}");
+        let e = err(&["--overlay", "ring"]);
+        assert!(e.starts_with("--overlay ring: "), "{e}");
+        let e = err(&["--listen", "localhost:0"]);
+        assert!(e.starts_with("--listen localhost:0: "), "{e}");
+        let e = format!(
+            "{:#}",
+            config_from(&args(&["--name", "a@127.0.0.1", "--cookie", ""])).unwrap_err()
+        );
+        assert!(e.starts_with("--cookie: "), "{e}");
     }
 }

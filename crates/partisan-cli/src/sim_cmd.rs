@@ -51,9 +51,9 @@ struct PtArgs {
     /// Broadcasting nodes, chosen at random at the start (0: a random live node each time).
     #[arg(long, default_value_t = 1)]
     sources: u32,
-    /// Milliseconds between two broadcasts.
-    #[arg(long, default_value_t = 250)]
-    interval_ms: u64,
+    /// Time between two broadcasts (`250ms`, `1s`; a bare number is milliseconds).
+    #[arg(long, alias = "interval-ms", default_value = "250ms", value_parser = crate::duration_arg::millis)]
+    interval: Duration,
     /// The paper's optimisation threshold in hops (0: off, the default).
     #[arg(long, default_value_t = 0)]
     optimize_threshold: u32,
@@ -127,18 +127,19 @@ struct HvArgs {
     #[arg(long)]
     plot: Option<PathBuf>,
     /// Crashes are silent (hosts vanish): peers notice only through keepalive (probes after
-    /// --ping-idle ms of silence, every --ping-timeout ms, --ping-attempts unanswered ones
+    /// --ping-idle of silence, every --ping-timeout, --ping-attempts unanswered ones
     /// close the lane: 20 to 70 s with the runtime's defaults), dials time out after 1 s. By
     /// default a crash is a process dying: connections reset at once.
     #[arg(long)]
     silent: bool,
-    /// Keepalive: milliseconds of silence before a lane is probed (the runtime's
-    /// `connection_ping.idle_timeout`).
-    #[arg(long, default_value_t = 20_000)]
-    ping_idle: u64,
-    /// Keepalive: milliseconds between probes (`connection_ping.timeout`).
-    #[arg(long, default_value_t = 10_000)]
-    ping_timeout: u64,
+    /// Keepalive: silence before a lane is probed (`20s`; a bare number is milliseconds; the
+    /// runtime's `connection_ping.idle_timeout`).
+    #[arg(long, default_value = "20s", value_parser = crate::duration_arg::millis)]
+    ping_idle: Duration,
+    /// Keepalive: time between probes (`10s`; a bare number is milliseconds;
+    /// `connection_ping.timeout`).
+    #[arg(long, default_value = "10s", value_parser = crate::duration_arg::millis)]
+    ping_timeout: Duration,
     /// Keepalive: unanswered probes that close a lane (`connection_ping.max_attempts`).
     #[arg(long, default_value_t = 5)]
     ping_attempts: u32,
@@ -202,17 +203,17 @@ fn plumtree(a: PtArgs) -> anyhow::Result<()> {
     if a.broadcasts == 0 {
         bail!("--broadcasts: at least 1");
     }
-    if a.interval_ms == 0 {
-        bail!("--interval-ms: at least 1");
+    if a.interval < Duration::from_millis(1) {
+        bail!("--interval {:?}: at least 1ms", a.interval);
     }
-    eprintln!("seed {}", a.seed);
+    say_seed(a.seed, a.json);
     let mut opts = PlumtreeOpts {
         nodes: a.nodes,
         broadcasts: a.broadcasts,
         crash: a.crash,
         seed: a.seed,
         sources: a.sources,
-        interval: Duration::from_millis(a.interval_ms),
+        interval: a.interval,
         ..PlumtreeOpts::default()
     };
     opts.net.silent_crashes = a.silent;
@@ -325,7 +326,7 @@ fn hyparview(a: HvArgs) -> anyhow::Result<()> {
     if a.nodes < 2 {
         bail!("--nodes {}: at least 2", a.nodes);
     }
-    eprintln!("seed {}", a.seed);
+    say_seed(a.seed, a.json);
     let mut opts = HyParViewOpts {
         nodes: a.nodes,
         crash: a.crash,
@@ -334,12 +335,13 @@ fn hyparview(a: HvArgs) -> anyhow::Result<()> {
         ..HyParViewOpts::default()
     };
     opts.net.silent_crashes = a.silent;
-    if a.ping_idle == 0 || a.ping_timeout == 0 || a.ping_attempts == 0 {
-        bail!("--ping-idle, --ping-timeout and --ping-attempts must be at least 1");
+    let ms = Duration::from_millis(1);
+    if a.ping_idle < ms || a.ping_timeout < ms || a.ping_attempts == 0 {
+        bail!("--ping-idle and --ping-timeout must be at least 1ms, --ping-attempts at least 1");
     }
     opts.keepalive = Some(partisan_core::engine::Keepalive {
-        idle: Duration::from_millis(a.ping_idle),
-        timeout: Duration::from_millis(a.ping_timeout),
+        idle: a.ping_idle,
+        timeout: a.ping_timeout,
         max_attempts: a.ping_attempts,
     });
     let mut progress = TermProgress::new(format!("hyparview n={} crash={}", a.nodes, a.crash));
@@ -351,11 +353,24 @@ fn hyparview(a: HvArgs) -> anyhow::Result<()> {
         print_hyparview(&report);
     }
     if let Some(path) = &a.plot {
+        let started = std::time::Instant::now();
         let mut fractions = a.fractions.clone();
         if !fractions.iter().any(|f| (f - a.crash).abs() < 1e-9) {
             fractions.push(a.crash);
         }
         fractions.sort_by(|x, y| x.partial_cmp(y).expect("fractions are numbers"));
+        let more: Vec<String> = fractions
+            .iter()
+            .filter(|f| (**f - a.crash).abs() >= 1e-9)
+            .map(|f| f.to_string())
+            .collect();
+        if !more.is_empty() {
+            eprintln!(
+                "--plot: also running crash fractions {} (--fractions)",
+                more.join(", ")
+            );
+        }
+        let runs = fractions.len();
         let mut series = Vec::new();
         for f in fractions {
             let r = if (f - a.crash).abs() < 1e-9 {
@@ -397,16 +412,31 @@ fn hyparview(a: HvArgs) -> anyhow::Result<()> {
             },
         );
         std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("plot written to {}", path.display());
+        eprintln!(
+            "plot written to {} ({runs} runs: {:.1}s wall for this one and {:.1}s for the \
+             others)",
+            path.display(),
+            report.wall_secs,
+            started.elapsed().as_secs_f64()
+        );
     }
     Ok(())
+}
+
+/// Prints the seed on stderr at the start (so a run that hangs can be replayed), unless the
+/// summary that prints it too goes to the same terminal.
+fn say_seed(seed: u64, json: bool) {
+    use std::io::IsTerminal;
+    if json || !std::io::stdout().is_terminal() {
+        eprintln!("seed {seed}");
+    }
 }
 
 fn full_mesh(a: FmArgs) -> anyhow::Result<()> {
     if a.nodes < 2 || a.sizes.iter().any(|s| *s < 2) {
         bail!("--nodes/--sizes: at least 2 nodes");
     }
-    eprintln!("seed {}", a.seed);
+    say_seed(a.seed, a.json);
     let mut sizes = a.sizes.clone();
     if !sizes.contains(&a.nodes) {
         sizes.push(a.nodes);

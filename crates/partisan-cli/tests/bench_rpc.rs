@@ -60,7 +60,7 @@ fn rpc_reports_call_rates_and_ordered_latency_quantiles_per_callers_value() {
 fn rpc_refuses_another_channel() {
     let out = Command::new(env!("CARGO_BIN_EXE_partisan"))
         .env_remove("RUST_LOG")
-        .args(["bench", "rpc", "--channel", "data:2", "--duration", "0.1"])
+        .args(["bench", "rpc", "--channel", "data:2", "--duration", "100ms"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -272,7 +272,8 @@ fn bad_flags_and_config_keys_exit_with_a_message_naming_them() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("channels.v.parallelism"), "{err}");
+    // Named as typed: the flag and its value, with the field at fault.
+    assert!(err.contains("--channel v:0 (parallelism)"), "{err}");
 
     let dir = std::env::temp_dir().join(format!("partisan-cli-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -306,10 +307,8 @@ fn bad_flags_and_config_keys_exit_with_a_message_naming_them() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("`parallelism`") && err.contains("300"),
-        "{err}"
-    );
+    // The flag overrides the file's value, and the error names the flag as typed.
+    assert!(err.contains("--parallelism 300: 300 is outside"), "{err}");
     // A creation file that does not hold a creation stops the node with a message naming it.
     let creation = dir.join("creation");
     std::fs::write(&creation, "garbage").unwrap();
@@ -426,4 +425,71 @@ fn sim_plot_writes_an_svg() {
     let svg = std::fs::read_to_string(&file).unwrap();
     assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() == 2);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_busy_admin_port_stops_the_node_before_it_starts_and_says_so_once() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let mut child = bin()
+        .args([
+            "node",
+            "--name",
+            "x@127.0.0.1",
+            "--cookie",
+            "cookie-for-a-test",
+        ])
+        .args(["--admin", &addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the node kept running with its admin port taken");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains(&format!("--admin {addr}: cannot listen")),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("os error").count(),
+        1,
+        "the OS error once: {err}"
+    );
+    assert!(
+        !err.contains("listening on"),
+        "found before the node started: {err}"
+    );
+    // A busy listen address: the node's error, with the OS error once.
+    let out = bin()
+        .args([
+            "node",
+            "--name",
+            "x@127.0.0.1",
+            "--cookie",
+            "cookie-for-a-test",
+        ])
+        .args(["--listen", &addr])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&format!("cannot listen on {addr}: ")), "{err}");
+    assert_eq!(
+        err.matches("os error").count(),
+        1,
+        "the OS error once: {err}"
+    );
+    drop(busy);
 }

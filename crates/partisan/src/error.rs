@@ -13,7 +13,7 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -30,7 +30,7 @@ pub enum StartError {
     },
     /// A broadcast handler could not be registered (invalid or duplicate name, channel not
     /// configured on the node).
-    #[error("broadcast handler {handler:?}: {source}")]
+    #[error("broadcast handler {handler:?}")]
     Broadcast {
         /// The handler's name.
         handler: String,

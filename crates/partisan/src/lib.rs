@@ -66,7 +66,7 @@ pub use partisan_core::id::{
     ChannelName, ChannelOpts, Creation, NodeName, NodeSpec, Pid, ProcessName, Ref, RegisteredName,
     RemoteRef,
 };
-pub use partisan_core::overlay::{OverlayKind, Tag};
+pub use partisan_core::overlay::{OverlayError, OverlayKind, Tag};
 pub use process::registry::Envelope;
 pub use process::{
     Down, ExitReason, ExitSignal, Process, ProcessExit, RecvError, Signal, TimerRef,

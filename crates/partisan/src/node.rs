@@ -855,6 +855,7 @@ impl Node {
 
     /// Waits until every lane of every channel of `node`'s spec is up, polling the table.
     /// Returns whether that happened within `timeout`.
+    #[must_use = "false means the lanes were not all up within the timeout"]
     pub async fn wait_fully_connected(&self, node: &NodeName, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {

@@ -33,7 +33,7 @@ async fn two_nodes_a_message_and_its_reply() -> Res {
 
     let mut inbox = b.process_named("inbox")?;          // a process with a bounded mailbox
     a.connect(b.listen_addrs()[0]).await?;              // or a.connect(b.spec().clone())
-    a.wait_fully_connected(b.name(), timeout).await;    // every lane of every channel up
+    assert!(a.wait_fully_connected(b.name(), timeout).await);   // every lane of every channel up
 
     let mut me = a.process();                           // messages from it carry its pid
     let to = Node::name_on(b.name(), "inbox")?;         // partisan:name:b@127.0.0.1:inbox

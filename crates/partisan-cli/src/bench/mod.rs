@@ -52,12 +52,13 @@ enum Workload {
 /// Options every workload has.
 #[derive(clap::Args, Debug, Clone)]
 struct CommonArgs {
-    /// Seconds measured per result, after the warm-up.
-    #[arg(long, default_value_t = 5.0)]
-    duration: f64,
-    /// Seconds of warm-up before each measurement [default: a fifth of --duration, at most 1].
-    #[arg(long)]
-    warmup: Option<f64>,
+    /// Time measured per result, after the warm-up (`5s`, `500ms`; a bare number is seconds).
+    #[arg(long, default_value = "5s", value_parser = crate::duration_arg::secs)]
+    duration: Duration,
+    /// Warm-up before each measurement (`1s`, `200ms`; a bare number is seconds) [default: a
+    /// fifth of --duration, at most 1 s].
+    #[arg(long, value_parser = crate::duration_arg::secs)]
+    warmup: Option<Duration>,
     /// One JSON object per result line on stdout instead of a table.
     #[arg(long)]
     json: bool,
@@ -67,11 +68,13 @@ struct CommonArgs {
 
 impl CommonArgs {
     fn duration(&self) -> Duration {
-        Duration::from_secs_f64(self.duration.max(0.01))
+        self.duration.max(Duration::from_millis(10))
     }
 
     fn warmup(&self) -> Duration {
-        Duration::from_secs_f64(self.warmup.unwrap_or(self.duration / 5.0).clamp(0.0, 1.0))
+        self.warmup
+            .unwrap_or(self.duration / 5)
+            .min(Duration::from_secs(1))
     }
 }
 

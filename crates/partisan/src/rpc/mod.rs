@@ -101,7 +101,7 @@ pub enum RpcError {
     },
     /// The request could not be queued for another reason (too large for a frame, ...):
     /// nothing was sent.
-    #[error("cannot send an RPC to {node}: {source}")]
+    #[error("cannot send an RPC to {node}")]
     Send {
         /// The callee.
         node: NodeName,
