@@ -57,8 +57,11 @@ struct Report {
     overlay: String,
     node_names: Vec<String>,
     channels: BTreeMap<String, u16>,
-    /// Lanes up, counted at both ends.
+    /// Lanes up to overlay neighbours, counted at both ends.
     lanes_up: usize,
+    /// Lanes up to other nodes (temporary connections of joins, shuffles and walks, closed
+    /// after a while), counted at both ends.
+    transient_lanes: usize,
     /// Lanes every overlay edge calls for, counted at both ends.
     lanes_expected: usize,
     /// Every overlay edge has all its lanes up.
@@ -321,10 +324,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let deliver_ms = t1.elapsed().as_millis();
 
     let e = edges(&nodes);
-    let lanes_up: usize = nodes
-        .iter()
-        .map(|n| n.lanes().iter().map(|l| l.up).sum::<usize>())
-        .sum();
+    let (mut lanes_up, mut transient_lanes) = (0, 0);
+    for n in &nodes {
+        let neighbours: Vec<String> = e[n.name()].iter().map(|p| p.to_string()).collect();
+        for l in n.lanes() {
+            if neighbours.contains(&l.node) {
+                lanes_up += l.up;
+            } else {
+                transient_lanes += l.up;
+            }
+        }
+    }
     let lanes_expected: usize = nodes
         .iter()
         .map(|n| n.spec().total_lanes() * e[n.name()].len())
@@ -358,6 +368,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .map(|(k, v)| (k.to_string(), v.parallelism))
             .collect(),
         lanes_up,
+        transient_lanes,
         lanes_expected,
         fully_connected: settled(&nodes, overlay),
         connected: is_connected(&e),
@@ -433,6 +444,12 @@ fn print_summary(r: &Report) {
         "  lanes up:  {} of {} expected, counted at both ends (one TCP connection per lane, both directions)",
         r.lanes_up, r.lanes_expected
     );
+    if r.transient_lanes > 0 {
+        println!(
+            "             and {} of temporary connections (joins, shuffles), closed after a while",
+            r.transient_lanes
+        );
+    }
     let rate = r.messages_delivered as f64 / (r.deliver_ms.max(1) as f64 / 1000.0);
     println!(
         "  messages:  {} sent, {} delivered in {} ms ({:.0} msg/s)",

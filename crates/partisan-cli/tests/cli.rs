@@ -68,6 +68,9 @@ fn demo_hyparview_and_full_mesh_sixteen_nodes_are_connected_and_symmetric() {
     // Self plus an active view of at least one and at most 6 (the default maximum).
     assert!(min >= 2 && max <= 7 && min <= max, "{min}..{max}");
     assert_eq!(v["messages_sent"], v["messages_delivered"]);
+    // Lanes of temporary connections (joins, shuffles) are counted apart from the overlay's.
+    assert_eq!(v["lanes_up"], v["lanes_expected"], "{v}");
+    assert!(v["transient_lanes"].is_u64(), "{v}");
     let v = demo_json("full-mesh", "16");
     assert_eq!(v["members_min"], 16);
     assert_eq!(v["members_max"], 16);

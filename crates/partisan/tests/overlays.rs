@@ -189,6 +189,13 @@ async fn on_down_fires_when_a_node_is_killed_and_events_stream(net: Net) {
     let _sub_any = nodes[1].on_down(partisan::NodeFilter::Any, move |_| {
         a.fetch_add(1, Ordering::SeqCst);
     });
+    // The node that stops is the one going: it reports none of its peers down.
+    let own = Arc::new(AtomicUsize::new(0));
+    let o = own.clone();
+    let _sub_own = nodes[3].on_down(partisan::NodeFilter::Any, move |_| {
+        o.fetch_add(1, Ordering::SeqCst);
+    });
+    let mut own_events = nodes[3].events();
     nodes[3].shutdown().await;
     let f = fired.clone();
     eventually("on_down callback", move || f.load(Ordering::SeqCst) == 1).await;
@@ -207,6 +214,17 @@ async fn on_down_fires_when_a_node_is_killed_and_events_stream(net: Net) {
     .await
     .unwrap();
     assert_eq!(ev, victim);
+    assert_eq!(
+        own.load(Ordering::SeqCst),
+        0,
+        "on_down fired at its own shutdown"
+    );
+    while let Ok(e) = own_events.try_recv() {
+        assert!(
+            !matches!(e, MembershipEvent::NodeDown(_)),
+            "NodeDown at its own shutdown: {e:?}"
+        );
+    }
     // A failure is not a leave: the killed node is still a member of the full mesh.
     assert!(nodes[2].is_member(&victim));
     for n in &nodes[..3] {

@@ -40,9 +40,11 @@ impl Driver {
                     tracing::info!(peer = %node, creation, "peer up");
                 }
                 Event::PeerDown { node } => {
-                    tracing::info!(peer = %node, "peer down");
                     // At shutdown, waiting calls fail with `Stopped` instead.
-                    if !self.shared.is_stopped() {
+                    if self.shared.is_stopped() {
+                        tracing::debug!(peer = %node, "peer down (this node is stopping)");
+                    } else {
+                        tracing::info!(peer = %node, "peer down");
                         self.shared.rpc.peer_down(&self.shared.stats.rpc, &node);
                     }
                 }
@@ -182,7 +184,12 @@ impl Driver {
             broadcast_members: self.engine.broadcast_members(),
         };
         self.shared.membership.store(Arc::new(snapshot));
-        let events = self.engine.membership_events();
+        let mut events = self.engine.membership_events();
+        if self.shared.is_stopped() {
+            // This node is the one going: its peers are not reported down (no `on_down`, no
+            // `NodeDown` event) as its lanes close.
+            events.retain(|e| !matches!(e, crate::MembershipEvent::NodeDown(_)));
+        }
         for e in &events {
             tracing::info!(event = ?e, "membership");
             // No receiver is fine: events are a broadcast with a bounded ring.
