@@ -369,6 +369,7 @@ fn refuse_code() -> impl Strategy<Value = RefuseCode> {
         Just(RefuseCode::WrongName),
         Just(RefuseCode::UnknownLane),
         Just(RefuseCode::SelfConnect),
+        Just(RefuseCode::NameInUse),
         Just(RefuseCode::Simultaneous),
         Just(RefuseCode::StaleCreation),
         Just(RefuseCode::ShuttingDown),

@@ -1058,3 +1058,20 @@ async fn nodes_reach_each_other_only_within_their_memory_network() {
         n.shutdown().await;
     }
 }
+
+on_both_transports!(a_second_node_under_a_name_in_use_is_refused_as_such);
+async fn a_second_node_under_a_name_in_use_is_refused_as_such(net: Net) {
+    let first = node(&net, "twin", "c").await;
+    let second = node(&net, "twin", "c").await;
+    let err = second.connect(first.listen_addrs()[0]).await.unwrap_err();
+    // Not taken for a connection to itself: the error says another node runs under the name.
+    assert!(matches!(err, ConnectError::GaveUp(_)), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("another node is running as twin@127.0.0.1"),
+        "{err}"
+    );
+    assert!(first.nodes().is_empty() && second.nodes().is_empty());
+    first.shutdown().await;
+    second.shutdown().await;
+}

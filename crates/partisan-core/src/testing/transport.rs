@@ -225,7 +225,10 @@ impl Network {
         }
         if let Some(code) = refused {
             let failure = match code {
-                RefuseCode::SelfConnect | RefuseCode::WrongName | RefuseCode::OverlayMismatch => {
+                RefuseCode::SelfConnect
+                | RefuseCode::NameInUse
+                | RefuseCode::WrongName
+                | RefuseCode::OverlayMismatch => {
                     DialFailure::Permanent(format!("refused: {code:?}"))
                 }
                 _ => DialFailure::Transient(format!("refused: {code:?}")),

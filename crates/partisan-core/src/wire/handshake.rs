@@ -58,6 +58,9 @@ pub enum RefuseCode {
     Protocol,
     /// The two nodes run different overlays: they cannot be in the same cluster.
     OverlayMismatch,
+    /// The dialer has the acceptor's name but is another run of a node: two live nodes share
+    /// a name.
+    NameInUse,
 }
 
 /// Who a node is, as it presents itself in the handshake.
@@ -142,11 +145,13 @@ pub enum HandshakeError {
     /// A handshake frame did not decode.
     #[error("malformed handshake frame: {0}")]
     Malformed(String),
-    /// The peer's proof did not verify: it does not hold our cookie.
-    #[error("peer failed the cookie challenge")]
+    /// The peer's proof did not verify: the two nodes hold different cookies.
+    #[error(
+        "the two nodes hold different cookies (the peer's proof of the cookie did not verify)"
+    )]
     BadCookie,
     /// The peer is not the node that was expected.
-    #[error("expected node {expected}, reached {got}")]
+    #[error("the dialer expected node {expected}, reached {got}")]
     WrongName {
         /// Expected node.
         expected: NodeName,
@@ -164,6 +169,10 @@ pub enum HandshakeError {
     /// A node reached itself.
     #[error("connection to self")]
     SelfConnect,
+    /// The peer has this node's name but is another node (another run): names must be unique
+    /// in a cluster.
+    #[error("another node is running as {0}: node names must be unique in a cluster")]
+    NameInUse(NodeName),
     /// The peer runs another overlay.
     #[error("this node runs the {ours} overlay, the peer runs {theirs}: not the same cluster")]
     OverlayMismatch {
@@ -196,9 +205,25 @@ impl HandshakeError {
             HandshakeError::WrongName { .. } => RefuseCode::WrongName,
             HandshakeError::UnknownLane { .. } => RefuseCode::UnknownLane,
             HandshakeError::SelfConnect => RefuseCode::SelfConnect,
+            HandshakeError::NameInUse(_) => RefuseCode::NameInUse,
             HandshakeError::OverlayMismatch { .. } => RefuseCode::OverlayMismatch,
         };
-        Some((code, self.to_string()))
+        // The detail is read by the peer: said from its side.
+        let detail = match self {
+            HandshakeError::Version { ours, theirs } => {
+                format!(
+                    "the peer speaks protocol version {ours}, this node speaks version {theirs}"
+                )
+            }
+            HandshakeError::OverlayMismatch { ours, theirs } => format!(
+                "the peer runs the {ours} overlay, this node runs {theirs}: not the same cluster"
+            ),
+            HandshakeError::UnknownLane { channel, lane } => {
+                format!("the peer has no lane {lane} on channel {channel}")
+            }
+            other => other.to_string(),
+        };
+        Some((code, detail))
     }
 }
 
@@ -362,6 +387,9 @@ impl Dialer {
                     }
                 }
                 if identity.spec.name() == local.spec.name() {
+                    if identity.creation != local.creation {
+                        return Err(HandshakeError::NameInUse(identity.spec.name().clone()));
+                    }
                     return Err(HandshakeError::SelfConnect);
                 }
                 let peer = PeerHello {
@@ -496,6 +524,9 @@ impl Acceptor {
             }
         }
         if identity.spec.name() == own {
+            if identity.creation != local.creation {
+                return Err(HandshakeError::NameInUse(own.clone()));
+            }
             return Err(HandshakeError::SelfConnect);
         }
         if !local.spec.has_lane(&channel, lane) {
@@ -688,6 +719,66 @@ mod tests {
             panic!("dialer must answer the challenge")
         };
         (d, acc, resp)
+    }
+
+    #[test]
+    fn a_second_node_with_a_name_in_use_is_told_apart_from_a_self_connection() {
+        let hello = |creation| {
+            let mut params = dial(None, 0);
+            params.local = ident("b@h", creation, OverlayKind::FullMesh);
+            let (_, hello) = Dialer::start(params, Cookie::new("c").unwrap(), [1; 32]);
+            hello
+        };
+        let b = ident("b@h", 22, OverlayKind::FullMesh);
+        let accept = |creation| {
+            Acceptor::on_hello(
+                &b,
+                Cookie::new("c").unwrap(),
+                [2; 32],
+                &body(&hello(creation)),
+            )
+            .map(|_| ())
+            .unwrap_err()
+        };
+        assert_eq!(accept(22), HandshakeError::SelfConnect);
+        let in_use = accept(23);
+        assert_eq!(
+            in_use,
+            HandshakeError::NameInUse(NodeName::new("b@h").unwrap())
+        );
+        assert_eq!(in_use.refusal().unwrap().0, RefuseCode::NameInUse);
+        assert!(in_use
+            .to_string()
+            .contains("another node is running as b@h"));
+    }
+
+    #[test]
+    fn refusal_details_are_said_from_the_side_that_reads_them() {
+        // The acceptor runs HyParView and refuses a full-mesh dialer: the dialer reads that
+        // the peer runs HyParView and it runs full mesh.
+        let e = HandshakeError::OverlayMismatch {
+            ours: OverlayKind::HyParView,
+            theirs: OverlayKind::FullMesh,
+        };
+        let (code, detail) = e.refusal().unwrap();
+        assert_eq!(code, RefuseCode::OverlayMismatch);
+        assert!(
+            detail.starts_with(&format!(
+                "the peer runs the {} overlay, this node runs {}",
+                OverlayKind::HyParView,
+                OverlayKind::FullMesh
+            )),
+            "{detail}"
+        );
+        let (_, detail) = HandshakeError::Version { ours: 3, theirs: 2 }
+            .refusal()
+            .unwrap();
+        assert_eq!(
+            detail,
+            "the peer speaks protocol version 3, this node speaks version 2"
+        );
+        let (_, detail) = HandshakeError::BadCookie.refusal().unwrap();
+        assert!(detail.contains("different cookies"), "{detail}");
     }
 
     #[test]

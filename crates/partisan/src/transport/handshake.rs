@@ -88,11 +88,15 @@ impl HsFail {
         match self {
             HsFail::Protocol(
                 HandshakeError::SelfConnect
+                | HandshakeError::NameInUse(_)
                 | HandshakeError::WrongName { .. }
                 | HandshakeError::OverlayMismatch { .. }
                 | HandshakeError::Refused {
                     code:
-                        RefuseCode::SelfConnect | RefuseCode::WrongName | RefuseCode::OverlayMismatch,
+                        RefuseCode::SelfConnect
+                        | RefuseCode::NameInUse
+                        | RefuseCode::WrongName
+                        | RefuseCode::OverlayMismatch,
                     ..
                 },
             ) => DialFailure::Permanent(self.to_string()),
