@@ -35,6 +35,7 @@ mod cluster;
 mod config;
 mod connection;
 mod creation;
+mod dial_failures;
 mod driver;
 mod error;
 mod membership;

@@ -74,6 +74,8 @@ pub(crate) struct Shared {
     pub(crate) registry: Registry,
     /// Node monitors of local processes.
     pub(crate) node_monitors: parking_lot::Mutex<crate::process::node_monitor::NodeMonitors>,
+    /// Failed dials in a row per target, for warnings that do not repeat on every redial.
+    pub(crate) dial_failures: crate::dial_failures::DialFailures,
     pub(crate) rpc: crate::rpc::Rpc,
     pub(crate) table: ConnTable,
     pub(crate) stats: Stats,
@@ -602,6 +604,7 @@ impl NodeBuilder {
             table: ConnTable::new(spec.clone()),
             registry: Registry::new(cfg.mailbox_capacity, cfg.mailbox_bytes),
             node_monitors: Default::default(),
+            dial_failures: Default::default(),
             rpc: crate::rpc::Rpc::new(cfg.rpc_concurrency),
             spec,
             creation,

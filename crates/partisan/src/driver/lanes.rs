@@ -232,6 +232,7 @@ impl Driver {
             };
             match result {
                 Ok(dialed) => {
+                    shared.dial_failures.reached(&format!("{:?}", req.target));
                     let (tx, rx) = oneshot::channel();
                     let cmd = DriverCmd::Established {
                         dial,
@@ -251,6 +252,14 @@ impl Driver {
                     tracing::debug!(target = ?req.target, channel = %req.channel, lane = req.lane, error = %e, "dial failed");
                     if e.is_refusal() && !e.is_race() {
                         tracing::warn!(target = ?req.target, error = %e, "connection refused at handshake");
+                    } else if !e.is_race() {
+                        // Unreachable (no answer, reset, timeout): said at the first failure and
+                        // every tenfold more, not on every redial.
+                        let (failures, report) =
+                            shared.dial_failures.failed(&format!("{:?}", req.target));
+                        if report {
+                            tracing::warn!(target = ?req.target, error = %e, failures, "cannot reach peer; still retrying with backoff");
+                        }
                     }
                     let failure = e.as_dial_failure();
                     let _ = shared
