@@ -99,6 +99,7 @@ pub(crate) struct NodeCounters {
     pub(crate) bad_frames: AtomicU64,
     pub(crate) handshakes_refused: AtomicU64,
     pub(crate) handshakes_failed: AtomicU64,
+    pub(crate) handshakes_raced: AtomicU64,
     pub(crate) connections_opened: AtomicU64,
     pub(crate) connections_closed: AtomicU64,
     pub(crate) overlay_rejected: AtomicU64,
@@ -173,6 +174,7 @@ impl Stats {
             bad_frames: n.bad_frames.load(Relaxed),
             handshakes_refused: n.handshakes_refused.load(Relaxed),
             handshakes_failed: n.handshakes_failed.load(Relaxed),
+            handshakes_raced: n.handshakes_raced.load(Relaxed),
             connections_opened: n.connections_opened.load(Relaxed),
             connections_closed: n.connections_closed.load(Relaxed),
             overlay_rejected: n.overlay_rejected.load(Relaxed),
@@ -289,10 +291,13 @@ pub struct StatsSnapshot {
     pub stale_pid_rejected: u64,
     /// Connections closed because a peer sent a malformed or oversized frame.
     pub bad_frames: u64,
-    /// Handshakes refused by this node or by the peer (cookie, version, name, tie-break).
+    /// Handshakes refused by this node or by the peer (cookie, version, name, overlay, ...).
     pub handshakes_refused: u64,
     /// Handshakes that failed for I/O reasons or timed out.
     pub handshakes_failed: u64,
+    /// Handshakes that lost a race, working as designed: the losing side of a simultaneous
+    /// dial (both nodes dialed the same lane at once), or a peer that was shutting down.
+    pub handshakes_raced: u64,
     /// Connections established.
     pub connections_opened: u64,
     /// Connections closed.

@@ -621,3 +621,33 @@ async fn the_rng_seed_is_the_configured_one_or_drawn_at_start(net: Net) {
         n.shutdown().await;
     }
 }
+
+on_both_transports!(a_healthy_start_counts_no_refused_or_failed_handshake);
+async fn a_healthy_start_counts_no_refused_or_failed_handshake(net: Net) {
+    // Tie-break refusals of simultaneous dials are counted apart (`handshakes_raced`): a
+    // healthy cluster shows no refusal and no failure.
+    let nodes = full_mesh(&net, 6, "hs").await;
+    for n in &nodes {
+        let (m, others) = (n.clone(), names(&nodes));
+        eventually("every lane up", move || {
+            others
+                .iter()
+                .filter(|o| *o != m.name())
+                .all(|o| m.is_fully_connected(o))
+        })
+        .await;
+    }
+    for n in &nodes {
+        let s = n.stats();
+        assert_eq!(
+            (s.handshakes_refused, s.handshakes_failed),
+            (0, 0),
+            "{}: raced {}",
+            n.name(),
+            s.handshakes_raced
+        );
+    }
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}

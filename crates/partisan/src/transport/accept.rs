@@ -82,7 +82,13 @@ async fn inbound(
     match rx.await {
         Ok(Ok(ctx)) => connection::run(ctx, stream, leftover),
         Ok(Err(code)) => {
-            shared.stats.node.handshakes_refused.fetch_add(1, Relaxed);
+            let counter = match code {
+                RefuseCode::Simultaneous | RefuseCode::ShuttingDown => {
+                    &shared.stats.node.handshakes_raced
+                }
+                _ => &shared.stats.node.handshakes_refused,
+            };
+            counter.fetch_add(1, Relaxed);
             if code == RefuseCode::Simultaneous {
                 tracing::debug!(%from, peer = %peer.spec().name(), "refusing the losing side of a simultaneous dial");
             } else {

@@ -41,9 +41,12 @@ impl HsFail {
         matches!(self, HsFail::Protocol(_))
     }
 
-    /// Counts this failure in the node's stats: a refusal (either side) or a failure.
+    /// Counts this failure in the node's stats: a race (the losing side of a simultaneous dial,
+    /// a peer shutting down: working as designed), a refusal (either side) or a failure.
     pub(crate) fn count(&self, stats: &crate::stats::Stats) {
-        let counter = if self.is_refusal() {
+        let counter = if self.is_race() {
+            &stats.node.handshakes_raced
+        } else if self.is_refusal() {
             &stats.node.handshakes_refused
         } else {
             &stats.node.handshakes_failed
