@@ -240,6 +240,13 @@ fn hyparview_nodes_join_and_serve_their_status_over_http() {
     assert!(status["passive"].is_array());
     assert_eq!(status["members"].as_array().unwrap().len(), 2);
     assert!(status["connections"]["hv_b@127.0.0.1"]["membership"].as_u64() >= Some(1));
+    // b is an overlay neighbour, not a temporary connection.
+    assert_eq!(status["transient"], serde_json::json!([]), "{status}");
+    let pretty = http_get(&admin, "/status?pretty");
+    assert!(
+        pretty.contains("\n  \"name\": \"hv_a@127.0.0.1\""),
+        "{pretty}"
+    );
     assert!(status["stats"]["connections_opened"].as_u64() >= Some(1));
     assert_eq!(status["stats"]["peers_known"], 1);
     assert!(http_get(&admin, "/nope").starts_with("HTTP/1.1 404"));

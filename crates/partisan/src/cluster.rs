@@ -69,6 +69,9 @@ pub struct NodeStatus {
     pub broadcast_members: Vec<String>,
     /// Lanes up: peer -> channel -> count.
     pub connections: BTreeMap<String, BTreeMap<String, usize>>,
+    /// Peers in `connections` that the overlay does not keep (not in `active`): temporary
+    /// connections of joins, shuffles, walks or relays, closed after a while. Sorted.
+    pub transient: Vec<String>,
     /// The node's counters (messages, bytes and queues per channel, refusals, drops, and per
     /// broadcast handler under `broadcast`).
     pub stats: crate::stats::StatsSnapshot,
@@ -278,15 +281,22 @@ impl Node {
             }
         }
         let names = |v: &[NodeName]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let active = names(&snap.active);
+        let transient = connections
+            .keys()
+            .filter(|p| !active.contains(p))
+            .cloned()
+            .collect();
         NodeStatus {
             name: self.name().to_string(),
             creation: self.creation(),
             overlay: self.overlay().to_string(),
             members: names(&snap.members),
-            active: names(&snap.active),
+            active,
             passive: names(&snap.passive),
             broadcast_members: names(&snap.broadcast_members),
             connections,
+            transient,
             stats: self.stats(),
         }
     }
