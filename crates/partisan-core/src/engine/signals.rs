@@ -89,12 +89,8 @@ impl Engine {
         self.signal_out = out;
         self.carry_out_signals();
         for conn in conns {
-            self.stats.signals_handed += 1;
             let frame = self.signals.frame(node, None);
-            self.outputs.push_back(super::Output::Transmit {
-                conn,
-                msg: Message::Control(Control::Process(frame)),
-            });
+            self.transmit_signal(conn, frame);
         }
     }
 
@@ -110,11 +106,7 @@ impl Engine {
     /// it tells this node's session, while the peer has not shown it heard it.
     pub(super) fn signal_lane_up(&mut self, conn: ConnId, node: &NodeName, creation: Creation) {
         if let Some(frame) = self.signals.lane_up(node, creation) {
-            self.stats.signals_handed += 1;
-            self.outputs.push_back(super::Output::Transmit {
-                conn,
-                msg: Message::Control(Control::Process(frame)),
-            });
+            self.transmit_signal(conn, frame);
         }
     }
 
@@ -164,19 +156,25 @@ impl Engine {
     pub(super) fn send_signal(&mut self, to: &NodeName, msg: Option<ProcessMsg>) {
         match self.lanes.signal_route(to) {
             Some(conn) => {
-                self.stats.signals_handed += 1;
-                if msg.is_some() {
-                    if let Some(l) = self.lanes.get_mut(conn) {
-                        l.carried_signals = true;
-                    }
-                }
                 let frame = self.signals.frame(to, msg);
-                self.outputs.push_back(super::Output::Transmit {
-                    conn,
-                    msg: Message::Control(Control::Process(frame)),
-                });
+                self.transmit_signal(conn, frame);
             }
             None => self.stats.signals_dropped += 1,
         }
+    }
+
+    /// Puts a process frame on lane `conn`; one carrying a signal marks the lane as having
+    /// carried signals (its break then loses the peer).
+    fn transmit_signal(&mut self, conn: ConnId, frame: ProcessFrame) {
+        self.stats.signals_handed += 1;
+        if frame.msg.is_some() {
+            if let Some(l) = self.lanes.get_mut(conn) {
+                l.carried_signals = true;
+            }
+        }
+        self.outputs.push_back(super::Output::Transmit {
+            conn,
+            msg: Message::Control(Control::Process(frame)),
+        });
     }
 }
