@@ -955,11 +955,12 @@ impl SignalTable {
         if frame.session > s.heard {
             self.stats.sessions_heard += 1;
             self.fire(peer, Fire::PeerLost { start: frame.start }, out);
-            self.sessions.of(peer, creation).heard = frame.session;
         }
-        if frame.heard == s.mine {
-            self.sessions.of(peer, creation).acked = true;
-        }
+        // Firing leaves the sessions as they were: update them once.
+        let heard = s.heard.max(frame.session);
+        let entry = self.sessions.of(peer, creation);
+        entry.heard = heard;
+        entry.acked |= frame.heard == s.mine;
         let Some(msg) = frame.msg else {
             if frame.heard != s.mine {
                 out.push(SignalOutput::Tell { to: peer.clone() });
@@ -967,9 +968,8 @@ impl SignalTable {
             return;
         };
         if matches!(msg, ProcessMsg::Monitor { .. } | ProcessMsg::Link { .. }) {
-            let s = *self.sessions.of(peer, creation);
             let current =
-                frame.session == s.heard && (frame.heard == s.mine || frame.session > s.start);
+                frame.session == heard && (frame.heard == s.mine || frame.session > s.start);
             if !current {
                 self.stats.refused_session += 1;
                 return;
