@@ -250,12 +250,26 @@ async fn twelve_nodes_deliver_a_thousand_broadcasts(prefix: &str, overlay: &str)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_mesh_twelve_nodes_deliver_a_thousand_broadcasts_from_random_nodes_everywhere() {
-    twelve_nodes_deliver_a_thousand_broadcasts("fm", "full-mesh").await;
+    // Its join, broadcast and shutdown steps wait without a deadline of their own: a hang
+    // (seen once in CI) fails here instead of stalling the suite.
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        twelve_nodes_deliver_a_thousand_broadcasts("fm", "full-mesh"),
+    )
+    .await
+    .expect("twelve full-mesh nodes: done within 120 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hyparview_twelve_nodes_deliver_a_thousand_broadcasts_from_random_nodes_everywhere() {
-    twelve_nodes_deliver_a_thousand_broadcasts("hv", "hyparview").await;
+    // Its join, broadcast and shutdown steps wait without a deadline of their own: a hang
+    // (seen once in CI) fails here instead of stalling the suite.
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        twelve_nodes_deliver_a_thousand_broadcasts("hv", "hyparview"),
+    )
+    .await
+    .expect("twelve hyparview nodes: done within 120 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
