@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use rand::{Rng, RngCore};
 
+pub use crate::dial_failure::DialFailure;
 use crate::id::{ChannelName, Creation, NodeName, NodeSpec};
 use crate::time::Instant;
 use crate::wire::handshake::{PeerHello, RefuseCode};
@@ -94,16 +95,6 @@ impl CloseReason {
     }
 }
 
-/// How a dial failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DialFailure {
-    /// Worth retrying (unreachable, reset, timeout, refused for a race).
-    Transient(String),
-    /// Retrying cannot help (the address is this node, or another node than expected answers):
-    /// the target is dropped (a node target is unwanted) and [`PlanOutput::GaveUp`] reported.
-    Permanent(String),
-}
-
 /// What the planner asks the runtime to do, or tells it happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PlanOutput {
@@ -149,8 +140,29 @@ pub enum PlanOutput {
         /// The target.
         target: DialTarget,
         /// Why.
-        reason: String,
+        reason: DialFailure,
     },
+    /// Dials to a target keep failing and are retried with backoff: reported at the 1st,
+    /// 10th, 100th, ... consecutive failure (races excepted), so a log says it without
+    /// repeating it on every redial. Addresses and nodes wanted by the user or the overlay
+    /// only: transient wants are expected to meet nodes that are gone.
+    DialFailing {
+        /// The target.
+        target: DialTarget,
+        /// The latest failure.
+        failure: DialFailure,
+        /// Consecutive failures so far.
+        failures: u32,
+    },
+}
+
+/// Whether the `n`th consecutive failure is reported: the first, then every tenfold.
+fn reported(n: u32) -> bool {
+    let mut m = n;
+    while m >= 10 && m % 10 == 0 {
+        m /= 10;
+    }
+    m == 1
 }
 
 /// Redial timing: exponential backoff with jitter.
@@ -238,6 +250,10 @@ struct Peer {
     slots: BTreeMap<SlotKey, Slot>,
     /// Whether an outage was already reported with [`PlanOutput::Unreachable`].
     unreachable_reported: bool,
+    /// Dials failed (any lane) since a lane was last up.
+    dial_failures: u32,
+    /// The latest dial failure since a lane was last up.
+    last_failure: Option<DialFailure>,
 }
 
 impl Peer {
@@ -248,6 +264,8 @@ impl Peer {
             reasons: Reasons::default(),
             slots: BTreeMap::new(),
             unreachable_reported: false,
+            dial_failures: 0,
+            last_failure: None,
         }
     }
 
@@ -274,6 +292,8 @@ impl Peer {
 struct AddrTarget {
     state: Slot,
     want: Want,
+    /// The latest dial failure.
+    last_failure: Option<DialFailure>,
 }
 
 /// The connection planner of one node. See the module documentation.
@@ -373,6 +393,7 @@ impl ConnectionPlan {
                     retry_at: None,
                 },
                 want: why,
+                last_failure: None,
             },
         );
         self.dial_addr(addr, out);
@@ -509,7 +530,9 @@ impl ConnectionPlan {
         Ok(self.install(conn, peer, key, true, now, out))
     }
 
-    /// A dial failed before being established.
+    /// A dial failed before being established. A target never reached that fails
+    /// permanently ([`DialFailure::is_permanent`]) is given up ([`PlanOutput::GaveUp`]); any
+    /// other failure is redialed with backoff.
     pub fn on_dial_failed(
         &mut self,
         target: &DialTarget,
@@ -524,11 +547,11 @@ impl ConnectionPlan {
                 let Some(t) = self.addrs.get_mut(addr) else {
                     return;
                 };
-                if let DialFailure::Permanent(reason) = failure {
+                if failure.is_permanent() {
                     self.addrs.remove(addr);
                     out.push(PlanOutput::GaveUp {
                         target: target.clone(),
-                        reason,
+                        reason: failure,
                     });
                     return;
                 }
@@ -541,6 +564,14 @@ impl ConnectionPlan {
                     failures,
                     retry_at: Some(at),
                 };
+                if reported(failures) && !failure.is_race() {
+                    out.push(PlanOutput::DialFailing {
+                        target: target.clone(),
+                        failure: failure.clone(),
+                        failures,
+                    });
+                }
+                t.last_failure = Some(failure);
                 self.retries.insert((at, target.clone(), membership_lane()));
             }
             DialTarget::Node(name) => {
@@ -550,13 +581,12 @@ impl ConnectionPlan {
                 // back there, so it is redialed with backoff like any lost peer. Only a node
                 // never reached is given up on.
                 let known = self.peers.get(name).is_some_and(|p| p.creation.is_some());
-                if let (DialFailure::Permanent(reason), false) = (&failure, known) {
-                    let reason = reason.clone();
+                if failure.is_permanent() && !known {
                     if self.peers.contains_key(name) {
                         self.drop_peer(name, true, out);
                         out.push(PlanOutput::GaveUp {
                             target: target.clone(),
-                            reason,
+                            reason: failure,
                         });
                     }
                     return;
@@ -577,11 +607,33 @@ impl ConnectionPlan {
                     },
                 );
                 self.retries.insert((at, target.clone(), key));
+                // Only peers kept for the user or the overlay: a transient want (a shuffle
+                // reply, a passive member probed for promotion) is expected to find nodes gone.
+                if !failure.is_race() && peer.reasons.full() {
+                    peer.dial_failures = peer.dial_failures.saturating_add(1);
+                    if reported(peer.dial_failures) {
+                        out.push(PlanOutput::DialFailing {
+                            target: target.clone(),
+                            failure: failure.clone(),
+                            failures: peer.dial_failures,
+                        });
+                    }
+                }
+                peer.last_failure = Some(failure);
                 if peer.up_count() == 0 && !peer.unreachable_reported {
                     peer.unreachable_reported = true;
                     out.push(PlanOutput::Unreachable { node: name.clone() });
                 }
             }
+        }
+    }
+
+    /// The latest failure of a dial to `target` since it was last reached, while the planner
+    /// still tracks it.
+    pub fn last_failure(&self, target: &DialTarget) -> Option<&DialFailure> {
+        match target {
+            DialTarget::Addr(a) => self.addrs.get(a)?.last_failure.as_ref(),
+            DialTarget::Node(n) => self.peers.get(n)?.last_failure.as_ref(),
         }
     }
 
@@ -788,6 +840,8 @@ impl ConnectionPlan {
             _ => None,
         };
         peer.unreachable_reported = false;
+        peer.dial_failures = 0;
+        peer.last_failure = None;
         if !was_up {
             out.push(PlanOutput::PeerUp {
                 hello: hello.clone(),

@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod broadcast;
 pub mod connection_plan;
+pub mod dial_failure;
 pub mod engine;
 pub mod id;
 pub mod membership;

@@ -642,10 +642,13 @@ proptest! {
     ) {
         let mut frame = handshake::encode_refusal(code, detail.clone()).to_vec();
         frame[LEN_PREFIX + 4..LEN_PREFIX + 6].copy_from_slice(&version.to_be_bytes());
-        prop_assert_eq!(
-            handshake::decode(&frame[LEN_PREFIX..]),
-            Err(HandshakeError::Refused { code, detail })
-        );
+        let expected = if code == RefuseCode::Version && version != PROTOCOL_VERSION {
+            // A version refusal from a node of another version says which version it speaks.
+            HandshakeError::Version { ours: PROTOCOL_VERSION, theirs: version }
+        } else {
+            HandshakeError::Refused { code, detail }
+        };
+        prop_assert_eq!(handshake::decode(&frame[LEN_PREFIX..]), Err(expected));
     }
 
     #[test]

@@ -147,7 +147,7 @@ pub(crate) type EngineFn = Box<dyn FnOnce(&mut Engine) + Send>;
 impl Node {
     /// Runs `f` on the node's engine (on its driver task) and returns what it gives;
     /// [`HandlerError::ShuttingDown`] once the driver is gone.
-    async fn on_engine<R: Send + 'static>(
+    pub(crate) async fn on_engine<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Engine) -> R + Send + 'static,
     ) -> Result<R, HandlerError> {

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use partisan_core::connection_plan::DialTarget;
 use partisan_core::id::{NodeName, NodeSpec};
 use partisan_core::overlay::{OverlayError, OverlayKind, Tag};
 use serde::Serialize;
@@ -110,6 +111,7 @@ impl Node {
             PeerTarget::Addr(a) => ConnectTarget::Addr(a),
             PeerTarget::Spec(s) => ConnectTarget::Spec(s),
         };
+        let dial_target = target.dial_target();
         let (tx, rx) = oneshot::channel();
         self.shared
             .driver
@@ -122,7 +124,7 @@ impl Node {
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(ConnectError::ShuttingDown),
-            Err(_) => Err(ConnectError::Timeout(timeout)),
+            Err(_) => Err(self.timed_out(dial_target, timeout).await),
         }
     }
 
@@ -140,7 +142,7 @@ impl Node {
                 return Ok(name);
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(ConnectError::Timeout(timeout));
+                return Err(self.timed_out(DialTarget::Node(name), timeout).await);
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

@@ -35,7 +35,6 @@ mod cluster;
 mod config;
 mod connection;
 mod creation;
-mod dial_failures;
 mod driver;
 mod error;
 mod membership;

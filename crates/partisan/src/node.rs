@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use partisan_core::broadcast::kv_map::KvConfig;
 use partisan_core::broadcast::{BroadcastHandler, PlumtreeConfig};
-use partisan_core::connection_plan::ConnId;
+use partisan_core::connection_plan::{ConnId, DialTarget};
 use partisan_core::id::{
     ChannelName, Creation, NodeName, NodeSpec, Pid, ProcessName, Ref, RegisteredName,
 };
@@ -74,8 +74,6 @@ pub(crate) struct Shared {
     pub(crate) registry: Registry,
     /// Node monitors of local processes.
     pub(crate) node_monitors: parking_lot::Mutex<crate::process::node_monitor::NodeMonitors>,
-    /// Failed dials in a row per target, for warnings that do not repeat on every redial.
-    pub(crate) dial_failures: crate::dial_failures::DialFailures,
     pub(crate) rpc: crate::rpc::Rpc,
     pub(crate) table: ConnTable,
     pub(crate) stats: Stats,
@@ -604,7 +602,6 @@ impl NodeBuilder {
             table: ConnTable::new(spec.clone()),
             registry: Registry::new(cfg.mailbox_capacity, cfg.mailbox_bytes),
             node_monitors: Default::default(),
-            dial_failures: Default::default(),
             rpc: crate::rpc::Rpc::new(cfg.rpc_concurrency),
             spec,
             creation,
@@ -808,6 +805,7 @@ impl Node {
             PeerTarget::Addr(a) => ConnectTarget::Addr(a),
             PeerTarget::Spec(s) => ConnectTarget::Spec(s),
         };
+        let dial_target = target.dial_target();
         let (tx, rx) = oneshot::channel();
         self.shared
             .driver
@@ -817,13 +815,27 @@ impl Node {
         let name = match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(r)) => r?,
             Ok(Err(_)) => return Err(ConnectError::ShuttingDown),
-            Err(_) => return Err(ConnectError::Timeout(timeout)),
+            Err(_) => return Err(self.timed_out(dial_target, timeout).await),
         };
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if self.wait_fully_connected(&name, left).await {
             Ok(name)
         } else {
-            Err(ConnectError::Timeout(timeout))
+            Err(self.timed_out(DialTarget::Node(name), timeout).await)
+        }
+    }
+
+    /// The error of a connect or join to `target` that did not complete within `timeout`:
+    /// the latest dial failure, or [`ConnectError::TimedOut`] when no dial has failed.
+    pub(crate) async fn timed_out(&self, target: DialTarget, timeout: Duration) -> ConnectError {
+        let last = self
+            .on_engine(move |e| e.last_dial_failure(&target).cloned())
+            .await
+            .ok()
+            .flatten();
+        match last {
+            Some(f) => ConnectError::from_dial(f, timeout),
+            None => ConnectError::TimedOut(timeout),
         }
     }
 

@@ -145,7 +145,7 @@ fn simultaneous_dials_keep_the_smaller_names_connection() {
         &DialTarget::Node(a_spec.name().clone()),
         &ChannelName::new("data").unwrap(),
         0,
-        DialFailure::Transient("simultaneous".into()),
+        DialFailure::TimedOut,
         Instant::ZERO,
         &mut out,
     );
@@ -210,7 +210,11 @@ fn a_permanent_failure_gives_up_only_on_a_node_never_reached() {
     let mut a = plan(spec("a@h", 1, 1));
     let mut out = vec![];
     let data = ChannelName::new("data").unwrap();
-    let wrong = || DialFailure::Permanent("another node answered".into());
+    let n = |s: &str| NodeName::new(s).unwrap();
+    let wrong = || DialFailure::WrongNode {
+        expected: n("x@h"),
+        got: Some(n("y@h")),
+    };
     // c was never reached: a permanent failure gives it up.
     a.want(c_spec.clone(), Want::User, Instant::ZERO, &mut out);
     let tc = DialTarget::Node(c_spec.name().clone());
@@ -273,14 +277,7 @@ fn lost_lanes_are_redialed_with_growing_backoff_while_wanted() {
     // Failing again backs off further.
     let mut last = first;
     for _ in 0..6 {
-        a.on_dial_failed(
-            &t,
-            &data,
-            0,
-            DialFailure::Transient("refused".into()),
-            last,
-            &mut out,
-        );
+        a.on_dial_failed(&t, &data, 0, DialFailure::TimedOut, last, &mut out);
         let next = a.next_deadline().unwrap();
         assert!(next > last);
         last = next;
@@ -289,14 +286,7 @@ fn lost_lanes_are_redialed_with_growing_backoff_while_wanted() {
     assert!(last - first <= Duration::from_secs(30));
     // Unwanted: nothing more is dialed.
     a.unwant(b_spec.name(), Want::User, &mut out);
-    a.on_dial_failed(
-        &t,
-        &data,
-        0,
-        DialFailure::Transient("x".into()),
-        last,
-        &mut out,
-    );
+    a.on_dial_failed(&t, &data, 0, DialFailure::TimedOut, last, &mut out);
     out.clear();
     a.on_tick(Instant(u64::MAX), &mut out);
     assert!(dials(&out).is_empty());
@@ -320,10 +310,69 @@ fn own_address_is_not_a_target_and_permanent_failures_give_up() {
         &DialTarget::Addr(addr),
         &ChannelName::default_channel(),
         0,
-        DialFailure::Permanent("self".into()),
+        DialFailure::SelfConnect,
         Instant::ZERO,
         &mut out,
     );
     assert!(matches!(out[0], PlanOutput::GaveUp { .. }));
     assert_eq!(a.pending_addrs().count(), 0);
+}
+
+#[test]
+fn failing_dials_are_reported_at_the_first_and_every_tenfold_failure_with_the_last_cause() {
+    let a_spec = spec("a@h", 1, 1);
+    let mut a = plan(a_spec);
+    let mut out = vec![];
+    let addr: SocketAddr = "127.0.0.9:9".parse().unwrap();
+    let target = DialTarget::Addr(addr);
+    assert!(a.want_addr(addr, Want::User, Instant::ZERO, &mut out));
+    assert_eq!(a.last_failure(&target), None);
+    let refused = DialFailure::Unreachable {
+        kind: std::io::ErrorKind::ConnectionRefused,
+        detail: "connection refused".into(),
+    };
+    let mut reported = vec![];
+    let mut now = Instant::ZERO;
+    for _ in 0..120 {
+        out.clear();
+        let failure = if reported.len() >= 2 {
+            DialFailure::TimedOut
+        } else {
+            refused.clone()
+        };
+        let lane = ChannelName::membership();
+        a.on_dial_failed(&target, &lane, 0, failure, now, &mut out);
+        for o in &out {
+            if let PlanOutput::DialFailing { failures, .. } = o {
+                reported.push(*failures);
+            }
+        }
+        now = a.next_deadline().unwrap();
+        a.on_tick(now, &mut out);
+    }
+    assert_eq!(reported, vec![1, 10, 100]);
+    // The latest cause is kept for a connect that times out to report.
+    assert_eq!(a.last_failure(&target), Some(&DialFailure::TimedOut));
+    // A wrong cookie cannot heal: the address is given up at once, with the cause.
+    out.clear();
+    a.on_dial_failed(
+        &target,
+        &ChannelName::membership(),
+        0,
+        DialFailure::BadCookie,
+        now,
+        &mut out,
+    );
+    assert!(
+        matches!(
+            &out[..],
+            [PlanOutput::GaveUp {
+                reason: DialFailure::BadCookie,
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+    assert_eq!(a.pending_addrs().count(), 0);
+    assert_eq!(a.last_failure(&target), None);
 }

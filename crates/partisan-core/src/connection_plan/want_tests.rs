@@ -170,7 +170,7 @@ fn unreachable_is_reported_once_per_outage() {
             &t,
             &ChannelName::new(lane.0).unwrap(),
             lane.1,
-            DialFailure::Transient("refused".into()),
+            DialFailure::TimedOut,
             Instant::ZERO,
             &mut out,
         );
@@ -195,14 +195,7 @@ fn a_redial_due_while_the_lane_is_not_wanted_leaves_it_ready_for_the_next_want()
     p.want(b.clone(), Want::Transient { ttl }, Instant::ZERO, &mut out);
     let t = DialTarget::Node(b.name().clone());
     let data = ChannelName::new("data").unwrap();
-    p.on_dial_failed(
-        &t,
-        &data,
-        0,
-        DialFailure::Transient("refused".into()),
-        Instant::ZERO,
-        &mut out,
-    );
+    p.on_dial_failed(&t, &data, 0, DialFailure::TimedOut, Instant::ZERO, &mut out);
     p.unwant(b.name(), Want::Overlay, &mut out);
     assert!(p.is_wanted(b.name()), "the temporary want keeps it");
     let due = p.next_deadline().unwrap();
@@ -228,7 +221,7 @@ fn a_new_spec_replaces_the_old_one_while_disconnected() {
         &t,
         &ChannelName::default_channel(),
         0,
-        DialFailure::Transient("gone".into()),
+        DialFailure::TimedOut,
         Instant::ZERO,
         &mut out,
     );

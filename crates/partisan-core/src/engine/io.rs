@@ -169,7 +169,11 @@ pub enum ConnectFailure {
     /// The address is one of this node's own.
     #[error("{0} is this node's own address")]
     SelfConnect(SocketAddr),
-    /// Retrying cannot help (the node answered as someone else, is this node, ...).
+    /// A dial to the target failed in a way retrying cannot help (wrong cookie, overlay or
+    /// version, a name in use, ...): the target is no longer dialed.
+    #[error(transparent)]
+    Dial(DialFailure),
+    /// The target cannot be connected to for another reason, said in the text.
     #[error("gave up: {0}")]
     GaveUp(String),
     /// The attempt was cancelled with [`Command::CancelConnect`].
@@ -283,12 +287,22 @@ pub enum Event {
         /// Messages dropped.
         dropped: usize,
     },
-    /// A connect or join target was given up on.
+    /// A connect or join target was given up on: it failed in a way retrying cannot help.
     GaveUp {
         /// The target.
         target: DialTarget,
         /// Why.
-        reason: String,
+        reason: DialFailure,
+    },
+    /// Dials to a target keep failing and are retried with backoff; told at the 1st, 10th,
+    /// 100th, ... consecutive failure.
+    DialFailing {
+        /// The target.
+        target: DialTarget,
+        /// The latest failure.
+        failure: DialFailure,
+        /// Consecutive failures so far.
+        failures: u32,
     },
     /// A lane was closed because its peer stopped answering keepalive probes.
     KeepaliveTimeout {

@@ -65,7 +65,7 @@ use rand::{Rng, RngCore, SeedableRng};
 
 use crate::broadcast::PlumtreeTimer;
 use crate::connection_plan::{
-    CloseReason, ConnId, ConnectionPlan, DialRequest, DialTarget, PlanOutput, Want,
+    CloseReason, ConnId, ConnectionPlan, DialFailure, DialRequest, DialTarget, PlanOutput, Want,
 };
 use crate::id::{NodeName, NodeSpec};
 use crate::overlay::{Overlay, OverlayMsg, OverlayOutput, OverlayTimer, PeerInfo};
@@ -223,6 +223,12 @@ impl Engine {
     /// Whether at least one lane to `node` is open.
     pub fn is_connected(&self, node: &NodeName) -> bool {
         self.lanes.is_connected(node)
+    }
+
+    /// The latest failure of a dial to `target` since it was last reached, while it is still
+    /// dialed: what a connect that timed out reports.
+    pub fn last_dial_failure(&self, target: &DialTarget) -> Option<&DialFailure> {
+        self.plan.last_failure(target)
     }
 
     /// Whether any lane to `node` is known, open or closing.
@@ -988,7 +994,7 @@ impl Engine {
                     DialTarget::Node(n) => self.waiters.take_node(n),
                 };
                 for w in waiters {
-                    self.answer(w, Answer::Failed(ConnectFailure::GaveUp(reason.clone())));
+                    self.answer(w, Answer::Failed(ConnectFailure::Dial(reason.clone())));
                 }
                 if let DialTarget::Node(n) = &target {
                     self.drop_held(n);
@@ -998,6 +1004,17 @@ impl Engine {
                     self.lost.insert(n.clone());
                 }
                 self.events.push_back(Event::GaveUp { target, reason });
+            }
+            PlanOutput::DialFailing {
+                target,
+                failure,
+                failures,
+            } => {
+                self.events.push_back(Event::DialFailing {
+                    target,
+                    failure,
+                    failures,
+                });
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The transport side of the network: connections from dial to close (handshake verdicts,
 //! goodbyes, resets), and the control frames on them, in order, one latency each way.
 
+use std::io;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -9,7 +10,7 @@ use rand::Rng;
 use crate::connection_plan::{CloseReason, ConnId, DialFailure, DialRequest};
 use crate::engine::{DialId, DialResult};
 use crate::time::Instant;
-use crate::wire::handshake::{PeerHello, RefuseCode};
+use crate::wire::handshake::{HandshakeError, PeerHello, RefuseCode};
 use crate::wire::{Control, FrameDecoder, Message, DEFAULT_MAX_FRAME_LEN};
 
 use super::{
@@ -34,7 +35,7 @@ impl Network {
     pub(super) fn dial(&mut self, i: NodeId, id: DialId, req: DialRequest) {
         let inc = self.nodes[i as usize].incarnation;
         let target = req.addrs.iter().find_map(|a| self.addrs.get(a).copied());
-        let fail = |net: &mut Network, after: Duration, why: &str| {
+        let fail = |net: &mut Network, after: Duration, failure: DialFailure| {
             let at = net.now + after;
             net.schedule(
                 at,
@@ -42,13 +43,13 @@ impl Network {
                     node: i,
                     inc,
                     dial: id,
-                    failure: DialFailure::Transient(why.into()),
+                    failure,
                 },
             );
         };
         let Some(b) = target else {
             let rtt = self.latency() * 2;
-            return fail(self, rtt, "connection refused");
+            return fail(self, rtt, refused());
         };
         if b == i {
             let at = self.now + self.latency();
@@ -58,21 +59,21 @@ impl Network {
                     node: i,
                     inc,
                     dial: id,
-                    failure: DialFailure::Permanent("connection to self".into()),
+                    failure: DialFailure::SelfConnect,
                 },
             );
         }
         if self.blocked(i, b) || self.blocked(b, i) {
             let t = self.net.connect_timeout;
-            return fail(self, t, "timed out");
+            return fail(self, t, DialFailure::TimedOut);
         }
         if !self.nodes[b as usize].alive {
             if self.net.silent_crashes {
                 let t = self.net.connect_timeout;
-                return fail(self, t, "timed out");
+                return fail(self, t, DialFailure::TimedOut);
             }
             let rtt = self.latency() * 2;
-            return fail(self, rtt, "connection refused");
+            return fail(self, rtt, refused());
         }
         let dialer = self.new_end(i, EndState::Connecting);
         let acceptor = self.new_end(b, EndState::Connecting);
@@ -143,12 +144,16 @@ impl Network {
             } else {
                 self.latency()
             };
-            self.fail_conn(c, after, DialFailure::Transient("connection reset".into()));
+            let reset = DialFailure::Unreachable {
+                kind: io::ErrorKind::ConnectionReset,
+                detail: "connection reset by peer".into(),
+            };
+            self.fail_conn(c, after, reset);
             return Stepped::Connection;
         }
         if self.blocked(d.node, a.node) || self.blocked(a.node, d.node) {
             let t = self.net.connect_timeout;
-            self.fail_conn(c, t, DialFailure::Transient("timed out".into()));
+            self.fail_conn(c, t, DialFailure::TimedOut);
             return Stepped::Connection;
         }
         let acceptor_name = self.name_of(a.node).clone();
@@ -157,14 +162,22 @@ impl Network {
             self.fail_conn(
                 c,
                 l,
-                DialFailure::Permanent(format!("{acceptor_name} answered")),
+                DialFailure::WrongNode {
+                    expected: req.expect.clone().expect("checked above"),
+                    got: Some(acceptor_name),
+                },
             );
             return Stepped::Connection;
         }
         let hello = self.hello_of(d.node, &req);
-        if hello.identity.overlay != self.nodes[a.node as usize].engine.identity().overlay {
+        let theirs = self.nodes[a.node as usize].engine.identity().overlay;
+        if hello.identity.overlay != theirs {
             let l = self.latency();
-            self.fail_conn(c, l, DialFailure::Permanent("overlay mismatch".into()));
+            let mismatch = DialFailure::OverlayMismatch {
+                ours: hello.identity.overlay,
+                theirs,
+            };
+            self.fail_conn(c, l, mismatch);
             return Stepped::Connection;
         }
         let now = self.now;
@@ -225,13 +238,17 @@ impl Network {
         }
         if let Some(code) = refused {
             let failure = match code {
-                RefuseCode::SelfConnect
-                | RefuseCode::NameInUse
-                | RefuseCode::WrongName
-                | RefuseCode::OverlayMismatch => {
-                    DialFailure::Permanent(format!("refused: {code:?}"))
+                RefuseCode::NameInUse => {
+                    DialFailure::NameInUse(self.nodes[d.node as usize].engine.name().clone())
                 }
-                _ => DialFailure::Transient(format!("refused: {code:?}")),
+                code => {
+                    let refusal = HandshakeError::Refused {
+                        code,
+                        detail: format!("{code:?}"),
+                    };
+                    let expect = self.conns[&c].req.expect.clone();
+                    DialFailure::from_handshake(&refusal, expect.as_ref())
+                }
             };
             self.fail_conn(c, Duration::ZERO, failure);
             return Stepped::Connection;
@@ -249,7 +266,7 @@ impl Network {
                     node: d.node,
                     inc: d.inc,
                     dial,
-                    failure: DialFailure::Transient("timed out".into()),
+                    failure: DialFailure::TimedOut,
                 },
             );
             return Stepped::Connection;
@@ -551,5 +568,13 @@ impl Network {
                 }
             }
         }
+    }
+}
+
+/// What a dial to an address nobody listens at fails with.
+fn refused() -> DialFailure {
+    DialFailure::Unreachable {
+        kind: io::ErrorKind::ConnectionRefused,
+        detail: "connection refused".into(),
     }
 }

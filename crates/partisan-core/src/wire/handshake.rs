@@ -258,6 +258,17 @@ pub fn decode(body: &[u8]) -> Result<HandshakeMsg, HandshakeError> {
         Err(e) => Err(e),
     };
     match (theirs == PROTOCOL_VERSION, msg) {
+        // A refusal for our version, from a node of another version: say which.
+        (
+            false,
+            Ok(HandshakeMsg::Refused {
+                code: RefuseCode::Version,
+                ..
+            }),
+        ) => Err(HandshakeError::Version {
+            ours: PROTOCOL_VERSION,
+            theirs,
+        }),
         (_, Ok(HandshakeMsg::Refused { code, detail })) => Err(HandshakeError::Refused {
             code,
             detail: printable_detail(&detail),
@@ -340,6 +351,8 @@ pub struct Dialer {
     cookie: Cookie,
     nonce: Nonce,
     state: DialerState,
+    /// The overlay the acceptor announced in its challenge (not authenticated).
+    peer_overlay: Option<OverlayKind>,
 }
 
 /// What the dialer does next.
@@ -367,9 +380,44 @@ impl Dialer {
                 cookie,
                 nonce,
                 state: DialerState::AwaitChallenge,
+                peer_overlay: None,
             },
             hello,
         )
+    }
+
+    /// The overlay the acceptor announced in its challenge, once it arrived. Not
+    /// authenticated: good for explaining a refusal, not for deciding anything.
+    pub fn peer_overlay(&self) -> Option<OverlayKind> {
+        self.peer_overlay
+    }
+
+    /// `e` (returned by [`Dialer::on_frame`]) with what the dialer knows added: a peer's
+    /// `NameInUse` refusal names this node's name, an `OverlayMismatch` refusal the overlay
+    /// the peer announced. Call it after sending any refusal of `e`'s own: the typed error
+    /// would otherwise be answered with a refusal the peer does not need.
+    pub fn typed(&self, e: HandshakeError) -> HandshakeError {
+        let local = &self.params.local;
+        match (&e, self.peer_overlay) {
+            (
+                HandshakeError::Refused {
+                    code: RefuseCode::NameInUse,
+                    ..
+                },
+                _,
+            ) => HandshakeError::NameInUse(local.spec.name().clone()),
+            (
+                HandshakeError::Refused {
+                    code: RefuseCode::OverlayMismatch,
+                    ..
+                },
+                Some(theirs),
+            ) if theirs != local.overlay => HandshakeError::OverlayMismatch {
+                ours: local.overlay,
+                theirs,
+            },
+            _ => e,
+        }
     }
 
     /// Feeds the next frame body received from the acceptor.
@@ -377,6 +425,7 @@ impl Dialer {
         let msg = decode(body)?;
         match (std::mem::replace(&mut self.state, DialerState::Done), msg) {
             (DialerState::AwaitChallenge, HandshakeMsg::Challenge { identity, nonce }) => {
+                self.peer_overlay = Some(identity.overlay);
                 let local = &self.params.local;
                 if let Some(expected) = &self.params.expect {
                     if expected != identity.spec.name() {

@@ -142,6 +142,27 @@ pub(crate) fn run(ctx: Arc<ConnCtx>, stream: Stream, leftover: BytesMut) {
     });
 }
 
+/// Lets go of an established connection this node does not want (a dial that lost to another
+/// lane, or was no longer wanted when it completed) the way a lane is closed: a goodbye, then
+/// reading until the peer's goodbye or end of stream, so the peer logs a graceful close
+/// instead of a lost connection.
+pub(crate) async fn decline(stream: Stream) {
+    let Stream {
+        reader: mut rd,
+        writer: mut wr,
+    } = stream;
+    let mut bye = BytesMut::new();
+    let _ = Message::Goodbye.encode_frame(&mut bye, 64);
+    let drain = async {
+        wr.write_all(&bye).await?;
+        wr.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while rd.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(GOODBYE_FLUSH, drain).await;
+}
+
 async fn read_loop(ctx: &ConnCtx, mut rd: StreamReader, mut buf: BytesMut) -> End {
     let decoder = FrameDecoder::new(ctx.shared.cfg.max_frame_len);
     let mut room = READ_MIN;

@@ -17,6 +17,9 @@ use crate::connection::table::LaneHandle;
 use crate::connection::{self, ConnCtx};
 use crate::transport::handshake;
 
+/// How long a stopping node lets a dial under way finish, to let it go with a goodbye.
+const HANDSHAKE_FINISH: Duration = Duration::from_millis(500);
+
 /// Time a connection closed on purpose gets to flush and say goodbye before it is cut.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -226,13 +229,22 @@ impl Driver {
         let shared = self.shared.clone();
         let conn = shared.next_conn_id();
         self.shared.tasks.spawn(async move {
+            let attempt = handshake::dial(&shared, &req);
+            tokio::pin!(attempt);
             let result = tokio::select! {
-                _ = shared.shutdown_conns.cancelled() => return,
-                r = handshake::dial(&shared, &req) => r,
+                _ = shared.shutdown_conns.cancelled() => {
+                    // Stopping mid-handshake: the peer may have admitted the connection
+                    // already, so one that completes soon is let go with a goodbye (a graceful
+                    // close to the peer) rather than dropped (a lost connection).
+                    if let Ok(Ok(d)) = tokio::time::timeout(HANDSHAKE_FINISH, &mut attempt).await {
+                        connection::decline(d.stream).await;
+                    }
+                    return;
+                }
+                r = &mut attempt => r,
             };
             match result {
                 Ok(dialed) => {
-                    shared.dial_failures.reached(&format!("{:?}", req.target));
                     let (tx, rx) = oneshot::channel();
                     let cmd = DriverCmd::Established {
                         dial,
@@ -240,28 +252,24 @@ impl Driver {
                         peer: dialed.peer.clone(),
                         reply: tx,
                     };
-                    if shared.driver.send(cmd).await.is_err() {
-                        return;
-                    }
-                    if let Ok(Some(ctx)) = rx.await {
-                        connection::run(ctx, dialed.stream, dialed.leftover);
+                    // Not taken (unwanted, or the node stopped meanwhile): the peer admitted
+                    // it already, so it is let go with a goodbye.
+                    let taken = match shared.driver.send(cmd).await {
+                        Ok(()) => rx.await.ok().flatten(),
+                        Err(_) => None,
+                    };
+                    match taken {
+                        Some(ctx) => connection::run(ctx, dialed.stream, dialed.leftover),
+                        None => connection::decline(dialed.stream).await,
                     }
                 }
                 Err(e) => {
                     e.count(&shared.stats);
+                    // Said at DEBUG only: the engine reports failing targets at WARN, once for
+                    // a target it gives up on and at the 1st, 10th, 100th, ... failure of one it
+                    // keeps dialing.
                     tracing::debug!(target = ?req.target, channel = %req.channel, lane = req.lane, error = %e, "dial failed");
-                    if e.is_refusal() && !e.is_race() {
-                        tracing::warn!(target = ?req.target, error = %e, "connection refused at handshake");
-                    } else if !e.is_race() {
-                        // Unreachable (no answer, reset, timeout): said at the first failure and
-                        // every tenfold more, not on every redial.
-                        let (failures, report) =
-                            shared.dial_failures.failed(&format!("{:?}", req.target));
-                        if report {
-                            tracing::warn!(target = ?req.target, error = %e, failures, "cannot reach peer; still retrying with backoff");
-                        }
-                    }
-                    let failure = e.as_dial_failure();
+                    let failure = e.as_dial_failure(req.expect.as_ref());
                     let _ = shared
                         .driver
                         .send(DriverCmd::DialFailed { dial, failure })

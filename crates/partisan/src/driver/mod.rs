@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use partisan_core::connection_plan::{Backoff, ConnId, DialFailure};
+use partisan_core::connection_plan::{Backoff, ConnId, DialFailure, DialTarget};
 use partisan_core::engine::{
     Command, DialId, DialResult, Engine, EngineConfig, LaneActivity, Target, Waiter,
 };
@@ -45,6 +45,16 @@ use crate::stats::BroadcastSnapshot;
 pub(crate) enum ConnectTarget {
     Addr(SocketAddr),
     Spec(NodeSpec),
+}
+
+impl ConnectTarget {
+    /// Whom the planner dials for this target.
+    pub(crate) fn dial_target(&self) -> DialTarget {
+        match self {
+            ConnectTarget::Addr(a) => DialTarget::Addr(*a),
+            ConnectTarget::Spec(s) => DialTarget::Node(s.name().clone()),
+        }
+    }
 }
 
 impl From<ConnectTarget> for Target {

@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use partisan_core::connection_plan::DialTarget;
 use partisan_core::engine::{Answer, ConnectFailure, Event};
 
 use super::{Driver, Reply};
@@ -15,6 +16,7 @@ impl From<ConnectFailure> for ConnectError {
     fn from(f: ConnectFailure) -> ConnectError {
         match f {
             ConnectFailure::SelfConnect(addr) => ConnectError::SelfConnect(addr),
+            ConnectFailure::Dial(f) => ConnectError::from_dial(f, std::time::Duration::ZERO),
             ConnectFailure::GaveUp(reason) => ConnectError::GaveUp(reason),
             ConnectFailure::Cancelled(_) | ConnectFailure::LeftCluster => {
                 ConnectError::GaveUp(f.to_string())
@@ -52,7 +54,23 @@ impl Driver {
                     tracing::debug!(peer = %node, dropped, "peer unreachable");
                 }
                 Event::GaveUp { target, reason } => {
-                    tracing::warn!(?target, %reason, "giving up on connection target");
+                    tracing::warn!(
+                        peer = %target_text(&target),
+                        "cannot connect to {}: {reason}; not retrying",
+                        target_text(&target)
+                    );
+                }
+                Event::DialFailing {
+                    target,
+                    failure,
+                    failures,
+                } => {
+                    tracing::warn!(
+                        peer = %target_text(&target),
+                        failures,
+                        "cannot connect to {}: {failure}; retrying with backoff",
+                        target_text(&target)
+                    );
                 }
                 Event::KeepaliveTimeout { conn, node } => {
                     tracing::info!(peer = %node, conn = conn.0, "connection lost: keepalive unanswered");
@@ -203,5 +221,13 @@ impl Driver {
         for (watcher, signal) in notices {
             self.shared.registry.push_signal(watcher, signal);
         }
+    }
+}
+
+/// A dial target as a log line names it: the node, or the address.
+fn target_text(t: &DialTarget) -> String {
+    match t {
+        DialTarget::Node(n) => n.to_string(),
+        DialTarget::Addr(a) => a.to_string(),
     }
 }

@@ -51,7 +51,12 @@ async fn inbound(
     permit: OwnedSemaphorePermit,
 ) {
     let accepted = tokio::select! {
-        _ = shared.shutdown_conns.cancelled() => return,
+        _ = shared.shutdown_conns.cancelled() => {
+            // Stopping mid-handshake: the dialer hears why (a refusal it takes for a race)
+            // instead of a connection dropped under it.
+            handshake::send_refusal(&mut stream, RefuseCode::ShuttingDown, "shutting down").await;
+            return;
+        }
         r = handshake::accept(&shared, &mut stream, shared.cfg.handshake_timeout) => r,
     };
     drop(permit);

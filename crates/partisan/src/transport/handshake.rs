@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use partisan_core::auth::Nonce;
 use partisan_core::connection_plan::{DialFailure, DialRequest};
+use partisan_core::id::NodeName;
 use partisan_core::wire::handshake::{
     self, Acceptor, DialParams, Dialer, DialerStep, HandshakeError, PeerHello, RefuseCode,
 };
@@ -86,24 +87,18 @@ impl HsFail {
         )
     }
 
-    /// How the connection planner should treat this failure of a dial.
-    pub(crate) fn as_dial_failure(&self) -> DialFailure {
+    /// What this failure of a dial for node `expected` (if known) means to the connection planner (which decides from it
+    /// whether the target is redialed).
+    pub(crate) fn as_dial_failure(&self, expected: Option<&NodeName>) -> DialFailure {
         match self {
-            HsFail::Protocol(
-                HandshakeError::SelfConnect
-                | HandshakeError::NameInUse(_)
-                | HandshakeError::WrongName { .. }
-                | HandshakeError::OverlayMismatch { .. }
-                | HandshakeError::Refused {
-                    code:
-                        RefuseCode::SelfConnect
-                        | RefuseCode::NameInUse
-                        | RefuseCode::WrongName
-                        | RefuseCode::OverlayMismatch,
-                    ..
-                },
-            ) => DialFailure::Permanent(self.to_string()),
-            _ => DialFailure::Transient(self.to_string()),
+            HsFail::Protocol(e) => DialFailure::from_handshake(e, expected),
+            HsFail::Io(e) => DialFailure::io(e),
+            HsFail::Frame(e) => DialFailure::Protocol(e.to_string()),
+            HsFail::Timeout => DialFailure::TimedOut,
+            HsFail::Eof => DialFailure::Unreachable {
+                kind: io::ErrorKind::UnexpectedEof,
+                detail: "the peer closed the connection during the handshake".into(),
+            },
         }
     }
 }
@@ -184,7 +179,7 @@ async fn dial_addr(shared: &Shared, req: &DialRequest, addr: SocketAddr) -> Resu
                             .write_all(&handshake::encode_refusal(code, detail))
                             .await;
                     }
-                    return Err(HsFail::Protocol(e));
+                    return Err(HsFail::Protocol(dialer.typed(e)));
                 }
             }
         }

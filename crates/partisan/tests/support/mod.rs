@@ -37,6 +37,17 @@ impl Net {
         }
     }
 
+    /// A raw listener on `addr` (port 0 picks one), for a test playing a misbehaving node.
+    pub async fn listen(
+        &self,
+        addr: SocketAddr,
+    ) -> std::io::Result<Box<dyn partisan::transport::Listener>> {
+        match self {
+            Net::Tcp => TcpTransport.listen(addr).await,
+            Net::Memory(m) => m.listen(addr).await,
+        }
+    }
+
     /// A raw connection to `addr`, for a test playing a misbehaving peer.
     pub async fn dial(&self, addr: SocketAddr) -> std::io::Result<Stream> {
         match self {
