@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use partisan::{
     BroadcastHandler, ChannelConfig, ChannelName, GraftReply, Node, NodeBuilder, NodeName,
-    OverlayKind, PlumtreeConfig, Receipt, SendOptions,
+    OverlayKind, PlumtreeConfig, Receipt, SendError, SendOptions,
 };
 use serde::{Deserialize, Serialize};
 
@@ -281,7 +281,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // Every node sends to each overlay neighbour on every channel; half of the messages carry
     // a partition key (per-key order), half are spread over the lanes.
     let t1 = Instant::now();
-    let mut sent = 0u64;
+    let sent_count = Arc::new(AtomicU64::new(0));
     let mut senders = Vec::new();
     for a in &nodes {
         let targets: Vec<_> = a
@@ -290,10 +290,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .map(|b| Node::name_on(b, "inbox"))
             .collect::<Result<_, _>>()?;
         let (a, chans, count) = (a.clone(), send_channels.clone(), args.messages);
-        sent += count * targets.len() as u64 * chans.len() as u64;
+        let sent_count = sent_count.clone();
         senders.push(tokio::spawn(async move {
             let me = a.process();
-            for to in &targets {
+            'target: for to in &targets {
                 for c in &chans {
                     let ch = ChannelName::new(c)?;
                     for seq in 0..count {
@@ -306,7 +306,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                             channel: c.clone(),
                             seq,
                         };
-                        me.send_typed(to, &msg, &opts).await?;
+                        match me.send_typed(to, &msg, &opts).await {
+                            Ok(()) => sent_count.fetch_add(1, Relaxed),
+                            // The overlay replaced this neighbour since it settled (a rewiring):
+                            // it is no longer a target.
+                            Err(SendError::NotConnected(_)) => continue 'target,
+                            Err(e) => return Err(e.into()),
+                        };
                     }
                 }
             }
@@ -316,6 +322,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     for s in senders {
         s.await??;
     }
+    let sent = sent_count.load(Relaxed);
     let total = |d: &BTreeMap<String, AtomicU64>| d.values().map(|c| c.load(Relaxed)).sum::<u64>();
     let deliver_deadline = tokio::time::Instant::now() + timeout;
     while total(&delivered) < sent && tokio::time::Instant::now() < deliver_deadline {

@@ -778,3 +778,68 @@ proptest! {
         eprintln!("DEBUG n={n} live={} events={} views={views:?} now={:?}", net.live().len(), net.events, net.now);
     }
 }
+
+#[test]
+fn the_remembered_sample_is_bounded_and_a_healthy_node_explores_rarely() {
+    let mut e = explore::Explorer::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for p in 0..1000u16 {
+        e.remember(&peer(&format!("n{p}"), 2000 + p), &mut rng);
+    }
+    assert_eq!(e.len(), explore::REMEMBERED);
+    // Enough neighbours and no failure: one node tried at periods 1, 3, 7, 15, ... then at
+    // most every MAX_EVERY periods.
+    let mut tries = 0;
+    for _ in 0..1000 {
+        tries += e.tick(false, |_| false, &mut rng).len();
+    }
+    assert!(tries <= 8 * 5 + 1000 / explore::MAX_EVERY as usize + 1, "{tries}");
+}
+
+#[test]
+fn a_troubled_node_tries_every_remembered_node_soon_and_backs_off_the_dead() {
+    let mut e = explore::Explorer::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    for p in 0..64u16 {
+        e.remember(&peer(&format!("n{p}"), 2000 + p), &mut rng);
+    }
+    // Below active_min: every remembered node gets a try within eight periods.
+    let mut seen = BTreeSet::new();
+    for _ in 0..8 {
+        for p in e.tick(true, |_| false, &mut rng) {
+            // Every try fails (the node is dead); its failure does not count as a new loss.
+            e.failed(p.name());
+            seen.insert(p.name().clone());
+        }
+    }
+    assert_eq!(seen.len(), 64);
+    // Nodes in the views are not explored.
+    let mut e = explore::Explorer::default();
+    e.remember(&peer("v", 3000), &mut rng);
+    assert!(e.tick(true, |n| n.short_name() == "v", &mut rng).is_empty());
+}
+
+#[test]
+fn an_isolated_node_bridges_to_the_node_that_answers_its_exploration() {
+    let mut h = node("me", 1, HyParViewConfig::default());
+    let far = peer("far", 9);
+    // Heard of once (a shuffle sample), then forgotten by the passive view.
+    h.integrate(std::slice::from_ref(&far), &BTreeSet::new());
+    h.passive.clear();
+    let mut out = vec![];
+    h.explore(&mut out);
+    let sent = sends(&out);
+    assert!(
+        matches!(&sent[..], [(to, HvMsg::Shuffle { ttl: 1, .. })] if to == "far"),
+        "{sent:?}"
+    );
+    // It answers: with an empty active view, this node asks it to be a neighbour, with
+    // priority, and knows it as a passive candidate.
+    let out = msg(&mut h, &far, HvMsg::ShuffleReply { sample: vec![] });
+    assert!(
+        sends(&out)
+            .iter()
+            .any(|(to, m)| to == "far" && *m == HvMsg::NeighborRequest { high: true }),
+        "{out:?}"
+    );
+}
