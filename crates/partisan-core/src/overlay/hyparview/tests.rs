@@ -793,7 +793,10 @@ fn the_remembered_sample_is_bounded_and_a_healthy_node_explores_rarely() {
     for _ in 0..1000 {
         tries += e.tick(false, |_| false, &mut rng).len();
     }
-    assert!(tries <= 8 * 5 + 1000 / explore::MAX_EVERY as usize + 1, "{tries}");
+    assert!(
+        tries <= 8 * 5 + 1000 / explore::MAX_EVERY as usize + 1,
+        "{tries}"
+    );
 }
 
 #[test]
