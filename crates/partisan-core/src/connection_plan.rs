@@ -170,8 +170,11 @@ fn reported(n: u32) -> bool {
 pub struct Backoff {
     /// Delay before the first redial after a loss.
     pub initial: Duration,
-    /// Upper bound of the delay.
+    /// Upper bound of the delay while other lanes to the peer are up.
     pub max: Duration,
+    /// Upper bound of the delay once every lane to the peer is down (it is unreachable): the
+    /// delay keeps doubling past `max` up to this, so a dead member costs little.
+    pub outage_max: Duration,
 }
 
 impl Default for Backoff {
@@ -179,6 +182,7 @@ impl Default for Backoff {
         Backoff {
             initial: Duration::from_millis(100),
             max: Duration::from_secs(5),
+            outage_max: Duration::from_secs(60),
         }
     }
 }
@@ -186,10 +190,15 @@ impl Default for Backoff {
 impl Backoff {
     /// Delay after `failures` consecutive failures, with ±25% jitter from `rng`.
     fn delay(&self, failures: u32, rng: &mut dyn RngCore) -> Duration {
+        self.delay_up_to(failures, self.max, rng)
+    }
+
+    /// [`Backoff::delay`] with `cap` as the upper bound.
+    fn delay_up_to(&self, failures: u32, cap: Duration, rng: &mut dyn RngCore) -> Duration {
         let exp = self
             .initial
             .saturating_mul(1u32 << failures.min(20))
-            .min(self.max);
+            .min(cap);
         let micros = exp.as_micros() as u64;
         let jitter = micros / 4;
         let lo = micros - jitter;
@@ -254,6 +263,8 @@ struct Peer {
     dial_failures: u32,
     /// The latest dial failure since a lane was last up.
     last_failure: Option<DialFailure>,
+    /// When the current outage was reported (every lane down and a dial failed).
+    unreachable_since: Option<Instant>,
 }
 
 impl Peer {
@@ -266,6 +277,7 @@ impl Peer {
             unreachable_reported: false,
             dial_failures: 0,
             last_failure: None,
+            unreachable_since: None,
         }
     }
 
@@ -598,7 +610,12 @@ impl ConnectionPlan {
                     return;
                 };
                 let failures = failures + 1;
-                let at = now + self.backoff.delay(failures, &mut *self.rng);
+                let cap = if peer.up_count() == 0 {
+                    self.backoff.outage_max.max(self.backoff.max)
+                } else {
+                    self.backoff.max
+                };
+                let at = now + self.backoff.delay_up_to(failures, cap, &mut *self.rng);
                 peer.slots.insert(
                     key.clone(),
                     Slot::Idle {
@@ -622,10 +639,20 @@ impl ConnectionPlan {
                 peer.last_failure = Some(failure);
                 if peer.up_count() == 0 && !peer.unreachable_reported {
                     peer.unreachable_reported = true;
+                    peer.unreachable_since = Some(now);
                     out.push(PlanOutput::Unreachable { node: name.clone() });
                 }
             }
         }
+    }
+
+    /// Peers wanted by the user or the overlay whose every lane is down and that could not be
+    /// dialed since, with when that was first found.
+    pub fn unreachable(&self) -> impl Iterator<Item = (&NodeName, Instant)> {
+        self.peers.iter().filter_map(|(n, p)| {
+            let since = p.unreachable_since?;
+            (p.reasons.full() && p.up_count() == 0).then_some((n, since))
+        })
     }
 
     /// The latest failure of a dial to `target` since it was last reached, while the planner
@@ -840,6 +867,7 @@ impl ConnectionPlan {
             _ => None,
         };
         peer.unreachable_reported = false;
+        peer.unreachable_since = None;
         peer.dial_failures = 0;
         peer.last_failure = None;
         if !was_up {

@@ -73,6 +73,9 @@ pub struct NodeStatus {
     /// Peers in `connections` that the overlay does not keep (not in `active`): temporary
     /// connections of joins, shuffles, walks or relays, closed after a while. Sorted.
     pub transient: Vec<String>,
+    /// Members whose every lane is down and that could not be dialed since (see
+    /// [`Node::unreachable`]), sorted.
+    pub unreachable: Vec<String>,
     /// The node's counters (messages, bytes and queues per channel, refusals, drops, and per
     /// broadcast handler under `broadcast`).
     pub stats: crate::stats::StatsSnapshot,
@@ -192,6 +195,14 @@ impl Node {
         self.shared.membership.load().active.clone()
     }
 
+    /// Members this node wants connected whose every lane is down and that could not be dialed
+    /// since (a host that vanished, a partition), sorted. They stay members, redialed with a
+    /// backoff growing to `reconnect_outage_max`, unless `down_after` removes them; one leaves
+    /// this list as soon as a lane to it is up again.
+    pub fn unreachable(&self) -> Vec<NodeName> {
+        self.shared.membership.load().unreachable.clone()
+    }
+
     /// HyParView's passive view (empty for the other overlays).
     pub fn passive_view(&self) -> Vec<NodeName> {
         self.shared.membership.load().passive.clone()
@@ -299,6 +310,7 @@ impl Node {
             broadcast_members: names(&snap.broadcast_members),
             connections,
             transient,
+            unreachable: names(&snap.unreachable),
             stats: self.stats(),
         }
     }

@@ -283,8 +283,16 @@ pub struct Config {
     pub handshake_timeout: u64,
     /// Milliseconds before the first redial of a lost connection (then doubling).
     pub reconnect_min: u64,
-    /// Upper bound, in milliseconds, of the redial backoff.
+    /// Upper bound, in milliseconds, of the redial backoff while other lanes to the peer are
+    /// up.
     pub reconnect_max: u64,
+    /// Upper bound, in milliseconds, of the redial backoff of a member whose every lane is
+    /// down (it is `unreachable`): the delay keeps doubling past `reconnect_max` up to this.
+    /// Default 60 s.
+    pub reconnect_outage_max: u64,
+    /// Milliseconds a member may stay unreachable before this node removes it from the
+    /// membership (full mesh: cluster-wide). 0, the default (as in Partisan), never removes it.
+    pub down_after: u64,
     /// Keepalive.
     pub connection_ping: PingConfig,
     /// Largest frame body accepted or sent, in bytes (at least 4096).
@@ -341,6 +349,8 @@ impl Default for Config {
             handshake_timeout: 5_000,
             reconnect_min: 100,
             reconnect_max: 5_000,
+            reconnect_outage_max: 60_000,
+            down_after: 0,
             connection_ping: PingConfig::default(),
             max_frame_size: DEFAULT_MAX_FRAME_LEN,
             send_queue_bytes: 4 * 1024 * 1024,
@@ -418,6 +428,8 @@ pub(crate) struct Resolved {
     pub(crate) handshake_timeout: Duration,
     pub(crate) reconnect_min: Duration,
     pub(crate) reconnect_max: Duration,
+    pub(crate) reconnect_outage_max: Duration,
+    pub(crate) down_after: Option<Duration>,
     pub(crate) ping: Option<Keepalive>,
     pub(crate) rng_seed: Option<u64>,
     pub(crate) max_frame_len: usize,
@@ -556,6 +568,13 @@ impl Config {
             self.reconnect_min,
             3_600_000,
         )?;
+        check_range(
+            "reconnect_outage_max",
+            self.reconnect_outage_max,
+            self.reconnect_max,
+            3_600_000,
+        )?;
+        check_range("down_after", self.down_after, 0, 30 * 86_400_000)?;
         let p = &self.connection_ping;
         let ping = if p.enabled {
             check_range(
@@ -723,6 +742,8 @@ impl Config {
             handshake_timeout: Duration::from_millis(self.handshake_timeout),
             reconnect_min: Duration::from_millis(self.reconnect_min),
             reconnect_max: Duration::from_millis(self.reconnect_max),
+            reconnect_outage_max: Duration::from_millis(self.reconnect_outage_max),
+            down_after: (self.down_after > 0).then(|| Duration::from_millis(self.down_after)),
             ping,
             rng_seed: self.rng_seed,
             max_frame_len: self.max_frame_size,

@@ -17,4 +17,6 @@ pub(crate) struct Snapshot {
     /// Peers the Plumtrees spread broadcasts to (the overlay's broadcast members that are up),
     /// sorted.
     pub(crate) broadcast_members: Vec<NodeName>,
+    /// Members whose every lane is down and that could not be dialed since, sorted.
+    pub(crate) unreachable: Vec<NodeName>,
 }

@@ -118,6 +118,7 @@ pub(crate) struct NodeCounters {
     pub(crate) signals_sent: AtomicU64,
     pub(crate) signals_dropped: AtomicU64,
     pub(crate) signal_lanes_cut: AtomicU64,
+    pub(crate) members_downed: AtomicU64,
     pub(crate) peers_lost: AtomicU64,
     pub(crate) peer_losses_heard: AtomicU64,
     pub(crate) downs: AtomicU64,
@@ -175,6 +176,7 @@ impl Stats {
             handshakes_refused: n.handshakes_refused.load(Relaxed),
             handshakes_failed: n.handshakes_failed.load(Relaxed),
             handshakes_raced: n.handshakes_raced.load(Relaxed),
+            members_downed: n.members_downed.load(Relaxed),
             connections_opened: n.connections_opened.load(Relaxed),
             connections_closed: n.connections_closed.load(Relaxed),
             overlay_rejected: n.overlay_rejected.load(Relaxed),
@@ -298,6 +300,8 @@ pub struct StatsSnapshot {
     /// Handshakes that lost a race, working as designed: the losing side of a simultaneous
     /// dial (both nodes dialed the same lane at once), or a peer that was shutting down.
     pub handshakes_raced: u64,
+    /// Members this node removed because they were unreachable for `down_after`.
+    pub members_downed: u64,
     /// Connections established.
     pub connections_opened: u64,
     /// Connections closed.

@@ -663,3 +663,58 @@ async fn a_healthy_start_counts_no_refused_or_failed_handshake(net: Net) {
         n.shutdown().await;
     }
 }
+
+on_both_transports!(an_unreachable_member_is_reported_and_stays_a_member_by_default);
+async fn an_unreachable_member_is_reported_and_stays_a_member_by_default(net: Net) {
+    let nodes = full_mesh(&net, 3, "ur").await;
+    assert!(nodes[0].unreachable().is_empty());
+    // The third stops without leaving: a member the others cannot reach.
+    let victim = nodes[2].name().clone();
+    nodes[2].shutdown().await;
+    for n in &nodes[..2] {
+        let (n2, v) = (n.clone(), victim.clone());
+        eventually("reported unreachable", move || {
+            n2.unreachable() == vec![v.clone()]
+        })
+        .await;
+        assert!(n.is_member(&victim), "kept a member without down_after");
+        assert_eq!(n.status().unreachable, vec![victim.to_string()]);
+    }
+    for n in &nodes[..2] {
+        n.shutdown().await;
+    }
+}
+
+on_both_transports!(with_down_after_an_unreachable_member_is_removed_everywhere);
+async fn with_down_after_an_unreachable_member_is_removed_everywhere(net: Net) {
+    // a and b remove members unreachable for 300 ms; c is the node that vanishes.
+    let down = |c: &mut Config| c.down_after = 300;
+    let a = start(&net, "dn_a", "full-mesh", down).await;
+    let b = start(&net, "dn_b", "full-mesh", down).await;
+    let c = start(&net, "dn_c", "full-mesh", |_| {}).await;
+    for n in [&b, &c] {
+        n.join(a.listen_addrs()[0]).await.unwrap();
+    }
+    let all = names(&[a.clone(), b.clone(), c.clone()]);
+    for n in [&a, &b, &c] {
+        let (n, all) = (n.clone(), all.clone());
+        eventually("full membership", move || n.members() == all).await;
+    }
+    assert!(a.unreachable().is_empty());
+    // c stops without leaving: for a and b it is a member they cannot reach.
+    let victim = c.name().clone();
+    c.shutdown().await;
+    // Removed from the membership everywhere, and no longer reported.
+    for n in [&a, &b] {
+        let (n, v) = (n.clone(), victim.clone());
+        eventually("removed after down_after", move || {
+            !n.is_member(&v) && n.unreachable().is_empty()
+        })
+        .await;
+    }
+    assert!(a.status().unreachable.is_empty());
+    assert!(a.stats().members_downed + b.stats().members_downed >= 1);
+    for n in [a, b] {
+        n.shutdown().await;
+    }
+}

@@ -59,6 +59,10 @@ pub struct EngineConfig {
     /// [`SignalTable::new`](crate::signals::SignalTable::new)); past that, the peers lost
     /// longest ago are forgotten and counted.
     pub max_peer_sessions: usize,
+    /// A member unreachable this long (every lane down, dials failing) is removed from the
+    /// membership (`Overlay::remove`: cluster-wide on full mesh). `None` (the default, as in
+    /// Partisan) keeps it a member, redialed with backoff up to `backoff.outage_max`.
+    pub down_after: Option<Duration>,
 }
 
 impl EngineConfig {
@@ -73,6 +77,7 @@ impl EngineConfig {
             pending_per_peer: 256,
             max_signal_entries: 1 << 20,
             max_peer_sessions: crate::signals::DEFAULT_MAX_PEER_SESSIONS,
+            down_after: None,
         }
     }
 }

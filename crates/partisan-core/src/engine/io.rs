@@ -304,6 +304,13 @@ pub enum Event {
         /// Consecutive failures so far.
         failures: u32,
     },
+    /// A member unreachable for `down_after` was removed from the membership.
+    Downed {
+        /// The member.
+        node: NodeName,
+        /// How long it had been unreachable.
+        after: std::time::Duration,
+    },
     /// A lane was closed because its peer stopped answering keepalive probes.
     KeepaliveTimeout {
         /// The lane.
@@ -368,6 +375,8 @@ impl LaneActivity for () {
 /// for a stated reason. [`EngineStats::overlay_unaccounted`] is the difference, always 0.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EngineStats {
+    /// Members removed because they were unreachable for `down_after`.
+    pub members_downed: u64,
     /// Overlay messages the overlay asked to send.
     pub overlay_sent: u64,
     /// Overlay messages handed back by the caller (lane full or found closed).

@@ -93,6 +93,8 @@ pub(crate) enum TimerKey {
     Overlay(OverlayTimer),
     Keepalive(ConnId),
     Broadcast(usize, PlumtreeTimer),
+    /// A member unreachable since the arming is removed when it fires (`down_after`).
+    Down(NodeName),
 }
 
 /// The control plane of one node. See the module documentation for the calling contract.
@@ -229,6 +231,44 @@ impl Engine {
     /// dialed: what a connect that timed out reports.
     pub fn last_dial_failure(&self, target: &DialTarget) -> Option<&DialFailure> {
         self.plan.last_failure(target)
+    }
+
+    /// Members wanted by this node whose every lane is down and that could not be dialed since
+    /// (a SIGKILLed host, a partition), sorted. A member leaves this list as soon as a lane to
+    /// it is up again (a restarted node dials in at once).
+    pub fn unreachable_members(&self) -> Vec<NodeName> {
+        let members: std::collections::BTreeSet<NodeName> =
+            self.overlay.members().into_iter().collect();
+        self.plan
+            .unreachable()
+            .filter(|(n, _)| members.contains(*n))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// `down_after`: removes `node` from the membership if it is still unreachable and has
+    /// been for that long.
+    fn down_check(&mut self, node: &NodeName, now: Instant) {
+        let Some(after) = self.cfg.down_after else {
+            return;
+        };
+        if self.shutdown.is_some() {
+            return;
+        }
+        let since = self
+            .plan
+            .unreachable()
+            .find(|(n, _)| *n == node)
+            .map(|(_, t)| t);
+        if since.is_some_and(|t| t + after <= now) {
+            self.stats.members_downed += 1;
+            self.events.push_back(Event::Downed {
+                node: node.clone(),
+                after,
+            });
+            self.overlay.remove(node, now, &mut self.overlay_out);
+            self.membership_dirty = true;
+        }
     }
 
     /// Whether any lane to `node` is known, open or closing.
@@ -716,6 +756,7 @@ impl Engine {
                     }
                 }
                 TimerKey::Keepalive(conn) => self.keepalive_check(conn, now, activity),
+                TimerKey::Down(node) => self.down_check(&node, now),
                 TimerKey::Broadcast(i, t) => {
                     if self.shutdown.is_none() {
                         self.broadcast_timer(i, t, now);
@@ -915,6 +956,7 @@ impl Engine {
             PlanOutput::Close { conn, reason } => self.close(conn, reason),
             PlanOutput::PeerUp { hello } => {
                 let name = hello.spec().name().clone();
+                self.timers.cancel(&TimerKey::Down(name.clone()));
                 self.identities.insert(name.clone(), hello.identity.clone());
                 self.events.push_back(Event::PeerUp {
                     node: name.clone(),
@@ -975,6 +1017,12 @@ impl Engine {
                     }
                 }
                 let dropped = self.drop_held(&node);
+                self.membership_dirty = true;
+                if let Some(after) = self.cfg.down_after {
+                    if self.overlay.members().contains(&node) {
+                        self.timers.arm(TimerKey::Down(node.clone()), now + after);
+                    }
+                }
                 self.events.push_back(Event::Unreachable {
                     node: node.clone(),
                     dropped,

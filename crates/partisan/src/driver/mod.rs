@@ -225,7 +225,9 @@ impl Driver {
         cfg.backoff = Backoff {
             initial: shared.cfg.reconnect_min,
             max: shared.cfg.reconnect_max,
+            outage_max: shared.cfg.reconnect_outage_max,
         };
+        cfg.down_after = shared.cfg.down_after;
         cfg.keepalive = shared.cfg.ping;
         let mut seeds = rand::rngs::StdRng::seed_from_u64(seed);
         let overlay_rng = rand::rngs::StdRng::seed_from_u64(seeds.next_u64());

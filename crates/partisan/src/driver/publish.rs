@@ -72,6 +72,12 @@ impl Driver {
                         target_text(&target)
                     );
                 }
+                Event::Downed { node, after } => {
+                    tracing::warn!(
+                        peer = %node,
+                        "removed member {node}: unreachable for {after:?} (down_after)"
+                    );
+                }
                 Event::KeepaliveTimeout { conn, node } => {
                     tracing::info!(peer = %node, conn = conn.0, "connection lost: keepalive unanswered");
                 }
@@ -118,6 +124,7 @@ impl Driver {
         node.signals_sent.store(s.signals_handed, Relaxed);
         node.signals_dropped.store(s.signals_dropped, Relaxed);
         node.signal_lanes_cut.store(s.signal_lanes_cut, Relaxed);
+        node.members_downed.store(s.members_downed, Relaxed);
         let sig = self.engine.signal_stats();
         node.peers_lost.store(sig.sessions_lost, Relaxed);
         node.peer_losses_heard.store(sig.sessions_heard, Relaxed);
@@ -200,6 +207,7 @@ impl Driver {
             passive: o.passive_view(),
             relays: o.relays(),
             broadcast_members: self.engine.broadcast_members(),
+            unreachable: self.engine.unreachable_members(),
         };
         self.shared.membership.store(Arc::new(snapshot));
         let mut events = self.engine.membership_events();
