@@ -97,8 +97,11 @@ impl Node {
 
     /// Joins the cluster through the node at `target` (an address or a spec). The target is
     /// dialed with backoff until it answers; this returns its name once it has and the overlay
-    /// was told, or [`ConnectError::Timeout`] after `connect_timeout` x 10 (the node then keeps
-    /// trying in the background, as it does for configured seeds).
+    /// was told. A target that cannot be joined by retrying (wrong cookie, overlay, version,
+    /// name in use) fails at once with that cause; otherwise, after `connect_timeout` x 10,
+    /// the call returns the latest failure ([`ConnectError::Unreachable`],
+    /// [`ConnectError::Refused`]) or [`ConnectError::TimedOut`], and the node keeps trying in
+    /// the background, as it does for configured seeds.
     pub async fn join(&self, target: impl Into<PeerTarget>) -> Result<NodeName, ConnectError> {
         let timeout = (self.shared.cfg.connect_timeout * 10).max(Duration::from_secs(5));
         self.join_timeout(target, timeout).await

@@ -786,9 +786,12 @@ impl Node {
 
     /// Connects to a peer and keeps every lane of every channel of its spec up, redialing with
     /// backoff when a connection is lost, until [`Node::disconnect`]. Returns the peer's name
-    /// once every lane is up, or an error after `connect_timeout` x 10 (the peer then stays
-    /// wanted and is still redialed: [`Node::cancel_connect`] stops an address nobody answered
-    /// at, [`Node::disconnect`] a node).
+    /// once every lane is up. A target never reached that cannot be fixed by retrying (wrong
+    /// cookie, overlay, version, name in use, another node at the address) fails at once with
+    /// that cause and is no longer dialed. Otherwise, after `connect_timeout` x 10, the call
+    /// returns the latest failure or [`ConnectError::TimedOut`] and the peer stays wanted and
+    /// redialed ([`ConnectError::is_retrying`]): [`Node::cancel_connect`] stops an address
+    /// nobody answered at, [`Node::disconnect`] a node.
     pub async fn connect(&self, target: impl Into<PeerTarget>) -> Result<NodeName, ConnectError> {
         let timeout = (self.shared.cfg.connect_timeout * 10).max(Duration::from_secs(5));
         self.connect_timeout(target, timeout).await
