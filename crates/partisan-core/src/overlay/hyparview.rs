@@ -825,8 +825,12 @@ impl Overlay for HyParView {
         // the neighbor stays a passive candidate: if it is dead, the first attempt to promote
         // it reports it unreachable and drops it; if it was cut off, it is how the two sides
         // find each other again once the partition heals.
-        if let Some(peer) = self.drop_active(node, false, out) {
-            self.add_passive(&peer);
+        //
+        // The peer is told (a Disconnect, sent once a lane is up again): its lanes may have
+        // closed cleanly just after it became a neighbour again (its NeighborRequest arrived on
+        // a lane that was closing), and it would otherwise keep this node in its active view
+        // alone until its next KeepActive.
+        if self.drop_active(node, true, out).is_some() {
             // Not asked again before the next promotion tick: it just failed.
             self.refused.insert(node.clone());
             self.promote(out);

@@ -221,10 +221,16 @@ fn rule_4_2_an_empty_active_view_asks_with_high_priority() {
     let mut h = with_views(&[10], &[20], HyParViewConfig::default());
     let mut out = vec![];
     h.on_peer_down(peer("a10", 10).name(), Instant::ZERO, &mut out);
+    // The lost neighbour is told it was dropped (it may have been re-added just as its old
+    // lanes closed), and stays a passive candidate.
     assert_eq!(
         sends(&out),
-        vec![("p20".into(), HvMsg::NeighborRequest { high: true })]
+        vec![
+            ("a10".into(), HvMsg::Disconnect),
+            ("p20".into(), HvMsg::NeighborRequest { high: true })
+        ]
     );
+    assert!(names(h.passive_view()).contains(&"a10".to_string()));
 }
 
 #[test]
