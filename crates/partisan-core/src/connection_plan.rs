@@ -257,13 +257,12 @@ struct Peer {
     creation: Option<Creation>,
     reasons: Reasons,
     slots: BTreeMap<SlotKey, Slot>,
-    /// Whether an outage was already reported with [`PlanOutput::Unreachable`].
-    unreachable_reported: bool,
     /// Dials failed (any lane) since a lane was last up.
     dial_failures: u32,
     /// The latest dial failure since a lane was last up.
     last_failure: Option<DialFailure>,
-    /// When the current outage was reported (every lane down and a dial failed).
+    /// When the current outage was reported with [`PlanOutput::Unreachable`] (every lane down
+    /// and a dial failed); `None` while a lane is up or no dial has failed since.
     unreachable_since: Option<Instant>,
 }
 
@@ -274,7 +273,6 @@ impl Peer {
             creation: None,
             reasons: Reasons::default(),
             slots: BTreeMap::new(),
-            unreachable_reported: false,
             dial_failures: 0,
             last_failure: None,
             unreachable_since: None,
@@ -637,8 +635,7 @@ impl ConnectionPlan {
                     }
                 }
                 peer.last_failure = Some(failure);
-                if peer.up_count() == 0 && !peer.unreachable_reported {
-                    peer.unreachable_reported = true;
+                if peer.up_count() == 0 && peer.unreachable_since.is_none() {
                     peer.unreachable_since = Some(now);
                     out.push(PlanOutput::Unreachable { node: name.clone() });
                 }
@@ -866,7 +863,6 @@ impl ConnectionPlan {
             Some(Slot::Up { conn: old, .. }) if old != conn => Some(old),
             _ => None,
         };
-        peer.unreachable_reported = false;
         peer.unreachable_since = None;
         peer.dial_failures = 0;
         peer.last_failure = None;

@@ -1098,10 +1098,9 @@ async fn a_second_node_under_a_name_in_use_is_refused_as_such(net: Net) {
 on_both_transports!(a_closed_port_is_reported_unreachable_and_still_retried);
 async fn a_closed_port_is_reported_unreachable_and_still_retried(net: Net) {
     let a = node(&net, "closed_a", "c").await;
-    // A port freed just now: nothing listens there.
-    let listener = net.listen("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let addr = listener.local_addr();
-    drop(listener);
+    // Nothing listens there, and no other test binds 127.0.0.79 (a freed port of 127.0.0.1
+    // could be taken by a parallel test's node).
+    let addr: std::net::SocketAddr = "127.0.0.79:9".parse().unwrap();
     let err = a
         .connect_timeout(addr, Duration::from_millis(500))
         .await

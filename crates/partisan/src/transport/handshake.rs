@@ -56,15 +56,9 @@ impl HsFail {
     }
 
     /// Whether this is a benign refusal: the losing side of a simultaneous dial, or a peer
-    /// that is shutting down.
+    /// that is shutting down (the one classification of [`DialFailure::is_race`]).
     pub(crate) fn is_race(&self) -> bool {
-        matches!(
-            self,
-            HsFail::Protocol(HandshakeError::Refused {
-                code: RefuseCode::Simultaneous | RefuseCode::ShuttingDown,
-                ..
-            })
-        )
+        self.as_dial_failure(None).is_race()
     }
 
     /// Whether another address of the same node may succeed where this one failed.
