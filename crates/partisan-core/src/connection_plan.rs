@@ -123,6 +123,13 @@ pub enum PlanOutput {
         /// The peer.
         node: NodeName,
     },
+    /// A peer already reported [`PlanOutput::Unreachable`] was wanted again for a message
+    /// (a transient want), redialed at once, and failed again: the messages held for it will
+    /// not go. The outage goes on (no new [`PlanOutput::Unreachable`]).
+    StillUnreachable {
+        /// The peer.
+        node: NodeName,
+    },
     /// A target given to [`ConnectionPlan::want_addr`] answered as this node.
     Resolved {
         /// The address.
@@ -264,6 +271,9 @@ struct Peer {
     /// When the current outage was reported with [`PlanOutput::Unreachable`] (every lane down
     /// and a dial failed); `None` while a lane is up or no dial has failed since.
     unreachable_since: Option<Instant>,
+    /// Wanted for a message during the outage: the next dial failure is reported
+    /// ([`PlanOutput::StillUnreachable`]).
+    renotify: bool,
 }
 
 impl Peer {
@@ -276,6 +286,7 @@ impl Peer {
             dial_failures: 0,
             last_failure: None,
             unreachable_since: None,
+            renotify: false,
         }
     }
 
@@ -361,6 +372,19 @@ impl ConnectionPlan {
         }
         if peer.up_count() == 0 || peer.spec.is_none() {
             peer.spec = Some(spec);
+        }
+        // A message for a peer in an outage: its redial may be a minute away, so it is
+        // redialed now, and a failure is reported again (the sender is waiting to know).
+        if matches!(why, Want::Transient { .. })
+            && peer.unreachable_since.is_some()
+            && peer.up_count() == 0
+        {
+            peer.renotify = true;
+            for slot in peer.slots.values_mut() {
+                if let Slot::Idle { retry_at, .. } = slot {
+                    *retry_at = None;
+                }
+            }
         }
         self.plan_peer(&name, out);
     }
@@ -634,10 +658,17 @@ impl ConnectionPlan {
                         });
                     }
                 }
+                // A race (the peer's own dial won, or it was busy) says nothing about whether
+                // the peer can be reached: the lanes it dialed are coming up.
+                let race = failure.is_race();
                 peer.last_failure = Some(failure);
-                if peer.up_count() == 0 && peer.unreachable_since.is_none() {
+                if !race && peer.up_count() == 0 && peer.unreachable_since.is_none() {
                     peer.unreachable_since = Some(now);
+                    peer.renotify = false;
                     out.push(PlanOutput::Unreachable { node: name.clone() });
+                } else if !race && peer.renotify {
+                    peer.renotify = false;
+                    out.push(PlanOutput::StillUnreachable { node: name.clone() });
                 }
             }
         }
@@ -864,6 +895,7 @@ impl ConnectionPlan {
             _ => None,
         };
         peer.unreachable_since = None;
+        peer.renotify = false;
         peer.dial_failures = 0;
         peer.last_failure = None;
         if !was_up {

@@ -67,6 +67,22 @@ impl Graph {
 
     /// Size of the largest connected component, edges taken in both directions.
     pub fn largest_component(&self) -> usize {
+        self.component_sizes().into_iter().max().unwrap_or(0)
+    }
+
+    /// Sizes of the connected components (edges taken in both directions), largest first.
+    pub fn components(&self) -> Vec<usize> {
+        let mut v: Vec<usize> = self
+            .component_sizes()
+            .into_iter()
+            .filter(|s| *s > 0)
+            .collect();
+        v.sort_unstable_by(|a, b| b.cmp(a));
+        v
+    }
+
+    /// Component size per root position (0 for non-roots).
+    fn component_sizes(&self) -> Vec<usize> {
         let n = self.live.len();
         let mut parent: Vec<usize> = (0..n).collect();
         fn find(p: &mut [usize], mut x: usize) -> usize {
@@ -89,7 +105,7 @@ impl Graph {
             let r = find(&mut parent, x);
             sizes[r] += 1;
         }
-        sizes.into_iter().max().unwrap_or(0)
+        sizes
     }
 
     /// Fraction of directed edges whose reverse edge exists (1.0 with no edges).

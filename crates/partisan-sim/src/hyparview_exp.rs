@@ -83,6 +83,8 @@ pub struct RoundReport {
     pub symmetry: f64,
     /// Active-view entries still naming a crashed node.
     pub dead_in_views: usize,
+    /// Sizes of the components other than the largest (islands), largest first.
+    pub islands: Vec<usize>,
 }
 
 /// Result of the experiment.
@@ -153,6 +155,7 @@ fn measure(sim: &mut Network, round: u32, at_secs: f64) -> RoundReport {
         largest_component: g.largest_component(),
         symmetry: g.symmetry(),
         dead_in_views: g.dead_edges,
+        islands: g.components().into_iter().skip(1).collect(),
     }
 }
 

@@ -157,29 +157,96 @@ fn overlay_want_upgrades_a_transient_one_and_reasons_are_independent() {
     assert!(!p.is_wanted(b.name()));
 }
 
+/// Fails the dial of every lane of b@h (spec `spec("b@h", 2)`) with `failure`.
+fn fail_every_lane(p: &mut ConnectionPlan, failure: DialFailure, out: &mut Vec<PlanOutput>) {
+    let t = DialTarget::Node(NodeName::new("b@h").unwrap());
+    for lane in [("data", 0), ("data", 1), ("default", 0), ("membership", 0)] {
+        let channel = ChannelName::new(lane.0).unwrap();
+        p.on_dial_failed(&t, &channel, lane.1, failure.clone(), Instant::ZERO, out);
+    }
+}
+
 #[test]
 fn unreachable_is_reported_once_per_outage() {
     let mut p = plan();
     let b = spec("b@h", 2);
     let mut out = vec![];
     p.want(b.clone(), Want::Overlay, Instant::ZERO, &mut out);
-    let t = DialTarget::Node(b.name().clone());
     out.clear();
-    for lane in [("data", 0), ("data", 1), ("default", 0), ("membership", 0)] {
-        p.on_dial_failed(
-            &t,
-            &ChannelName::new(lane.0).unwrap(),
-            lane.1,
-            DialFailure::TimedOut,
-            Instant::ZERO,
-            &mut out,
-        );
-    }
+    fail_every_lane(&mut p, DialFailure::TimedOut, &mut out);
     let n = out
         .iter()
         .filter(|o| matches!(o, PlanOutput::Unreachable { .. }))
         .count();
     assert_eq!(n, 1);
+}
+
+#[test]
+fn losing_a_simultaneous_dial_is_not_an_outage() {
+    // Found by the HyParView history property: the loser of a simultaneous dial was reported
+    // unreachable, which dropped the messages held for the peer (a Disconnect among them) and
+    // its passive entry, although the peer's own dial was coming up.
+    let mut p = plan();
+    let b = spec("b@h", 2);
+    let mut out = vec![];
+    p.want(b.clone(), Want::Overlay, Instant::ZERO, &mut out);
+    out.clear();
+    let race = DialFailure::Refused {
+        code: RefuseCode::Simultaneous,
+        detail: "simultaneous".into(),
+    };
+    fail_every_lane(&mut p, race, &mut out);
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, PlanOutput::Unreachable { .. })),
+        "{out:?}"
+    );
+    assert_eq!(p.unreachable().count(), 0);
+}
+
+#[test]
+fn a_message_for_a_peer_in_an_outage_redials_at_once_and_hears_of_the_failure() {
+    // Found by `sim hyparview --crash 0.95`: a node held a neighbour request for a dead peer
+    // whose outage had been reported already; the peer's redial was a minute away and its
+    // failure would not be reported again, so the request stayed pending and the node
+    // never asked anyone else.
+    let mut p = plan();
+    let b = spec("b@h", 2);
+    let t = DialTarget::Node(b.name().clone());
+    let ttl = Duration::from_secs(10);
+    let membership = ChannelName::membership();
+    let mut out = vec![];
+    p.want(b.clone(), Want::Transient { ttl }, Instant::ZERO, &mut out);
+    p.on_dial_failed(
+        &t,
+        &membership,
+        0,
+        DialFailure::TimedOut,
+        Instant::ZERO,
+        &mut out,
+    );
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, PlanOutput::Unreachable { .. })));
+    // Another message while the outage lasts: dialed now, not at the backed-off redial.
+    out.clear();
+    let later = Instant(1_000_000);
+    p.want(b.clone(), Want::Transient { ttl }, later, &mut out);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, PlanOutput::Dial(d) if d.target == t)),
+        "{out:?}"
+    );
+    out.clear();
+    p.on_dial_failed(&t, &membership, 0, DialFailure::TimedOut, later, &mut out);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, PlanOutput::StillUnreachable { .. })),
+        "{out:?}"
+    );
+    assert!(!out
+        .iter()
+        .any(|o| matches!(o, PlanOutput::Unreachable { .. })));
 }
 
 #[test]

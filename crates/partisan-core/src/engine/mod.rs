@@ -1033,6 +1033,14 @@ impl Engine {
                 }
                 self.lost.insert(node);
             }
+            PlanOutput::StillUnreachable { node } => {
+                // The outage was reported already; only what was sent since is answered.
+                self.drop_held(&node);
+                if self.shutdown.is_none() {
+                    self.overlay
+                        .on_unreachable(&node, now, &mut self.overlay_out);
+                }
+            }
             PlanOutput::Forgotten { node } => {
                 self.lost.insert(node);
             }

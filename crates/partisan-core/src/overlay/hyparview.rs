@@ -206,6 +206,8 @@ pub struct HyParView {
     refused: BTreeSet<NodeName>,
     /// Names in the last shuffle sample we sent (evicted first from the passive view).
     last_sample: BTreeSet<NodeName>,
+    /// A sample of every node heard of, explored while peers fail (islands finding each other).
+    explore: explore::Explorer,
     left: bool,
 }
 
@@ -226,6 +228,7 @@ impl HyParView {
             opportunistic: BTreeSet::new(),
             refused: BTreeSet::new(),
             last_sample: BTreeSet::new(),
+            explore: explore::Explorer::default(),
             left: false,
         }
     }
@@ -295,6 +298,7 @@ impl HyParView {
         if &name == self.me() {
             return;
         }
+        self.explore.remember(peer, &mut *self.rng);
         if let Some(known) = self.active.get_mut(&name) {
             if peer.creation > known.creation {
                 *known = peer.clone();
@@ -366,7 +370,11 @@ impl HyParView {
         }
         for p in peers {
             let name = p.name();
-            if name == self.me() || self.active.contains_key(name) {
+            if name == self.me() {
+                continue;
+            }
+            self.explore.remember(p, &mut *self.rng);
+            if self.active.contains_key(name) {
                 continue;
             }
             if let Some(known) = self.passive.get_mut(name) {
@@ -399,6 +407,7 @@ impl HyParView {
     /// Drops every trace of a node that left or was removed, so no fallback (contacts, recent
     /// neighbours) brings it back; its active slot, if any, is the caller's to drop.
     fn forget(&mut self, node: &NodeName) {
+        self.explore.forget(node);
         self.passive.remove(node);
         self.contacts.remove(node);
         self.recent.retain(|p| p.name() != node);
@@ -487,13 +496,11 @@ impl HyParView {
         }
     }
 
-    fn shuffle(&mut self, out: &mut Vec<OverlayOutput>) {
-        let active: Vec<NodeName> = self.active.keys().cloned().collect();
-        let Some(target) = self.pick(&active).cloned() else {
-            return;
-        };
+    /// This node, `shuffle_k_active` active peers other than `to` and `shuffle_k_passive`
+    /// passive peers.
+    fn shuffle_sample(&mut self, to: &NodeName) -> Vec<PeerInfo> {
         let ka = self.sample_of(
-            active.iter().filter(|n| **n != target).cloned().collect(),
+            self.active.keys().filter(|n| *n != to).cloned().collect(),
             self.cfg.shuffle_k_active,
         );
         let kp = self.sample_of(
@@ -503,6 +510,39 @@ impl HyParView {
         let mut sample = vec![self.local.clone()];
         sample.extend(ka.iter().map(|n| self.active[n].clone()));
         sample.extend(kp.iter().map(|n| self.passive[n].clone()));
+        sample
+    }
+
+    /// Sends a shuffle straight to each remembered node the explorer picks this period (see
+    /// `explore`): it answers with a sample of its own part of the cluster.
+    fn explore(&mut self, out: &mut Vec<OverlayOutput>) {
+        let short = self.active.len() < self.cfg.active_min.max(1);
+        let (active, passive) = (&self.active, &self.passive);
+        let targets = self.explore.tick(
+            short,
+            |n| active.contains_key(n) || passive.contains_key(n),
+            &mut *self.rng,
+        );
+        for to in targets {
+            let sample = self.shuffle_sample(to.name());
+            self.send(
+                &to,
+                HvMsg::Shuffle {
+                    origin: self.local.clone(),
+                    ttl: 1,
+                    sample,
+                },
+                out,
+            );
+        }
+    }
+
+    fn shuffle(&mut self, out: &mut Vec<OverlayOutput>) {
+        let active: Vec<NodeName> = self.active.keys().cloned().collect();
+        let Some(target) = self.pick(&active).cloned() else {
+            return;
+        };
+        let sample = self.shuffle_sample(&target);
         self.last_sample = sample.iter().map(|p| p.name().clone()).collect();
         let to = self.active[&target].clone();
         self.send(
@@ -691,6 +731,24 @@ impl HyParView {
                 }
                 let sent = std::mem::take(&mut self.last_sample);
                 self.integrate(&sample, &sent);
+                // A node this node explored answered: it is alive, a candidate too, and may be
+                // in another island: while below `active_min`, this node asks it to be
+                // a neighbour at once (the bridge between the islands), with priority when
+                // this node has no neighbour at all, as a promotion would.
+                let explored = self.explore.answered(from.name());
+                if explored {
+                    self.integrate(std::slice::from_ref(from), &sent);
+                }
+                let short = self.active.len() < self.cfg.active_min.max(1);
+                if explored
+                    && short
+                    && !self.left
+                    && !self.active.contains_key(from.name())
+                    && self.pending.insert(from.name().clone())
+                {
+                    let high = self.active.is_empty();
+                    self.send(from, HvMsg::NeighborRequest { high }, out);
+                }
             }
             HvMsg::KeepActive => {
                 if self.left {
@@ -838,6 +896,7 @@ impl Overlay for HyParView {
     }
 
     fn on_unreachable(&mut self, node: &NodeName, _now: Instant, out: &mut Vec<OverlayOutput>) {
+        self.explore.failed(node);
         let was_pending = self.pending.remove(node);
         self.opportunistic.remove(node);
         self.passive.remove(node);
@@ -859,6 +918,7 @@ impl Overlay for HyParView {
                     return;
                 }
                 self.shuffle(out);
+                self.explore(out);
                 self.maybe_rewire(out);
                 let active: Vec<PeerInfo> = self.active.values().cloned().collect();
                 for p in &active {
@@ -926,5 +986,6 @@ impl Overlay for HyParView {
     }
 }
 
+mod explore;
 #[cfg(test)]
 mod tests;

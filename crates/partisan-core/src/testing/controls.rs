@@ -179,6 +179,9 @@ impl Network {
         };
         let ev = self.queue.remove(key).expect("key just found");
         self.events += 1;
+        if !self.watch.is_empty() {
+            self.print_watched(&ev);
+        }
         self.process(ev);
         true
     }
