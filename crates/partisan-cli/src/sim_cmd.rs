@@ -126,12 +126,19 @@ struct HvArgs {
     /// Draw reliability against rounds for several crash fractions into this SVG file.
     #[arg(long)]
     plot: Option<PathBuf>,
-    /// Crashes are silent (hosts vanish): peers notice only through keepalive (probes after
-    /// --ping-idle of silence, every --ping-timeout, --ping-attempts unanswered ones
-    /// close the lane: 20 to 70 s with the runtime's defaults), dials time out after 1 s. By
-    /// default a crash is a process dying: connections reset at once.
+    /// Crashes are silent (hosts vanish): peers notice only through liveness probing (the
+    /// runtime's default: one silent peer pinged per second per node, its lanes cut after 3
+    /// unanswered pings 1.5 s apart) or, with --ping, per-lane keepalive; dials time out
+    /// after 1 s. By default a crash is a process dying: connections reset at once.
     #[arg(long)]
     silent: bool,
+    /// Turn liveness probing off (the runtime's `liveness.enabled = false`).
+    #[arg(long)]
+    no_liveness: bool,
+    /// Turn per-lane keepalive on, with --ping-idle, --ping-timeout and --ping-attempts (the
+    /// runtime's `connection_ping`, off by default).
+    #[arg(long)]
+    ping: bool,
     /// Keepalive: silence before a lane is probed (`20s`; a bare number is milliseconds; the
     /// runtime's `connection_ping.idle_timeout`).
     #[arg(long, default_value = "20s", value_parser = crate::duration_arg::millis)]
@@ -339,11 +346,14 @@ fn hyparview(a: HvArgs) -> anyhow::Result<()> {
     if a.ping_idle < ms || a.ping_timeout < ms || a.ping_attempts == 0 {
         bail!("--ping-idle and --ping-timeout must be at least 1ms, --ping-attempts at least 1");
     }
-    opts.keepalive = Some(partisan_core::engine::Keepalive {
+    opts.keepalive = a.ping.then_some(partisan_core::engine::Keepalive {
         idle: a.ping_idle,
         timeout: a.ping_timeout,
         max_attempts: a.ping_attempts,
     });
+    if a.no_liveness {
+        opts.liveness = None;
+    }
     let mut progress = TermProgress::new(format!("hyparview n={} crash={}", a.nodes, a.crash));
     let report = hyparview_exp::run(&opts, &mut progress);
     progress.done();
@@ -662,10 +672,17 @@ fn print_hyparview(r: &HyParViewReport) {
         r.nodes,
         r.crash * 100.0,
         r.live,
-        match (r.silent_crashes, r.keepalive_detection_secs) {
-            (true, Some(d)) =>
+        match (
+            r.silent_crashes,
+            r.liveness_confirmation_secs,
+            r.keepalive_detection_secs
+        ) {
+            (true, Some(d), _) => format!(
+                ", silent crashes (liveness probing cuts a silent peer {d:.1} s after its first probe)"
+            ),
+            (true, None, Some(d)) =>
                 format!(", silent crashes (keepalive closes a silent lane within {d:.0} s)"),
-            (true, None) => ", silent crashes (keepalive off)".to_string(),
+            (true, None, None) => ", silent crashes (no liveness probing, no keepalive)".to_string(),
             _ => String::new(),
         }
     );

@@ -1,10 +1,12 @@
 //! Broadcast from the shell: `partisan demo --broadcasts` and the replicated map served by
 //! `partisan node --admin`.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::io::{Read, Write};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+mod support;
+use support::NodeProc;
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_partisan"));
@@ -65,61 +67,12 @@ fn demo_broadcasts_reach_every_node_on_hyparview_and_full_mesh() {
     assert!(text.contains("reliability 1.000"), "{text}");
 }
 
-/// A started `partisan node` and its stderr lines.
-struct NodeProc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Drop for NodeProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn node(name: &str, extra: &[&str]) -> NodeProc {
-    let mut child = bin()
-        .args([
-            "node",
-            "--name",
-            name,
-            "--listen",
-            "127.0.0.1:0",
-            "--cookie",
-            "kv",
-            "--admin",
-            "127.0.0.1:0",
-        ])
-        .args(extra)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let err = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for l in BufReader::new(err).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
-    NodeProc { child, lines: rx }
+    let args = [&["--admin", "127.0.0.1:0"][..], extra].concat();
+    NodeProc::start(name, "kv", &args)
 }
 
 impl NodeProc {
-    fn wait_line(&self, pat: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.contains(pat) => return l,
-                Ok(_) => {}
-                Err(_) => panic!("no line containing {pat:?}"),
-            }
-        }
-    }
-
     /// (listen address, admin address)
     fn addrs(&self) -> (String, String) {
         let l = self.wait_line("listening on");

@@ -1,9 +1,11 @@
 //! The `partisan` binary: demo output, node processes, signals, bad flags.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+mod support;
+use support::stderr_lines;
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_partisan"));
@@ -78,20 +80,6 @@ fn demo_hyparview_and_full_mesh_sixteen_nodes_are_connected_and_symmetric() {
     assert_eq!(v["symmetric"], true);
 }
 
-/// Reads a child's stderr lines on a thread.
-fn lines(child: &mut Child) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    let err = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for l in BufReader::new(err).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
 fn wait_line(rx: &mpsc::Receiver<String>, pat: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -135,7 +123,7 @@ fn two_node_processes_connect_and_stop_cleanly_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let a_lines = lines(&mut a);
+    let a_lines = stderr_lines(&mut a);
     wait_line(&a_lines, "rng seed");
     let l = wait_line(&a_lines, "listening on");
     let addr = l.rsplit(' ').next().unwrap().to_string();
@@ -156,7 +144,7 @@ fn two_node_processes_connect_and_stop_cleanly_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let b_lines = lines(&mut b);
+    let b_lines = stderr_lines(&mut b);
     wait_line(&b_lines, "connected");
     wait_line(&a_lines, "peer up");
     assert!(sigterm_and_wait(&mut b).success());
@@ -193,7 +181,7 @@ fn hyparview_nodes_join_and_serve_their_status_over_http() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let a_lines = lines(&mut a);
+    let a_lines = stderr_lines(&mut a);
     let l = wait_line(&a_lines, "listening on");
     let addr = l.rsplit(' ').next().unwrap().to_string();
     // The admin endpoint binds port 0 too and prints the address it got.
@@ -221,7 +209,7 @@ fn hyparview_nodes_join_and_serve_their_status_over_http() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let b_lines = lines(&mut b);
+    let b_lines = stderr_lines(&mut b);
     wait_line(&b_lines, "NodeUp");
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {

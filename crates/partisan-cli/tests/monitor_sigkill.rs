@@ -3,68 +3,14 @@
 //! made while that node is gone gets `noconnection` at once. The monitored process is the RPC
 //! server every node runs, registered as `partisan::RPC_SERVER_NAME`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod support;
+
+use std::time::Duration;
 
 use partisan::{ExitReason, Node, NodeBuilder, NodeName, Process, Signal, RPC_SERVER_NAME};
+use support::NodeProc;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A `partisan node` child process, killed if the test ends early.
-struct NodeProc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Drop for NodeProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl NodeProc {
-    fn start(name: &str, cookie: &str) -> NodeProc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_partisan"))
-            .env_remove("RUST_LOG")
-            .args([
-                "node",
-                "--name",
-                name,
-                "--listen",
-                "127.0.0.1:0",
-                "--cookie",
-                cookie,
-            ])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, rx) = mpsc::channel();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        NodeProc { child, lines: rx }
-    }
-
-    fn wait_line(&self, pat: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.contains(pat) => return l,
-                Ok(_) => {}
-                Err(_) => panic!("no line containing {pat:?}"),
-            }
-        }
-    }
-}
 
 /// Polls `cond` every 10 ms until it holds; fails after [`WAIT`].
 async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
@@ -89,9 +35,8 @@ async fn down_reason(w: &mut Process, monitor: &partisan::Ref, within: Duration)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_the_remote_node_gives_noconnection_and_leaves_no_entry() {
-    let remote = NodeProc::start("sigkill_remote@127.0.0.1", "sigkill");
-    let l = remote.wait_line("listening on");
-    let addr: std::net::SocketAddr = l.rsplit(' ').next().unwrap().parse().unwrap();
+    let remote = NodeProc::start("sigkill_remote@127.0.0.1", "sigkill", &[]);
+    let addr = remote.listen_addr();
     let local = NodeBuilder::new("sigkill_local@127.0.0.1")
         .cookie("sigkill")
         .start()

@@ -14,6 +14,7 @@ pub mod connection_plan;
 pub mod dial_failure;
 pub mod engine;
 pub mod id;
+pub mod liveness;
 pub mod membership;
 pub mod overlay;
 pub mod signals;

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use partisan_core::engine::Keepalive;
+use partisan_core::liveness::Liveness;
 use partisan_core::overlay::HyParViewConfig;
 use rand::Rng;
 use serde::Serialize;
@@ -41,9 +42,11 @@ pub struct HyParViewOpts {
     pub config: HyParViewConfig,
     /// Network model.
     pub net: NetConfig,
-    /// Keepalive of every lane (the runtime's default: a vanished peer is noticed 20 to 70 s
-    /// after its last traffic).
+    /// Keepalive of every idle lane (off, the runtime's default).
     pub keepalive: Option<Keepalive>,
+    /// Peer liveness probing (on, the runtime's default: a vanished peer is noticed within
+    /// seconds).
+    pub liveness: Option<Liveness>,
 }
 
 impl Default for HyParViewOpts {
@@ -62,7 +65,8 @@ impl Default for HyParViewOpts {
                 encode: false,
                 ..NetConfig::default()
             },
-            keepalive: Some(Keepalive::default()),
+            keepalive: None,
+            liveness: Some(Liveness::default()),
         }
     }
 }
@@ -101,6 +105,9 @@ pub struct HyParViewReport {
     /// Seconds after which keepalive closes a lane whose peer vanished (idle + attempts x
     /// timeout), if keepalive is on.
     pub keepalive_detection_secs: Option<f64>,
+    /// Seconds from a node's first unanswered liveness ping to its cutting the lanes
+    /// (attempts x timeout), if liveness probing is on.
+    pub liveness_confirmation_secs: Option<f64>,
     /// Nodes alive after the crash.
     pub live: usize,
     /// Wall-clock seconds the run took.
@@ -167,6 +174,7 @@ pub fn run(opts: &HyParViewOpts, progress: &mut dyn Progress) -> HyParViewReport
     let mut setup = choice.setup(n, opts.seed);
     setup.net = opts.net.clone();
     setup.keepalive = opts.keepalive;
+    setup.liveness = opts.liveness;
     let mut sim = Network::new(setup);
     join_and_settle(
         &mut sim,
@@ -219,6 +227,7 @@ pub fn run(opts: &HyParViewOpts, progress: &mut dyn Progress) -> HyParViewReport
         crash: opts.crash,
         silent_crashes: opts.net.silent_crashes,
         keepalive_detection_secs: opts.keepalive.map(|k| k.detection_time().as_secs_f64()),
+        liveness_confirmation_secs: opts.liveness.map(|l| l.confirmation_time().as_secs_f64()),
         live: last.live.len(),
         wall_secs: wall.elapsed().as_secs_f64(),
         events: sim.events,

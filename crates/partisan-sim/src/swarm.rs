@@ -506,6 +506,7 @@ fn generate(g: &mut ChaCha8Rng, limits: SwarmLimits) -> (Scenario, NetConfig, Ke
         } else {
             0.0
         },
+        overlay_loss: 0.0,
         connect_timeout: Duration::from_millis(g.gen_range(200..=2_000)),
         silent_crashes: g.gen_bool(0.3),
         notice_delay: Duration::from_millis(match family {

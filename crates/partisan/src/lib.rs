@@ -51,8 +51,8 @@ pub use behaviour::{gen_server, gen_statem, CallError, Endpoint, ReplyTo, Server
 pub use broadcast::{HandlerError, Kv, KvError, TreePeers};
 pub use cluster::{NodeFilter, NodeStatus, Subscription};
 pub use config::{
-    BroadcastSection, ChannelConfig, Config, ConfigError, HyParViewSection, PingConfig,
-    DEFAULT_WRITE_CHUNK,
+    BroadcastSection, ChannelConfig, Config, ConfigError, HyParViewSection, LivenessConfig,
+    PingConfig, DEFAULT_WRITE_CHUNK,
 };
 pub use error::{ConnectError, RegisterError, SendError, StartError};
 pub use membership::MembershipEvent;

@@ -119,6 +119,8 @@ pub(crate) struct NodeCounters {
     pub(crate) signals_dropped: AtomicU64,
     pub(crate) signal_lanes_cut: AtomicU64,
     pub(crate) members_downed: AtomicU64,
+    pub(crate) liveness_pings: AtomicU64,
+    pub(crate) peers_unresponsive: AtomicU64,
     pub(crate) peers_lost: AtomicU64,
     pub(crate) peer_losses_heard: AtomicU64,
     pub(crate) downs: AtomicU64,
@@ -177,6 +179,8 @@ impl Stats {
             handshakes_failed: n.handshakes_failed.load(Relaxed),
             handshakes_raced: n.handshakes_raced.load(Relaxed),
             members_downed: n.members_downed.load(Relaxed),
+            liveness_pings: n.liveness_pings.load(Relaxed),
+            peers_unresponsive: n.peers_unresponsive.load(Relaxed),
             connections_opened: n.connections_opened.load(Relaxed),
             connections_closed: n.connections_closed.load(Relaxed),
             overlay_rejected: n.overlay_rejected.load(Relaxed),
@@ -302,6 +306,11 @@ pub struct StatsSnapshot {
     pub handshakes_raced: u64,
     /// Members this node removed because they were unreachable for `down_after`.
     pub members_downed: u64,
+    /// Liveness pings sent (one peer probed per `liveness.period` at most).
+    pub liveness_pings: u64,
+    /// Peers that answered no liveness ping for `liveness.attempts` pings: their lanes were
+    /// cut.
+    pub peers_unresponsive: u64,
     /// Connections established.
     pub connections_opened: u64,
     /// Connections closed.

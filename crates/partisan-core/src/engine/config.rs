@@ -41,9 +41,12 @@ pub struct EngineConfig {
     pub identity: Identity,
     /// Redial backoff.
     pub backoff: Backoff,
-    /// Keepalive of lanes; `None` disables probing (a lane then stays up until the transport
-    /// reports it down).
+    /// Keepalive of each idle lane (Partisan's `connection_ping`); `None` (the default, as
+    /// peer liveness probing finds vanished hosts sooner at a constant cost) leaves a lane up
+    /// until the transport or liveness probing reports its peer gone.
     pub keepalive: Option<Keepalive>,
+    /// Peer liveness probing (SWIM-style, see [`crate::liveness`]); `None` disables it.
+    pub liveness: Option<crate::liveness::Liveness>,
     /// How long a temporary connection (made to deliver overlay messages) lasts after its last
     /// use.
     pub transient_ttl: Duration,
@@ -71,7 +74,8 @@ impl EngineConfig {
         EngineConfig {
             identity,
             backoff: Backoff::default(),
-            keepalive: Some(Keepalive::default()),
+            keepalive: None,
+            liveness: Some(crate::liveness::Liveness::default()),
             transient_ttl: Duration::from_secs(10),
             join_ttl: Duration::from_secs(30),
             pending_per_peer: 256,

@@ -311,6 +311,14 @@ pub enum Event {
         /// How long it had been unreachable.
         after: std::time::Duration,
     },
+    /// A peer did not answer liveness pings for `after`: every lane to it was cut (it is
+    /// redialed like any lost peer).
+    Unresponsive {
+        /// The peer.
+        node: NodeName,
+        /// From the first unanswered ping to the decision.
+        after: std::time::Duration,
+    },
     /// A lane was closed because its peer stopped answering keepalive probes.
     KeepaliveTimeout {
         /// The lane.
@@ -397,6 +405,14 @@ pub struct EngineStats {
     pub keepalive_timeouts: u64,
     /// Keepalive probes sent.
     pub probes_sent: u64,
+    /// Liveness pings sent (peer probing).
+    pub liveness_pings: u64,
+    /// Peers taken for gone by liveness probing (their lanes cut).
+    pub liveness_failures: u64,
+    /// Suspicions passed on to peers.
+    pub liveness_rumours_sent: u64,
+    /// Suspicions received from peers.
+    pub liveness_rumours_received: u64,
     /// Broadcast (Plumtree) messages put on a lane.
     pub broadcast_handed: u64,
     /// Broadcast messages handed back by the caller (lane full or closed), dropped.

@@ -50,6 +50,7 @@ mod config;
 mod io;
 mod keepalive;
 mod lanes;
+mod liveness;
 mod pending;
 mod signals;
 #[cfg(test)]
@@ -95,6 +96,10 @@ pub(crate) enum TimerKey {
     Broadcast(usize, PlumtreeTimer),
     /// A member unreachable since the arming is removed when it fires (`down_after`).
     Down(NodeName),
+    /// The liveness probing tick.
+    Liveness,
+    /// The wait for a probed peer's answer is over.
+    Probe(NodeName),
 }
 
 /// The control plane of one node. See the module documentation for the calling contract.
@@ -127,6 +132,7 @@ pub struct Engine {
     signal_out: Vec<SignalOutput>,
     /// Keepalive jitter.
     rng: rand::rngs::StdRng,
+    live: liveness::LivenessState,
 }
 
 impl std::fmt::Debug for Engine {
@@ -189,7 +195,9 @@ impl Engine {
             signals: SignalTable::new(cfg_max_signals.0, cfg_max_signals.1),
             signal_out: Vec::new(),
             rng: own_rng,
+            live: Default::default(),
         };
+        e.start_liveness(now);
         e.overlay.start(now, &mut e.overlay_out);
         e.apply(now);
         e
@@ -682,6 +690,7 @@ impl Engine {
             }
             Control::Broadcast(m) => self.broadcast_message(&peer, m, now),
             Control::Process(f) => self.signal_message(&peer, info.creation, f, procs),
+            Control::Liveness(m) => self.liveness_message(&peer, m, now),
         }
         self.apply(now);
     }
@@ -757,6 +766,8 @@ impl Engine {
                 }
                 TimerKey::Keepalive(conn) => self.keepalive_check(conn, now, activity),
                 TimerKey::Down(node) => self.down_check(&node, now),
+                TimerKey::Liveness => self.liveness_tick(now, activity),
+                TimerKey::Probe(node) => self.probe_check(&node, now, activity),
                 TimerKey::Broadcast(i, t) => {
                     if self.shutdown.is_none() {
                         self.broadcast_timer(i, t, now);

@@ -64,6 +64,7 @@ fn a_silent_crash_is_detected_at_the_keepalive_timing() {
     };
     let mut setup = full_mesh(2, 2);
     setup.keepalive = Some(ka);
+    setup.liveness = None;
     setup.net = NetConfig {
         silent_crashes: true,
         ..NetConfig::default()
@@ -91,6 +92,96 @@ fn a_silent_crash_is_detected_at_the_keepalive_timing() {
     );
     assert!(took >= ka.detection_time() - ka.idle, "{took:?}");
     assert!(net.engine(0).stats().keepalive_timeouts >= 1);
+}
+
+/// Waits (virtual time, polling every 100 ms) until no live node has an open lane to `gone`;
+/// returns how long that took, or `None` after `within`.
+fn until_cut_off(net: &mut Network, gone: u32, within: Duration) -> Option<Duration> {
+    let start = net.now;
+    while net.now < start + within {
+        if net.live().iter().all(|&i| !net.linked(i, gone)) {
+            return Some(net.now - start);
+        }
+        net.run_for(Duration::from_millis(100));
+    }
+    None
+}
+
+#[test]
+fn liveness_finds_a_silently_vanished_host_within_ten_seconds() {
+    for seed in 1..=5 {
+        println!("seed {seed}");
+        let mut setup = full_mesh(12, seed);
+        setup.net = NetConfig {
+            silent_crashes: true,
+            ..NetConfig::default()
+        };
+        let mut net = Network::new(setup);
+        for i in 1..12 {
+            net.join(i, 0);
+        }
+        net.run_for(Duration::from_secs(30));
+        assert!(
+            (0..11).all(|i| net.linked(i, 11)),
+            "seed {seed}: not settled"
+        );
+        net.crash(11);
+        let took = until_cut_off(&mut net, 11, Duration::from_secs(30));
+        let took = took.unwrap_or_else(|| panic!("seed {seed}: the vanished host kept lanes"));
+        println!("seed {seed}: every survivor cut the vanished host after {took:?}");
+        assert!(took <= Duration::from_secs(10), "seed {seed}: {took:?}");
+        // Each survivor cut it on its own evidence (a rumour alone cuts nothing).
+        let failures: u64 = (0..11)
+            .map(|i| net.engine(i).stats().liveness_failures)
+            .sum();
+        assert!(failures >= 11, "seed {seed}: {failures}");
+    }
+}
+
+#[test]
+fn liveness_keeps_idle_healthy_peers_at_about_one_ping_per_node_per_period() {
+    let mut net = Network::new(full_mesh(12, 7));
+    for i in 1..12 {
+        net.join(i, 0);
+    }
+    net.run_for(Duration::from_secs(30));
+    let before: Vec<u64> = (0..12)
+        .map(|i| net.engine(i).stats().liveness_pings)
+        .collect();
+    net.run_for(Duration::from_secs(120));
+    for i in 0..12u32 {
+        let s = net.engine(i).stats();
+        assert_eq!(s.liveness_failures, 0, "n{i} cut a healthy peer");
+        assert!((0..12).filter(|&j| j != i).all(|j| net.linked(i, j)));
+        let pings = s.liveness_pings - before[i as usize];
+        // One probe per 1 s period at most, fewer when peers spoke anyway.
+        assert!(pings <= 121, "n{i}: {pings} pings in 120 s");
+    }
+}
+
+#[test]
+fn a_node_that_cannot_hear_a_peer_cuts_it_but_its_suspicion_cuts_no_one_else() {
+    let mut net = Network::new(full_mesh(6, 9));
+    for i in 1..6 {
+        net.join(i, 0);
+    }
+    net.run_for(Duration::from_secs(30));
+    // n1's frames no longer reach n0; everyone else hears n1 fine.
+    net.partition(1, 0, false);
+    net.run_for(Duration::from_secs(30));
+    assert!(net.engine(0).stats().liveness_failures >= 1);
+    let told: u64 = (2..6)
+        .map(|i| net.engine(i).stats().liveness_rumours_received)
+        .sum();
+    assert!(told > 0, "n0 told no one");
+    for i in 2..6u32 {
+        assert_eq!(
+            net.engine(i).stats().liveness_failures,
+            0,
+            "n{i} believed the rumour"
+        );
+        assert!(net.linked(i, 1), "n{i} lost n1");
+    }
 }
 
 #[test]

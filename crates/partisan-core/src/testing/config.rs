@@ -27,6 +27,9 @@ pub struct NetConfig {
     pub latency_max: Duration,
     /// Probability that a control frame is lost (as a full lane queue drops it).
     pub loss: f64,
+    /// Probability that an overlay control frame (a membership message: Hello, Welcome,
+    /// Announce, Leaving, shuffles, ...) is lost, on top of `loss`; other frames are spared.
+    pub overlay_loss: f64,
     /// Probability that a control frame is delivered twice.
     pub duplicate: f64,
     /// How long a dial to a vanished host, or across a partition, takes to fail.
@@ -50,6 +53,7 @@ impl Default for NetConfig {
             latency_min: Duration::from_millis(1),
             latency_max: Duration::from_millis(10),
             loss: 0.0,
+            overlay_loss: 0.0,
             duplicate: 0.0,
             connect_timeout: Duration::from_secs(1),
             silent_crashes: false,
@@ -80,8 +84,10 @@ pub struct Setup {
     pub net: NetConfig,
     /// Channels besides `default` and `membership` (one lane each by default).
     pub channels: BTreeMap<ChannelName, ChannelOpts>,
-    /// Keepalive of every lane (the runtime's default unless set).
+    /// Keepalive of every idle lane (off, the runtime's default, unless set).
     pub keepalive: Option<Keepalive>,
+    /// Peer liveness probing (the runtime's default unless set).
+    pub liveness: Option<crate::liveness::Liveness>,
     /// Redial backoff.
     pub backoff: Backoff,
     /// Lifetime of temporary connections.
@@ -118,7 +124,8 @@ impl Setup {
             seed,
             net: NetConfig::default(),
             channels: BTreeMap::new(),
-            keepalive: Some(Keepalive::default()),
+            keepalive: None,
+            liveness: Some(crate::liveness::Liveness::default()),
             backoff: Backoff::default(),
             transient_ttl: Duration::from_secs(10),
             join_ttl: Duration::from_secs(30),

@@ -344,6 +344,7 @@ impl Network {
         let mut cfg = EngineConfig::new(identity);
         cfg.backoff = self.setup.backoff;
         cfg.keepalive = self.setup.keepalive;
+        cfg.liveness = self.setup.liveness;
         cfg.transient_ttl = self.setup.transient_ttl;
         cfg.join_ttl = self.setup.join_ttl;
         let rng = Box::new(ChaCha8Rng::seed_from_u64(derive_seed(seed, 1)));
@@ -1036,6 +1037,9 @@ pub fn control_code(c: &Control) -> u64 {
     use crate::broadcast::BroadcastBody;
     match c {
         Control::Overlay(m) => msg_code(m),
+        Control::Liveness(crate::liveness::LivenessMsg::Suspect { creation, .. }) => {
+            90 + (creation << 8)
+        }
         Control::Broadcast(b) => match &b.body {
             BroadcastBody::Gossip { round, .. } => 60 + (u64::from(*round) << 8),
             BroadcastBody::IHave(list) => 61 + ((list.len() as u64) << 8),

@@ -366,9 +366,19 @@ impl Network {
             if self.net.loss > 0.0 && self.rng.gen_bool(self.net.loss) {
                 return;
             }
+            if self.net.overlay_loss > 0.0
+                && matches!(msg, Message::Control(Control::Overlay(_)))
+                && self.rng.gen_bool(self.net.overlay_loss)
+            {
+                return;
+            }
             if self.net.duplicate > 0.0 && self.rng.gen_bool(self.net.duplicate) {
                 self.send_frame(c, side, msg.clone());
             }
+        } else if self.net.encode && matches!(msg, Message::Ping(_)) {
+            // Probes count as traffic too (the background figure includes liveness).
+            let (size, _) = self.round_trip(&msg);
+            self.nodes[i as usize].bytes_sent += size;
         }
         self.send_frame(c, side, msg);
     }
@@ -437,6 +447,10 @@ impl Network {
             Message::Ping(id) => {
                 // A closing end's queue is closed: its reader cannot answer.
                 if end.state == EndState::Open {
+                    if self.net.encode {
+                        let (size, _) = self.round_trip(&Message::Pong(id));
+                        self.nodes[end.node as usize].bytes_sent += size;
+                    }
                     self.send_frame(c, to, Message::Pong(id));
                 }
                 Stepped::Other

@@ -55,6 +55,8 @@ pub enum Control {
     Broadcast(BroadcastMsg),
     /// A signal between processes of the two nodes (monitor, link, exit, liveness).
     Process(ProcessFrame),
+    /// Peer liveness probing (a suspicion passed on).
+    Liveness(crate::liveness::LivenessMsg),
 }
 
 /// Where a relayed message goes on its destination node; unlike [`Target`], pids and

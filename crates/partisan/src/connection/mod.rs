@@ -321,9 +321,10 @@ impl Pipelining {
 
 /// Runs `work`, which may wait (for room in a full mailbox, or in the driver's queue): the
 /// reader then stops reading, so TCP pushes back on the peer. While it waits, the connection
-/// keeps telling the peer it is alive (the peer's keepalive would otherwise count the silence
-/// as a dead link and drop the connection with whatever it carries), counts as heard from on
-/// this side too (the silence is ours, not the peer's), and a local close still ends it.
+/// keeps telling the peer it is alive (the peer's keepalive or liveness probing would otherwise
+/// count the silence as a dead link and drop the connection with whatever it carries), counts
+/// as heard from on this side too (the silence is ours, not the peer's), and a local close
+/// still ends it.
 /// `None` when the connection closed meanwhile.
 async fn blocking<F: std::future::Future>(ctx: &ConnCtx, work: F) -> Option<F::Output> {
     let mut work = std::pin::pin!(work);
@@ -336,12 +337,19 @@ async fn blocking<F: std::future::Future>(ctx: &ConnCtx, work: F) -> Option<F::O
     if first.is_some() {
         return first;
     }
-    let every = ctx
-        .shared
-        .cfg
-        .ping
-        .map(|p| (p.idle / 2).max(std::time::Duration::from_millis(10)))
-        .unwrap_or(std::time::Duration::from_secs(86_400));
+    // Often enough for the peer's keepalive (half its idle time) and its liveness probes
+    // (half their answer timeout): the peer then always hears from this side in time.
+    let cfg = &ctx.shared.cfg;
+    let every = [
+        cfg.ping.map(|p| p.idle / 2),
+        cfg.liveness.map(|l| l.timeout / 2),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .map_or(std::time::Duration::from_secs(86_400), |d| {
+        d.max(std::time::Duration::from_millis(10))
+    });
     let mut tick = tokio::time::interval_at(Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut probe = 0u64;

@@ -229,6 +229,7 @@ impl Driver {
         };
         cfg.down_after = shared.cfg.down_after;
         cfg.keepalive = shared.cfg.ping;
+        cfg.liveness = shared.cfg.liveness;
         let mut seeds = rand::rngs::StdRng::seed_from_u64(seed);
         let overlay_rng = rand::rngs::StdRng::seed_from_u64(seeds.next_u64());
         let engine_rng = rand::rngs::StdRng::seed_from_u64(seeds.next_u64());

@@ -78,6 +78,12 @@ impl Driver {
                         "removed member {node}: unreachable for {after:?} (down_after)"
                     );
                 }
+                Event::Unresponsive { node, after } => {
+                    tracing::info!(
+                        peer = %node,
+                        "connection lost: {node} answered no liveness ping for {after:?}; its lanes are cut"
+                    );
+                }
                 Event::KeepaliveTimeout { conn, node } => {
                     tracing::info!(peer = %node, conn = conn.0, "connection lost: keepalive unanswered");
                 }
@@ -125,6 +131,8 @@ impl Driver {
         node.signals_dropped.store(s.signals_dropped, Relaxed);
         node.signal_lanes_cut.store(s.signal_lanes_cut, Relaxed);
         node.members_downed.store(s.members_downed, Relaxed);
+        node.liveness_pings.store(s.liveness_pings, Relaxed);
+        node.peers_unresponsive.store(s.liveness_failures, Relaxed);
         let sig = self.engine.signal_stats();
         node.peers_lost.store(sig.sessions_lost, Relaxed);
         node.peer_losses_heard.store(sig.sessions_heard, Relaxed);

@@ -747,14 +747,14 @@ fn peer_up_of_a_member_compares_digests_once() {
     // First connections are not compared (pushes carry the news during joins)...
     assert_converged(&net, &[0, 1, 2]);
     assert_eq!(count(&net, "digest", None), 0);
-    // ...a reconnection after a loss is. n0 and n1 lose each other (their keepalive gives
+    // ...a reconnection after a loss is. n0 and n1 lose each other (liveness probing gives
     // up; redials time out): a failure changes no membership and sends nothing.
     net.clear_log();
     net.partition(0, 1, true);
     let cut = |net: &Network| !net.linked(0, 1) && !net.linked(1, 0);
     assert!(net.step_until(Duration::from_secs(300), cut));
     net.run_for(Duration::from_secs(10));
-    assert!(net.engine(1).stats().keepalive_timeouts >= 1);
+    assert!(net.engine(1).stats().liveness_failures >= 1);
     assert_eq!(net.sent().len(), 0);
     assert_eq!(fm(&net, 1).members(), names(&[0, 1, 2]));
     assert_eq!(fm(&net, 0).members(), names(&[0, 1, 2]));
