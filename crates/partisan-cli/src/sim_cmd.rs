@@ -82,6 +82,12 @@ struct SwarmArgs {
     /// Most nodes per scenario.
     #[arg(long, default_value_t = 50)]
     max_nodes: u32,
+    /// Run only the seeds of the range whose scenario is of this family.
+    #[arg(long, value_parser = ["chaos", "churn", "long-split", "loss"], conflicts_with = "seed")]
+    family: Option<String>,
+    /// Run only the seeds of the range whose scenario runs this overlay.
+    #[arg(long, value_parser = ["hyparview", "full-mesh", "client-server", "static"], conflicts_with = "seed")]
+    overlay: Option<String>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -544,23 +550,40 @@ fn full_mesh(a: FmArgs) -> anyhow::Result<()> {
 
 fn swarm(a: SwarmArgs) -> anyhow::Result<()> {
     use partisan_sim::swarm::{run_scenario, ScenarioFailure, ScenarioReport, SwarmLimits};
-    let seeds: Vec<u64> = match a.seed {
-        Some(s) => vec![s],
-        None => (a.first..a.first.saturating_add(a.seeds)).collect(),
-    };
     if a.min_nodes < 2 || a.max_nodes < a.min_nodes {
         bail!("--min-nodes/--max-nodes: need 2 <= min <= max");
     }
-    eprintln!(
-        "seeds {}..{}",
-        seeds[0],
-        seeds.last().copied().unwrap_or(seeds[0]) + 1
-    );
     let limits = SwarmLimits {
         min_nodes: a.min_nodes,
         max_nodes: a.max_nodes,
         ..SwarmLimits::default()
     };
+    let seeds: Vec<u64> = match a.seed {
+        Some(s) => vec![s],
+        None => (a.first..a.first.saturating_add(a.seeds))
+            .filter(|s| {
+                if a.family.is_none() && a.overlay.is_none() {
+                    return true;
+                }
+                let (o, f) = partisan_sim::swarm::overlay_and_family(*s, limits);
+                a.family.as_deref().is_none_or(|x| x == f)
+                    && a.overlay.as_deref().is_none_or(|x| x == o)
+            })
+            .collect(),
+    };
+    if seeds.is_empty() {
+        bail!("no seed in that range has that family and overlay");
+    }
+    eprintln!(
+        "seeds {}..{}{}",
+        seeds[0],
+        seeds.last().copied().unwrap_or(seeds[0]) + 1,
+        if a.family.is_some() || a.overlay.is_some() {
+            format!(" ({} of them)", seeds.len())
+        } else {
+            String::new()
+        }
+    );
     let started = std::time::Instant::now();
     let tty = std::io::stderr().is_terminal() && !a.json;
     // Scenarios run on every core; results come back in seed order.
@@ -609,18 +632,26 @@ fn swarm(a: SwarmArgs) -> anyhow::Result<()> {
             None => {}
         }
     }
-    let mut overlays: std::collections::BTreeMap<String, usize> =
-        ["hyparview", "full-mesh", "client-server", "static"]
+    // Scenarios per overlay and per family, every name listed even at 0.
+    let tally = |names: [&str; 4], of: fn(&str, &str) -> String| {
+        let mut n: std::collections::BTreeMap<String, usize> =
+            names.iter().map(|x| (x.to_string(), 0)).collect();
+        for (o, f) in passed
             .iter()
-            .map(|o| (o.to_string(), 0))
-            .collect();
-    for o in passed
-        .iter()
-        .map(|r| &r.overlay)
-        .chain(failures.iter().map(|f| &f.overlay))
-    {
-        *overlays.entry(o.clone()).or_default() += 1;
-    }
+            .map(|r| (&r.overlay, &r.family))
+            .chain(failures.iter().map(|f| (&f.overlay, &f.family)))
+        {
+            *n.entry(of(o, f)).or_default() += 1;
+        }
+        n
+    };
+    let overlays = tally(
+        ["hyparview", "full-mesh", "client-server", "static"],
+        |o, _| o.to_string(),
+    );
+    let families = tally(["chaos", "churn", "long-split", "loss"], |_, f| {
+        f.to_string()
+    });
     let events: u64 = passed.iter().map(|r| r.events).sum();
     if a.json {
         let v = serde_json::json!({
@@ -628,20 +659,23 @@ fn swarm(a: SwarmArgs) -> anyhow::Result<()> {
             "first": seeds[0],
             "passed": passed.len(),
             "overlays": overlays,
+            "families": families,
             "failures": failures.len(),
             "failing": failures,
             "events": events,
             "wall_secs": started.elapsed().as_secs_f64(),
-            "scenarios": if a.seed.is_some() { serde_json::to_value(&passed)? } else { serde_json::Value::Null },
+            "scenarios": serde_json::to_value(&passed)?,
         });
         println!("{v}");
     } else {
         let worst = passed.iter().map(|r| r.heal_secs).fold(0.0f64, f64::max);
         let per: Vec<String> = overlays.iter().map(|(o, n)| format!("{n} {o}")).collect();
+        let kinds: Vec<String> = families.iter().map(|(f, n)| format!("{n} {f}")).collect();
         println!(
-            "swarm: {} seeds ({}), {} failed, {} events, longest heal {:.0}s virtual, {:.1}s wall",
+            "swarm: {} seeds ({}; {}), {} failed, {} events, longest heal {:.0}s virtual, {:.1}s wall",
             seeds.len(),
             per.join(", "),
+            kinds.join(", "),
             failures.len(),
             events,
             worst,

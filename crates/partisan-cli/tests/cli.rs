@@ -386,13 +386,16 @@ fn sim_full_mesh_and_swarm_report_their_fields() {
     assert_eq!(v["seeds"], 8);
     assert_eq!(v["failures"], 0, "{v}");
     assert_eq!(v["failing"].as_array().unwrap().len(), 0);
-    let per: u64 = v["overlays"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|n| n.as_u64().unwrap())
-        .sum();
-    assert_eq!(per, 8, "every scenario is counted under its overlay: {v}");
+    for by in ["overlays", "families"] {
+        let per: u64 = v[by]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|n| n.as_u64().unwrap())
+            .sum();
+        assert_eq!(per, 8, "every scenario is counted in {by}: {v}");
+    }
+    assert_eq!(v["scenarios"].as_array().unwrap().len(), 8);
 }
 
 #[test]

@@ -17,6 +17,7 @@ pub mod plot;
 pub mod plumtree_exp;
 pub mod progress;
 pub mod swarm;
+pub mod swarm_families;
 pub mod swarm_processes;
 
 pub use overlays::OverlayChoice;

@@ -12,6 +12,9 @@
 //!   connections, and a long delay before a node learns a connection ended, so overlay messages
 //!   keep meeting lanes that are closing, held messages meet lanes that open while others
 //!   close, and temporary wants lapse on lanes the peer still uses.
+//! - `long-split` and `loss` ([`crate::swarm_families`]): the cluster split in two for 10 to
+//!   100 overlay periods, on every overlay; overlay frames lost at a high rate on client-server
+//!   and static while nodes crash, restart, leave (some for good) and rejoin.
 //!
 //! Invariants after every event, on the node it touched:
 //! - overlay state: HyParView views within their bounds, without the node itself, active and
@@ -27,8 +30,9 @@
 //! HyParView active views symmetric, free of dead nodes and one connected graph; full mesh
 //! membership identical everywhere and equal to all nodes; client-server servers connected to
 //! everyone and clients to every server, each client with a connected relay; static: every
-//! node connected to every other. And for every overlay: exactly one connection per (pair,
-//! channel, lane) the overlay keeps, with every lane of it up.
+//! node connected to every other. Nodes that left for good (the loss family) are members of
+//! nobody. And for every overlay: exactly one connection per (pair, channel, lane) the overlay
+//! keeps, with every lane of it up.
 //!
 //! Half the scenarios also broadcast (Plumtree, a handler that keeps every message and runs
 //! anti-entropy) from random live nodes during the faults. Once the overlay has healed, a
@@ -62,6 +66,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::graph::Graph;
+use crate::swarm_families::Special;
 use crate::swarm_processes::{ProcessBook, ProcessFigures};
 use crate::{derive_seed, NetConfig, Network, NodeId, OverlayChoice};
 
@@ -96,7 +101,7 @@ pub struct ScenarioReport {
     pub seed: u64,
     /// Overlay.
     pub overlay: String,
-    /// Family of faults (`chaos` or `churn`).
+    /// Family of faults (`chaos`, `churn`, `long-split` or `loss`).
     pub family: String,
     /// Nodes.
     pub nodes: u32,
@@ -106,6 +111,11 @@ pub struct ScenarioReport {
     pub events: u64,
     /// Virtual seconds the healing phase took to converge.
     pub heal_secs: f64,
+    /// The period healing is checked at and bounded in (the overlay's, or a quarter of the
+    /// keepalive's detection time if longer), in seconds.
+    pub period_secs: f64,
+    /// Virtual seconds the cluster stayed split in two (`long-split`; 0 otherwise).
+    pub split_secs: f64,
     /// Trace hash.
     pub trace_hash: String,
     /// Messages broadcast (0 when the scenario does not broadcast).
@@ -161,6 +171,8 @@ pub struct ScenarioFailure {
     pub seed: u64,
     /// Overlay.
     pub overlay: String,
+    /// Family of faults.
+    pub family: String,
     /// What went wrong, and when.
     pub reason: String,
     /// The command that replays this exact run.
@@ -172,6 +184,8 @@ pub struct ScenarioFailure {
 enum Family {
     Chaos,
     Churn,
+    LongSplit,
+    Loss,
 }
 
 impl Family {
@@ -179,6 +193,8 @@ impl Family {
         match self {
             Family::Chaos => "chaos",
             Family::Churn => "churn",
+            Family::LongSplit => "long-split",
+            Family::Loss => "loss",
         }
     }
 }
@@ -349,8 +365,10 @@ fn connections_settled(sim: &Network) -> Result<(), String> {
     Ok(())
 }
 
-fn healed(sim: &Network, choice: &OverlayChoice) -> Result<(), String> {
+/// Whether the overlay healed, or why not; `gone` left for good (no member may keep them).
+fn healed(sim: &Network, choice: &OverlayChoice, gone: &BTreeSet<NodeId>) -> Result<(), String> {
     let n = sim.len();
+    let staying = |i: &NodeId| !gone.contains(i);
     match choice {
         OverlayChoice::HyParView(_) => {
             let g = Graph::of(sim);
@@ -388,10 +406,11 @@ fn healed(sim: &Network, choice: &OverlayChoice) -> Result<(), String> {
             }
         }
         OverlayChoice::ClientServer { servers } => {
-            for i in sim.live() {
+            for i in sim.live().into_iter().filter(staying) {
                 let e = sim.engine(i);
                 let members = e.overlay().members();
                 let mut expect: Vec<NodeName> = (0..n as NodeId)
+                    .filter(staying)
                     .filter(|j| *j == i || i < *servers || *j < *servers)
                     .map(|j| sim.name_of(j).clone())
                     .collect();
@@ -415,10 +434,19 @@ fn healed(sim: &Network, choice: &OverlayChoice) -> Result<(), String> {
             }
         }
         OverlayChoice::Static => {
-            for i in sim.live() {
+            let mut expect: Vec<NodeName> = (0..n as NodeId)
+                .filter(staying)
+                .map(|j| sim.name_of(j).clone())
+                .collect();
+            expect.sort();
+            for i in sim.live().into_iter().filter(staying) {
                 let members = sim.engine(i).overlay().members();
-                if members.len() != n {
-                    return Err(format!("n{i} has {} of {n} members", members.len()));
+                if members != expect {
+                    return Err(format!(
+                        "n{i} has members {} instead of {}",
+                        short(&members),
+                        short(&expect)
+                    ));
                 }
             }
         }
@@ -511,7 +539,8 @@ fn generate(g: &mut ChaCha8Rng, limits: SwarmLimits) -> (Scenario, NetConfig, Ke
         silent_crashes: g.gen_bool(0.3),
         notice_delay: Duration::from_millis(match family {
             Family::Chaos => g.gen_range(0..=20),
-            Family::Churn => g.gen_range(20..=300),
+            // (The newer families are drawn afterwards, from their own stream.)
+            Family::Churn | Family::LongSplit | Family::Loss => g.gen_range(20..=300),
         }),
         encode: true,
     };
@@ -566,14 +595,56 @@ fn contact(
     (!ok.is_empty()).then(|| ok[g.gen_range(0..ok.len())])
 }
 
+/// Partitions every node of the `true` side from every node of the other (and back when
+/// `both`).
+fn split(sim: &mut Network, book: &mut Option<ProcessBook>, side: &[bool], both: bool) {
+    let nodes = side.len() as NodeId;
+    for a in 0..nodes {
+        for b in 0..nodes {
+            if side[a as usize] && !side[b as usize] {
+                sim.partition(a, b, both);
+                if let Some(book) = book {
+                    book.partition(sim, a, b, both);
+                }
+            }
+        }
+    }
+}
+
+/// The overlay and the family (`chaos`, `churn`, `long-split` or `loss`) of the scenario of
+/// `seed`, without running it.
+pub fn overlay_and_family(seed: u64, limits: SwarmLimits) -> (&'static str, &'static str) {
+    let mut g = ChaCha8Rng::seed_from_u64(derive_seed(seed, 0x5_4a11));
+    let (sc, _, _) = generate(&mut g, limits);
+    let mut gf = ChaCha8Rng::seed_from_u64(derive_seed(seed, 0xfa_3111));
+    let family = match crate::swarm_families::draw(&mut gf, &sc.choice) {
+        Some(Special::LongSplit { .. }) => Family::LongSplit,
+        Some(Special::Loss { .. }) => Family::Loss,
+        None => sc.family,
+    };
+    (sc.choice.name(), family.name())
+}
+
 /// Runs the scenario of `seed`.
 pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, ScenarioFailure> {
     let mut g = ChaCha8Rng::seed_from_u64(derive_seed(seed, 0x5_4a11));
-    let (sc, faulty, keepalive) = generate(&mut g, limits);
+    let (mut sc, mut faulty, keepalive) = generate(&mut g, limits);
     let choice = sc.choice.clone();
+    // The newer families likewise come from their own stream (see `crate::swarm_families`).
+    let mut gf = ChaCha8Rng::seed_from_u64(derive_seed(seed, 0xfa_3111));
+    let special = crate::swarm_families::draw(&mut gf, &choice);
+    match special {
+        Some(Special::LongSplit { .. }) => sc.family = Family::LongSplit,
+        Some(Special::Loss { rate }) => {
+            sc.family = Family::Loss;
+            faulty.overlay_loss = rate;
+        }
+        None => {}
+    }
     let fail = |reason: String| ScenarioFailure {
         seed,
         overlay: choice.name().into(),
+        family: sc.family.name().into(),
         reason,
         command: format!("partisan sim swarm --seed {seed}"),
     };
@@ -629,6 +700,7 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
     }
     let clean = NetConfig {
         loss: 0.0,
+        overlay_loss: 0.0,
         duplicate: 0.0,
         ..faulty.clone()
     };
@@ -648,14 +720,20 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
         }
     }
     joins.sort_unstable();
-    let chaos = limits.chaos.as_micros() as u64;
+    let chaos = special.map_or(limits.chaos, |s| s.window(limits.chaos));
+    let chaos = chaos.as_micros() as u64;
     let n_faults = match sc.family {
-        Family::Chaos => g.gen_range(0..=limits.max_faults),
+        Family::Chaos | Family::Loss => g.gen_range(0..=limits.max_faults),
         Family::Churn => g.gen_range(limits.max_faults / 2..=limits.max_faults * 2),
+        Family::LongSplit => 1,
     };
-    let mut faults: Vec<(u64, u32)> = (0..n_faults)
-        .map(|k| (g.gen_range(5_000_000..5_000_000 + chaos), k))
-        .collect();
+    let mut faults: Vec<(u64, u32)> = match special {
+        // The one split, healed when the faulty phase ends.
+        Some(Special::LongSplit { after, .. }) => vec![(5_000_000 + after.as_micros() as u64, 0)],
+        _ => (0..n_faults)
+            .map(|k| (g.gen_range(5_000_000..5_000_000 + chaos), k))
+            .collect(),
+    };
     faults.sort_unstable();
     let mut plan: Vec<(u64, Option<(NodeId, NodeId)>)> =
         joins.iter().map(|&(t, i, c)| (t, Some((i, c)))).collect();
@@ -690,6 +768,8 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
     let mut log: Vec<String> = Vec::new();
     let mut left: BTreeSet<NodeId> = BTreeSet::new();
     let mut unjoined: BTreeSet<NodeId> = BTreeSet::new();
+    // Nodes that left for good (the loss family).
+    let mut gone: BTreeSet<NodeId> = BTreeSet::new();
     let start = sim.now;
     let secs = |sim: &Network| sim.now.0 as f64 / 1e6;
     for (t, join) in plan {
@@ -741,16 +821,29 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
         let live: Vec<NodeId> = sim
             .live()
             .into_iter()
-            .filter(|x| !left.contains(x))
+            .filter(|x| !left.contains(x) && !gone.contains(x))
             .collect();
         let pick = |g: &mut ChaCha8Rng, v: &[NodeId]| v[g.gen_range(0..v.len())];
         let kind = match sc.family {
             Family::Chaos => g.gen_range(0..7),
             Family::Churn => [5, 6][g.gen_range(0..2)],
+            Family::LongSplit => 8,
+            Family::Loss if static_overlay => [0, 1, 7][g.gen_range(0..3)],
+            Family::Loss => [0, 1, 5, 6, 7][g.gen_range(0..5)],
         };
         match kind {
             0 if live.len() > (nodes as usize).div_ceil(2) => {
-                let v = pick(&mut g, &live);
+                // The loss family crashes client-server servers half the time.
+                let servers: Vec<NodeId> = live
+                    .iter()
+                    .copied()
+                    .filter(|x| choice.is_server(*x))
+                    .collect();
+                let v = if sc.family == Family::Loss && !servers.is_empty() && g.gen_bool(0.5) {
+                    pick(&mut g, &servers)
+                } else {
+                    pick(&mut g, &live)
+                };
                 unjoined.remove(&v);
                 match &mut book {
                     Some(b) => b
@@ -769,7 +862,24 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
                 crashed.remove(&v);
                 sim.restart(v);
                 log.push(format!("{:.1}s restart n{v}", secs(&sim)));
-                if !static_overlay {
+                // A restarted server that another server still knows (or, when it is the only
+                // server, a client) may stay put, as one with no seeds configured would: it
+                // must relearn everyone from the greetings of those who know it.
+                let alone = matches!(choice, OverlayChoice::ClientServer { servers: 1 });
+                let known = |sim: &Network| {
+                    live.iter().any(|&x| {
+                        x != v
+                            && (choice.is_server(x) || alone)
+                            && sim.engine(x).overlay().members().contains(sim.name_of(v))
+                    })
+                };
+                if sc.family == Family::Loss
+                    && choice.is_server(v)
+                    && known(&sim)
+                    && g.gen_bool(0.7)
+                {
+                    log.push(format!("{:.1}s n{v} waits to be greeted", secs(&sim)));
+                } else if !static_overlay {
                     match contact(&mut g, &sim, &choice, v, &live) {
                         Some(c) => {
                             sim.join(v, c);
@@ -801,16 +911,17 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
                 let both = g.gen_bool(0.7);
                 let side: Vec<bool> = (0..nodes).map(|_| g.gen_bool(0.5)).collect();
                 log.push(format!("{:.1}s split both={both}", secs(&sim)));
-                for a in 0..nodes {
-                    for b in 0..nodes {
-                        if side[a as usize] && !side[b as usize] {
-                            sim.partition(a, b, both);
-                            if let Some(book) = &mut book {
-                                book.partition(&sim, a, b, both);
-                            }
-                        }
-                    }
-                }
+                split(&mut sim, &mut book, &side, both);
+            }
+            8 => {
+                let side = crate::swarm_families::sides(&mut g, nodes);
+                let first = side.iter().filter(|s| **s).count();
+                log.push(format!(
+                    "{:.1}s long split {first} | {}",
+                    secs(&sim),
+                    nodes as usize - first
+                ));
+                split(&mut sim, &mut book, &side, true);
             }
             4 => {
                 sim.heal();
@@ -844,6 +955,24 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
                     log.push(format!("{:.1}s join n{v} via n{c}", secs(&sim)));
                 }
             }
+            // Leave for good (at most a quarter of the nodes), a client on client-server: a
+            // server gone for good may be the only contact of a client it never welcomed,
+            // which then has no way in.
+            7 if live.len() > 2 && gone.len() < nodes as usize / 4 => {
+                let clients: Vec<NodeId> = live
+                    .iter()
+                    .copied()
+                    .filter(|x| !choice.is_server(*x))
+                    .collect();
+                if clients.is_empty() {
+                    continue;
+                }
+                let v = pick(&mut g, &clients);
+                sim.leave(v);
+                log.push(format!("{:.1}s leave n{v} for good", secs(&sim)));
+                unjoined.remove(&v);
+                gone.insert(v);
+            }
             _ => {}
         }
     }
@@ -867,7 +996,7 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
     let members: Vec<NodeId> = sim
         .live()
         .into_iter()
-        .filter(|x| !left.contains(x))
+        .filter(|x| !left.contains(x) && !gone.contains(x))
         .collect();
     if !static_overlay {
         let rejoin: BTreeSet<NodeId> = crashed
@@ -888,12 +1017,20 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
         .max(keepalive.detection_time() / 4)
         .max(Duration::from_secs(1));
     let heal_start = sim.now;
-    let bound = 40;
+    // 40 periods, and at least 10 more than the longest redial delay: a member unreachable
+    // for long (a split of the cluster) is redialed every `outage_max` (±25 %) by then, so the
+    // network may heal just after a failed dial. (Long splits on full mesh, client-server and
+    // static heal in up to 80 s, whatever their period; see `crate::swarm_families`.)
+    let outage = sim.setup().backoff.outage_max * 5 / 4;
+    let mut bound = 40.max(outage.div_duration_f64(period).ceil() as u32 + 10);
+    if sc.family == Family::LongSplit && matches!(choice, OverlayChoice::HyParView(_)) {
+        bound = bound.max(crate::swarm_families::HYPARVIEW_MERGE_PERIODS);
+    }
     let mut last = Err(String::new());
     for _ in 0..bound {
         let until = sim.now + period;
         run_checked(&mut sim, &mut book, until).map_err(|e| fail(format!("while healing: {e}")))?;
-        last = healed(&sim, &choice);
+        last = healed(&sim, &choice, &gone);
         if last.is_ok() {
             break;
         }
@@ -972,6 +1109,13 @@ pub fn run_scenario(seed: u64, limits: SwarmLimits) -> Result<ScenarioReport, Sc
         faults: n_faults,
         events: sim.events,
         heal_secs: (sim.now - heal_start).as_secs_f64(),
+        period_secs: period.as_secs_f64(),
+        split_secs: match special {
+            Some(Special::LongSplit {
+                period, periods, ..
+            }) => (period * periods).as_secs_f64(),
+            _ => 0.0,
+        },
         trace_hash: format!("{:016x}", sim.trace.value()),
         broadcasts,
         processes: book.map(|b| b.figures()),

@@ -15,7 +15,9 @@
 //! knew left) greets the contacts it ever joined through, every period, until one takes it
 //! back. A lost Hello, Welcome or Announce is made good
 //! within a period or two, and a server restarted with an empty member list relearns its
-//! clients from their next greeting.
+//! clients from their next greeting. A node that left tells its former members again every
+//! period for [`GREET_PERIODS`] periods, and after that answers any greeting or new connection
+//! from a node that still counts it a member, so a lost `Leaving` is made good too.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -113,6 +115,8 @@ pub struct ClientServer {
     pending: BTreeMap<NodeName, (NodeSpec, u32)>,
     /// Every contact joined through since the last leave: greeted while no server is known.
     seeds: BTreeMap<NodeName, NodeSpec>,
+    /// After a leave, the former members, with the periods left to tell them again.
+    farewells: BTreeMap<NodeName, (NodeSpec, u32)>,
     left: bool,
 }
 
@@ -131,6 +135,7 @@ impl ClientServer {
             members: BTreeMap::new(),
             pending: BTreeMap::new(),
             seeds: BTreeMap::new(),
+            farewells: BTreeMap::new(),
             left: false,
         }
     }
@@ -203,6 +208,13 @@ impl ClientServer {
             msg: cs(CsMsg::Hello { role: self.role }),
         });
     }
+
+    fn farewell(to: &NodeSpec, out: &mut Vec<OverlayOutput>) {
+        out.push(OverlayOutput::Send {
+            to: to.clone(),
+            msg: cs(CsMsg::Leaving),
+        });
+    }
 }
 
 impl Overlay for ClientServer {
@@ -225,6 +237,7 @@ impl Overlay for ClientServer {
     fn join(&mut self, contact: &PeerInfo, _now: Instant, out: &mut Vec<OverlayOutput>) {
         if self.left {
             self.left = false;
+            self.farewells.clear();
             out.push(OverlayOutput::MembersChanged);
         }
         if contact.name() != self.local.name() {
@@ -238,11 +251,16 @@ impl Overlay for ClientServer {
 
     fn leave(&mut self, _now: Instant, out: &mut Vec<OverlayOutput>) {
         for (p, _) in self.members.values() {
-            out.push(OverlayOutput::Send {
-                to: p.spec.clone(),
-                msg: cs(CsMsg::Leaving),
-            });
+            Self::farewell(&p.spec, out);
         }
+        // Told again: the members, and the nodes greeted that may have added this one.
+        self.farewells = self
+            .members
+            .iter()
+            .map(|(n, (p, _))| (n, &p.spec))
+            .chain(self.pending.iter().map(|(n, (spec, _))| (n, spec)))
+            .map(|(n, spec)| (n.clone(), (spec.clone(), GREET_PERIODS)))
+            .collect();
         let names: Vec<NodeName> = self.members.keys().cloned().collect();
         for n in names {
             self.drop_member(&n, out);
@@ -312,6 +330,10 @@ impl Overlay for ClientServer {
             ));
         };
         if self.left {
+            // A node greeting this one missed its Leaving.
+            if matches!(msg, CsMsg::Hello { .. }) {
+                Self::farewell(&from.spec, out);
+            }
             return Ok(());
         }
         match msg {
@@ -409,7 +431,12 @@ impl Overlay for ClientServer {
         Ok(())
     }
 
-    fn on_peer_up(&mut self, _peer: &PeerInfo, _now: Instant, _out: &mut Vec<OverlayOutput>) {}
+    fn on_peer_up(&mut self, peer: &PeerInfo, _now: Instant, out: &mut Vec<OverlayOutput>) {
+        // A node reaching this one after it left (it may have missed the Leaving).
+        if self.left {
+            Self::farewell(&peer.spec, out);
+        }
+    }
 
     fn on_peer_down(&mut self, _node: &NodeName, _now: Instant, _out: &mut Vec<OverlayOutput>) {}
 
@@ -424,6 +451,13 @@ impl Overlay for ClientServer {
             at: now + self.period,
         });
         if self.left {
+            for (spec, _) in self.farewells.values() {
+                Self::farewell(spec, out);
+            }
+            self.farewells.retain(|_, (_, left)| {
+                *left = left.saturating_sub(1);
+                *left > 0
+            });
             return;
         }
         let mut greet: BTreeMap<&NodeName, &NodeSpec> = self
@@ -479,7 +513,8 @@ impl Overlay for ClientServer {
 mod tests {
     use std::time::Duration;
 
-    use super::DEFAULT_PERIOD;
+    use super::{CsMsg, DEFAULT_PERIOD, GREET_PERIODS};
+    use crate::overlay::OverlayMsg;
     use crate::testing::{Network, Setup};
 
     #[test]
@@ -521,5 +556,48 @@ mod tests {
         assert_eq!(net.member_ids(0), [0, 1, 2]);
         assert_eq!(net.member_ids(1), [0, 1, 2]);
         assert_eq!(net.member_ids(2), [0, 1, 2]);
+    }
+
+    #[test]
+    fn a_lost_leaving_is_told_again() {
+        // Servers n0, n1, clients n2, n3, all joined.
+        let seed = 5;
+        println!("seed {seed}");
+        let mut net = Network::new(Setup::client_server(4, seed, 2));
+        net.join(1, 0);
+        net.join(2, 0);
+        net.join(3, 0);
+        let joined =
+            |net: &Network| (0..4).all(|i| net.member_ids(i).len() == 3 + usize::from(i < 2));
+        assert!(net.step_until(DEFAULT_PERIOD * 2, joined));
+        assert!(net.run_until_quiet(DEFAULT_PERIOD));
+        let leaving = |from: u32| {
+            move |f: &crate::testing::InFlight| {
+                f.from == from && f.msg == OverlayMsg::ClientServer(CsMsg::Leaving)
+            }
+        };
+        // Client n3 leaves and its Leaving is lost: the servers drop it at n3's next period,
+        // when n3 tells them again.
+        net.leave(3);
+        assert_eq!(net.drop_in_flight_where(leaving(3)), 2);
+        net.run_for(DEFAULT_PERIOD / 10);
+        assert_eq!(net.member_ids(0), [0, 1, 2, 3], "the Leaving was lost");
+        let dropped =
+            |net: &Network| net.member_ids(0) == [0, 1, 2] && net.member_ids(1) == [0, 1, 2];
+        assert!(net.step_until(DEFAULT_PERIOD * 2, dropped));
+        // Server n1 leaves, and every Leaving it sends is lost until its farewells are spent:
+        // it answers the next greeting of each node that still counts it a server.
+        net.leave(1);
+        let until = net.now + DEFAULT_PERIOD * (GREET_PERIODS + 1);
+        let mut lost = 0;
+        while net.now < until && net.step().is_some() {
+            lost += net.drop_in_flight_where(leaving(1));
+        }
+        assert!(lost > 2 * GREET_PERIODS as usize, "{lost} Leaving lost");
+        assert_eq!(net.member_ids(0), [0, 1, 2]);
+        assert_eq!(net.member_ids(2), [0, 1, 2]);
+        let gone = |net: &Network| net.member_ids(0) == [0, 2] && net.member_ids(2) == [0, 2];
+        assert!(net.step_until(DEFAULT_PERIOD * 2, gone));
+        assert!(net.member_ids(1).is_empty());
     }
 }

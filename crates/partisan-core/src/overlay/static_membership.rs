@@ -1,7 +1,13 @@
 //! Static overlay: the members come from configuration (and explicit joins); the node keeps a
 //! connection to every one of them.
+//!
+//! A node that leaves tells its members (`Leaving`), and tells them again every
+//! [`FAREWELL_PERIOD`] for [`FAREWELLS`] periods, then answers with it any node that connects
+//! to it while it is out (one that missed it, or restarted with a configuration that lists
+//! it): a lost `Leaving` is made good.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -18,12 +24,20 @@ pub enum StaticMsg {
     Leaving,
 }
 
+/// Interval between the repeats of a `Leaving`.
+pub const FAREWELL_PERIOD: Duration = Duration::from_secs(10);
+
+/// Times a `Leaving` is repeated after a leave.
+pub const FAREWELLS: u32 = 6;
+
 /// The static overlay. Membership changes only by configuration, `join`, `remove`,
 /// `update_members` and peers that announce they leave; a member that fails stays a member and
 /// is redialed.
 pub struct StaticMembership {
     local: PeerInfo,
     members: BTreeMap<NodeName, NodeSpec>,
+    /// After a leave, the former members, with the times left to tell them again.
+    farewells: BTreeMap<NodeName, (NodeSpec, u32)>,
     left: bool,
 }
 
@@ -39,8 +53,16 @@ impl StaticMembership {
         StaticMembership {
             local,
             members,
+            farewells: BTreeMap::new(),
             left: false,
         }
+    }
+
+    fn farewell(to: &NodeSpec, out: &mut Vec<OverlayOutput>) {
+        out.push(OverlayOutput::Send {
+            to: to.clone(),
+            msg: OverlayMsg::Static(StaticMsg::Leaving),
+        });
     }
 
     fn add(&mut self, spec: &NodeSpec, out: &mut Vec<OverlayOutput>) {
@@ -85,18 +107,25 @@ impl Overlay for StaticMembership {
     fn join(&mut self, contact: &PeerInfo, _now: Instant, out: &mut Vec<OverlayOutput>) {
         if self.left {
             self.left = false;
+            self.farewells.clear();
             out.push(OverlayOutput::MembersChanged);
         }
         self.add(&contact.spec, out);
     }
 
-    fn leave(&mut self, _now: Instant, out: &mut Vec<OverlayOutput>) {
+    fn leave(&mut self, now: Instant, out: &mut Vec<OverlayOutput>) {
         for spec in self.members.values() {
-            out.push(OverlayOutput::Send {
-                to: spec.clone(),
-                msg: OverlayMsg::Static(StaticMsg::Leaving),
-            });
+            Self::farewell(spec, out);
         }
+        self.farewells = self
+            .members
+            .iter()
+            .map(|(n, spec)| (n.clone(), (spec.clone(), FAREWELLS)))
+            .collect();
+        out.push(OverlayOutput::SetTimer {
+            timer: OverlayTimer::Periodic,
+            at: now + FAREWELL_PERIOD,
+        });
         let names: Vec<NodeName> = self.members.keys().cloned().collect();
         for n in names {
             self.drop_member(&n, out);
@@ -151,13 +180,34 @@ impl Overlay for StaticMembership {
         }
     }
 
-    fn on_peer_up(&mut self, _peer: &PeerInfo, _now: Instant, _out: &mut Vec<OverlayOutput>) {}
+    fn on_peer_up(&mut self, peer: &PeerInfo, _now: Instant, out: &mut Vec<OverlayOutput>) {
+        if self.left {
+            Self::farewell(&peer.spec, out);
+        }
+    }
 
     fn on_peer_down(&mut self, _node: &NodeName, _now: Instant, _out: &mut Vec<OverlayOutput>) {}
 
     fn on_unreachable(&mut self, _node: &NodeName, _now: Instant, _out: &mut Vec<OverlayOutput>) {}
 
-    fn on_timer(&mut self, _timer: OverlayTimer, _now: Instant, _out: &mut Vec<OverlayOutput>) {}
+    fn on_timer(&mut self, timer: OverlayTimer, now: Instant, out: &mut Vec<OverlayOutput>) {
+        if timer != OverlayTimer::Periodic || !self.left {
+            return;
+        }
+        for (spec, _) in self.farewells.values() {
+            Self::farewell(spec, out);
+        }
+        self.farewells.retain(|_, (_, left)| {
+            *left = left.saturating_sub(1);
+            *left > 0
+        });
+        if !self.farewells.is_empty() {
+            out.push(OverlayOutput::SetTimer {
+                timer: OverlayTimer::Periodic,
+                at: now + FAREWELL_PERIOD,
+            });
+        }
+    }
 
     fn members(&self) -> Vec<NodeName> {
         let mut v: Vec<NodeName> = self.members.keys().cloned().collect();
@@ -234,5 +284,36 @@ mod tests {
         assert!(net.inject(2, 0, OverlayMsg::ClientServer(CsMsg::Leaving)));
         assert_eq!(net.rejected, 1);
         assert_eq!(net.member_ids(0), [0, 2]);
+    }
+
+    #[test]
+    fn a_lost_leaving_is_told_again_and_to_whoever_connects_later() {
+        let seed = 13;
+        println!("seed {seed}");
+        let mut net = Network::new(Setup::static_members(3, seed));
+        assert!(net.step_until(Duration::from_secs(10), |net| {
+            net.linked(0, 1) && net.linked(0, 2) && net.linked(1, 2)
+        }));
+        assert!(net.run_until_quiet(Duration::from_secs(5)));
+        // n1 leaves; its Leaving to n0 is lost. n0 drops it when n1 tells it again.
+        net.leave(1);
+        let lost = net.drop_in_flight_where(|f| {
+            f.from == 1 && f.to == 0 && f.msg == OverlayMsg::Static(StaticMsg::Leaving)
+        });
+        assert_eq!(lost, 1);
+        net.run_for(Duration::from_secs(1));
+        assert_eq!(net.member_ids(0), [0, 1, 2], "the Leaving was lost");
+        assert_eq!(net.member_ids(2), [0, 2]);
+        assert!(net.step_until(FAREWELL_PERIOD * 2, |net| net.member_ids(0) == [0, 2]));
+        // Its farewells spent, n1 still tells a node that connects to it: n2 restarts with
+        // a configuration that lists n1, dials it, and drops it.
+        net.run_for(FAREWELL_PERIOD * (FAREWELLS + 1));
+        net.crash(2);
+        net.restart(2);
+        assert!(net.step_until(Duration::from_secs(10), |net| net.member_ids(2) == [0, 2]));
+        assert!(net.run_until_quiet(Duration::from_secs(10)));
+        assert_eq!(net.member_ids(2), [0, 2]);
+        assert!(net.member_ids(1).is_empty());
+        assert!(!net.linked(1, 2) && !net.linked(2, 1));
     }
 }
