@@ -7,7 +7,15 @@ use crate::connection_plan::{CloseReason, ConnId};
 use crate::time::Instant;
 use crate::wire::Message;
 
-use super::{Engine, Event, LaneActivity, Output, TimerKey};
+use super::{Engine, Event, Lane, LaneActivity, Output, TimerKey};
+
+/// When lane `conn` last received anything (its opening counts as hearing from the peer).
+pub(super) fn last_heard(conn: ConnId, lane: &Lane, activity: &dyn LaneActivity) -> Instant {
+    activity
+        .last_received(conn)
+        .unwrap_or(lane.opened)
+        .max(lane.opened)
+}
 
 impl Engine {
     /// A keepalive check of `conn` came due: probe it if it has been silent long enough, close
@@ -27,10 +35,7 @@ impl Engine {
         if !lane.is_open() {
             return;
         }
-        let last = activity
-            .last_received(conn)
-            .unwrap_or(lane.opened)
-            .max(lane.opened);
+        let last = last_heard(conn, lane, activity);
         // Anything received at or after the probe answers it (a probe goes out only once the
         // lane has been silent for a while, so nothing received at its very instant predates
         // it in practice; a paused test clock delivers the answer at that same instant).

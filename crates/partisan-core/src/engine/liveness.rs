@@ -77,7 +77,7 @@ impl Engine {
                 continue;
             }
             let heard = self.last_heard(&peer, activity);
-            if heard.is_some_and(|t| t.0.saturating_add(l.period.as_micros() as u64) > now.0) {
+            if heard.is_some_and(|t| t + l.period > now) {
                 // Spoke within the period: alive, no probe needed this time.
                 return;
             }
@@ -92,13 +92,11 @@ impl Engine {
             .open_conns(peer)
             .into_iter()
             .filter_map(|c| {
-                let lane = self.lanes.get(c)?;
-                Some(
-                    activity
-                        .last_received(c)
-                        .unwrap_or(lane.opened)
-                        .max(lane.opened),
-                )
+                Some(super::keepalive::last_heard(
+                    c,
+                    self.lanes.get(c)?,
+                    activity,
+                ))
             })
             .max()
     }
